@@ -1,0 +1,85 @@
+"""The one place that imports deepctr_torch, with its measured quirks worked around (see ARCHITECTURE.md).
+
+- `import deepctr_torch` starts a thread that calls PyPI with no timeout: a stub `deepctr_torch.utils` exposing a
+  no-op `check_version` is put in `sys.modules` before the import, then removed so the real module stays usable.
+- Inputs pass through float32: sparse ids must be < vocabulary_size and < 2**24 (exact in float32); checked here.
+- `fit()` prints to stdout even with verbose=0 and computes sklearn metrics per batch: we train with our own loop
+  (models/train_deepfm.py) and use `quiet_stdout()` around anything in deepctr that prints.
+- `y` must be a numpy array; threads are set with `set_threads` (torch has its own OpenMP pool).
+
+Other modules use `SparseFeat`, `DenseFeat`, `build_model` and `feature_index` from here, never deepctr_torch.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import types
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+FLOAT32_EXACT_INT = 2 ** 24
+
+
+def _import_deepctr() -> types.ModuleType:
+    if "deepctr_torch" in sys.modules:
+        return sys.modules["deepctr_torch"]
+    stub = types.ModuleType("deepctr_torch.utils")
+    stub.check_version = lambda *args, **kwargs: None  # the real one spawns an un-timed PyPI request
+    sys.modules["deepctr_torch.utils"] = stub
+    try:
+        import deepctr_torch
+    finally:
+        # drop the stub so `deepctr_torch.utils` resolves to the real module if anybody ever needs it
+        if sys.modules.get("deepctr_torch.utils") is stub:
+            del sys.modules["deepctr_torch.utils"]
+    return deepctr_torch
+
+
+_deepctr = _import_deepctr()
+from deepctr_torch.inputs import DenseFeat, SparseFeat, build_input_features  # noqa: E402
+from deepctr_torch.models import DeepFM  # noqa: E402
+
+# backbones reachable by name; DCN-Mix/AutoInt/DIN join here with their own constructor kwargs
+MODELS: dict[str, type] = {"deepfm": DeepFM}
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Swallow deepctr's print() calls (fit, SparseFeat(use_hash=True), gpus...)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def feature_index(feature_columns: Sequence[Any]) -> dict[str, tuple[int, int]]:
+    """Column slice of each feature in the model's input matrix, in deepctr's own order."""
+    return dict(build_input_features(list(feature_columns)))
+
+
+def build_model(name: str, feature_columns: Sequence[Any], seed: int, **kwargs: Any) -> torch.nn.Module:
+    """A deepctr model using the same columns for its linear and deep parts."""
+    if name not in MODELS:
+        raise ValueError(f"unknown deepctr backbone {name!r}; known: {sorted(MODELS)}")
+    with quiet_stdout():
+        return MODELS[name](list(feature_columns), list(feature_columns), seed=seed, device="cpu", **kwargs)
+
+
+def check_sparse_ids(name: str, ids: np.ndarray, vocabulary_size: int) -> None:
+    """Ids must index the embedding table and survive the float32 input matrix unchanged."""
+    if vocabulary_size > FLOAT32_EXACT_INT:
+        raise ValueError(f"feature {name!r}: vocabulary of {vocabulary_size} ids is not exact in float32 "
+                         f"(limit {FLOAT32_EXACT_INT}); hash or bucket it")
+    if ids.size and (ids.min() < 0 or ids.max() >= vocabulary_size):
+        row = int(np.flatnonzero((ids < 0) | (ids >= vocabulary_size))[0])
+        raise ValueError(f"feature {name!r}: row {row} id {int(ids[row])} outside 0..{vocabulary_size - 1}")
+
+
+def as_label_array(y: Any) -> np.ndarray:
+    """deepctr wants numpy float labels, never a pandas Series."""
+    return np.asarray(y, dtype=np.float32).reshape(-1)

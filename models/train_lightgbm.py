@@ -1,0 +1,193 @@
+"""LightGBM on a CtrData variant: ids as numeric features, vector groups reduced by PCA fit on train only.
+
+- user/item ids -> their train vocabulary rank as a NUMERIC feature (NaN when unseen): categorical ids trained 8x
+  slower, predicted 20x slower and scored lower AUC in our probe (ARCHITECTURE.md).
+- other categoricals -> vocabulary codes (0 = unseen) declared as LightGBM categorical features.
+- numeric -> as is (trees need no scaling); each vector group -> `k` PCA components (cfg.lgbm_pca_dim) fit on TRAIN.
+- early stopping on valid AUC; the saved model holds only the trees up to the best iteration.
+Saved as `model.txt` (LightGBM text model) + `pca.npz` (mean/components per group, no pickle) + `feature_map.json`.
+
+    from models.train_lightgbm import train_lightgbm, LightGBMModel
+    fit = train_lightgbm(data, ["item_raw_emb"], cfg, seed=0); fit.model.save(dir); LightGBMModel.load(dir)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from augment.config import TrainConfig
+from models.atomic import atomic_path, write_json
+from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
+from models.ctr_features import Vocabulary
+from models.fit_result import FitResult
+
+log = logging.getLogger(__name__)
+FEATURE_MAP = "feature_map.json"
+BOOSTER = "model.txt"
+PCA_FILE = "pca.npz"
+
+
+@dataclass(frozen=True)
+class LightGBMParams:
+    """Booster settings TrainConfig does not carry."""
+
+    learning_rate: float = 0.05
+    num_leaves: int = 63
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+
+
+@dataclass
+class GroupPCA:
+    """A fitted PCA kept as plain arrays, so saving needs no pickle and reload projects identically."""
+
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (k, d)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, k: int, seed: int) -> "GroupPCA":
+        x = np.asarray(vectors, dtype=np.float64)
+        k = max(1, min(k, x.shape[1], x.shape[0]))
+        # covariance_eigh: exact and fast when rows >> dims (60k x 384)
+        pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(x)
+        return cls(pca.mean_.astype(np.float64), pca.components_.astype(np.float64))
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        return (np.asarray(vectors, dtype=np.float64) - self.mean) @ self.components.T
+
+
+class LightGBMModel:
+    def __init__(self, feature_map: dict, booster: lgb.Booster, pcas: dict[str, GroupPCA]):
+        self.feature_map = feature_map
+        self.booster = booster
+        self.pcas = pcas
+        self.vocabs = {v["column"]: Vocabulary.from_json(v) for v in feature_map["vocabularies"]}
+
+    def matrix(self, split: CtrSplit) -> np.ndarray:
+        return design_matrix(split, self.feature_map, self.vocabs, self.pcas)
+
+    def predict(self, split: CtrSplit) -> np.ndarray:
+        return np.asarray(self.booster.predict(self.matrix(split), num_threads=self.feature_map["threads"]),
+                          dtype=np.float64)
+
+    def save(self, model_dir: Path) -> None:
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(model_dir / BOOSTER) as tmp:
+            self.booster.save_model(str(tmp))
+        arrays = {}
+        for group, pca in self.pcas.items():
+            arrays[f"{group}/mean"] = pca.mean
+            arrays[f"{group}/components"] = pca.components
+        with atomic_path(model_dir / PCA_FILE, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        write_json(model_dir / FEATURE_MAP, self.feature_map)
+
+    @classmethod
+    def load(cls, model_dir: Path) -> "LightGBMModel":
+        model_dir = Path(model_dir)
+        feature_map = json.loads((model_dir / FEATURE_MAP).read_text())
+        booster = lgb.Booster(model_file=str(model_dir / BOOSTER))
+        with np.load(model_dir / PCA_FILE, allow_pickle=False) as z:
+            pcas = {g: GroupPCA(z[f"{g}/mean"], z[f"{g}/components"]) for g in feature_map["vector_groups"]}
+        return cls(feature_map, booster, pcas)
+
+
+def design_matrix(split: CtrSplit, feature_map: dict, vocabs: dict[str, Vocabulary],
+                  pcas: dict[str, GroupPCA]) -> np.ndarray:
+    frame = split.frame
+    blocks = []
+    for col in feature_map["id_columns"]:
+        codes = vocabs[col].encode(frame[col]).astype(np.float64)
+        codes[codes == 0] = np.nan  # unseen id: LightGBM's missing-value branch, not a fake neighbour
+        blocks.append(codes[:, None])
+    for col in feature_map["categorical_columns"]:
+        blocks.append(vocabs[col].encode(frame[col]).astype(np.float64)[:, None])
+    if feature_map["numeric_columns"]:
+        numeric = frame[feature_map["numeric_columns"]].apply(pd.to_numeric, errors="coerce")
+        blocks.append(numeric.to_numpy(dtype=np.float64))
+    for group, spec in feature_map["vector_groups"].items():
+        if group not in split.vectors:
+            raise ValueError(f"vector group {group!r} missing from split (have {sorted(split.vectors)})")
+        vec = np.asarray(split.vectors[group])
+        if vec.shape != (len(frame), spec["dim"]):
+            raise ValueError(f"vector group {group!r}: shape {vec.shape}, model expects ({len(frame)}, {spec['dim']})")
+        blocks.append(pcas[group].transform(vec))
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
+
+
+def make_feature_map(data: CtrData, groups: Sequence[str], pcas: dict[str, GroupPCA], cfg: TrainConfig,
+                     params: LightGBMParams) -> dict:
+    id_cols = data.id_columns
+    cat_cols = [c for c in data.categorical if c not in id_cols]
+    names = list(id_cols) + cat_cols + list(data.numeric)
+    for g in groups:
+        names += [f"{g}__pc{i}" for i in range(pcas[g].components.shape[0])]
+    return {
+        "backbone": "lightgbm",
+        "id_columns": id_cols,
+        "categorical_columns": cat_cols,
+        "numeric_columns": list(data.numeric),
+        "vocabularies": [Vocabulary.fit(data.train.frame[c], c).to_json() for c in data.categorical],
+        "vector_groups": {g: {"dim": int(pcas[g].components.shape[1]), "pca_dim": int(pcas[g].components.shape[0])}
+                          for g in groups},
+        "feature_names": names,
+        "params": asdict(params),
+        "threads": int(cfg.threads),
+        "label": data.label,
+        "user_col": data.user_col,
+    }
+
+
+def train_lightgbm(data: CtrData, groups: Sequence[str], cfg: TrainConfig, seed: int,
+                   params: LightGBMParams = LightGBMParams()) -> FitResult:
+    """Boost on data.train with early stopping on valid AUC; the returned model is cut at the best iteration."""
+    validate_ctr_data(data, groups)
+    started = time.perf_counter()
+    pcas = {g: GroupPCA.fit(data.train.vectors[g], cfg.lgbm_pca_dim, seed) for g in groups}
+    feature_map = make_feature_map(data, groups, pcas, cfg, params)
+    vocabs = {v["column"]: Vocabulary.from_json(v) for v in feature_map["vocabularies"]}
+    x_train = design_matrix(data.train, feature_map, vocabs, pcas)
+    x_valid = design_matrix(data.valid, feature_map, vocabs, pcas)
+    y_train = data.train.frame[data.label].to_numpy(dtype=np.float64)
+    y_valid = data.valid.frame[data.label].to_numpy(dtype=np.float64)
+    names, cats = feature_map["feature_names"], feature_map["categorical_columns"]
+    dtrain = lgb.Dataset(x_train, y_train, feature_name=names, categorical_feature=cats, free_raw_data=False,
+                         params={"verbose": -1})
+    dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain)
+    booster_params = {
+        "objective": "binary", "metric": "auc", "verbose": -1, "seed": seed, "deterministic": True,
+        "force_col_wise": True, "num_threads": int(cfg.threads), **asdict(params),
+    }
+    evals: dict = {}
+    booster = lgb.train(booster_params, dtrain, num_boost_round=cfg.lgbm_rounds, valid_sets=[dvalid],
+                        valid_names=["valid"],
+                        callbacks=[lgb.early_stopping(cfg.lgbm_early_stopping, verbose=False),
+                                   lgb.record_evaluation(evals)])
+    valid_auc = evals.get("valid", {}).get("auc", [])
+    # lgb.train already cut the returned booster at best_iteration, so count rounds from the eval record
+    rounds_run = len(valid_auc) or booster.current_iteration()
+    best = booster.best_iteration or rounds_run
+    # keep only the selected trees, so predict()/save()/reload all mean the same model
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    history = [{"round": i + 1, "valid_auc": v} for i, v in enumerate(valid_auc)]
+    log.info("lightgbm seed=%d: best round %d of %d, valid_auc=%.4f", seed, best, rounds_run,
+             history[best - 1]["valid_auc"] if history else float("nan"))
+    return FitResult(model=LightGBMModel(feature_map, booster, pcas), best_iteration=best, n_iterations=rounds_run,
+                     train_seconds=time.perf_counter() - started, history=history)
+
+
+def load_lightgbm(model_dir: Path) -> LightGBMModel:
+    return LightGBMModel.load(model_dir)
