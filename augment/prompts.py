@@ -1,0 +1,205 @@
+"""KAR prompts as chat messages: item factual knowledge and user preference reasoning, from versioned templates.
+
+Template files (``augment/templates/<name>.txt``) are plain text:
+
+    # template: <name> version: <version>     <- line 1, required; <name> must match the file name
+    # any further lines starting with "#"     <- comments, until the first section
+    [system]                                  <- the system message follows
+    ...
+    [user]                                    <- the user message follows
+    ... $placeholder ...                      <- string.Template: $name or ${name}; "$$" is a literal "$"
+
+The fixed instruction comes first in the user message and the data last, inside a tag fence (<movie>...</movie>,
+<user>...</user>), so all prompts share a long prefix (vLLM's prefix cache) and untrusted text (titles, histories)
+cannot pose as instructions: data is stripped of control characters and newlines, angle brackets become ‹ ›
+(no fake closing tag), titles are capped at 200 characters, and a user prompt only sees that user's history rows.
+
+    python -m augment.prompts            # print one item and one user prompt for ML-100K (cached wheel in var/cache)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from augment.ingest import clean_text
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+TITLE_MAX = 200
+FIELD_MAX = 60
+_HEADER = re.compile(r"^# template: (?P<name>[\w.-]+) version: (?P<version>[\w.-]+)\s*$")
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: str
+    system: str
+    user: str
+    sha256: str  # of the template file's bytes
+
+    def render(self, **values: str) -> str:
+        """The messages as a JSON string (system, user), with ``values`` substituted into both."""
+        try:
+            messages = [{"role": "system", "content": string.Template(self.system).substitute(values)},
+                        {"role": "user", "content": string.Template(self.user).substitute(values)}]
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"template {self.name} v{self.version}: bad or missing placeholder {err}") from None
+        return json.dumps(messages, ensure_ascii=False)
+
+    def prompt_hash(self, messages: str) -> str:
+        return hashlib.sha256(f"{self.name}\n{self.version}\n{messages}".encode()).hexdigest()
+
+
+def load_template(name: str) -> PromptTemplate:
+    """``name`` is a file stem in augment/templates (e.g. "item_knowledge_v1") or a path to a template file."""
+    path = Path(name) if name.endswith(".txt") or "/" in name else TEMPLATE_DIR / f"{name}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt template {name!r} not found at {path}")
+    raw = path.read_bytes()
+    lines = raw.decode("utf-8").splitlines()
+    head = _HEADER.match(lines[0]) if lines else None
+    if head is None:
+        raise ValueError(f"{path}: line 1 must be '# template: <name> version: <version>'")
+    if head["name"] != path.stem:
+        raise ValueError(f"{path}: header names template {head['name']!r}, file is {path.stem!r}")
+    sections: dict[str, list[str]] = {}
+    current = None
+    for no, line in enumerate(lines[1:], start=2):
+        if line.strip() in ("[system]", "[user]"):
+            current = line.strip()[1:-1]
+            if current in sections:
+                raise ValueError(f"{path}: line {no}: section [{current}] appears twice")
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+        elif line.strip() and not line.startswith("#"):
+            raise ValueError(f"{path}: line {no}: text before the [system] section")
+    if list(sections) != ["system", "user"]:
+        raise ValueError(f"{path}: needs a [system] then a [user] section, found {list(sections)}")
+    system, user = ("\n".join(sections[s]).strip() for s in ("system", "user"))
+    return PromptTemplate(head["name"], head["version"], system, user, hashlib.sha256(raw).hexdigest())
+
+
+def fence_safe(value: object, max_len: int) -> str:
+    """One line of untrusted text that cannot leave its fence: clean, no angle brackets, capped."""
+    text = clean_text(value) or ""
+    text = text.replace("<", "‹").replace(">", "›")
+    return clean_text(text, max_len) or ""
+
+
+def _frame(rows: list[dict], key: str, template: PromptTemplate) -> pd.DataFrame:
+    out = pd.DataFrame(rows, columns=[key, "messages"])
+    out[key] = out[key].astype("int64")
+    out["messages"] = out["messages"].astype("str")
+    out["template_name"] = pd.Series([template.name] * len(out), dtype="str")
+    out["template_version"] = pd.Series([template.version] * len(out), dtype="str")
+    out["prompt_hash"] = out["messages"].map(template.prompt_hash).astype("str")
+    return out
+
+
+def build_item_prompts(items: pd.DataFrame, template: PromptTemplate) -> pd.DataFrame:
+    """One prompt per item: item_id, messages (JSON), template_name, template_version, prompt_hash."""
+    rows = []
+    for item in items.sort_values("item_id").itertuples(index=False):
+        genres = ", ".join(fence_safe(g, FIELD_MAX) for g in item.genres) or "unknown"
+        year = "unknown" if pd.isna(item.year) else str(int(item.year))
+        rows.append({"item_id": item.item_id, "messages": template.render(
+            title=fence_safe(item.title, TITLE_MAX), year=year, genres=fence_safe(genres, 4 * FIELD_MAX))})
+    return _frame(rows, "item_id", template)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The user profile sentence.
+
+AGE_BUCKETS = ((18, "is under 18"), (25, "is aged 18-24"), (35, "is aged 25-34"), (45, "is aged 35-44"),
+               (55, "is aged 45-54"), (65, "is aged 55-64"))
+GENDERS = {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}
+# Occupations that read badly as "works as a ..." or carry no information.
+OCCUPATION_PHRASES = {"retired": "is retired", "student": "is a student", "homemaker": "is a homemaker",
+                      "entertainment": "works in entertainment", "marketing": "works in marketing",
+                      "healthcare": "works in healthcare", "other": None, "none": None, "unknown": None}
+
+
+def age_phrase(age: object) -> str | None:
+    if age is None or pd.isna(age):
+        return None
+    for upper, phrase in AGE_BUCKETS:
+        if int(age) < upper:
+            return phrase
+    return "is 65 or older"
+
+
+def profile_sentence(gender: object = None, age: object = None, occupation: object = None) -> str:
+    """KAR's profile sentence; with nothing known it is neutral: "Given a user, this user's ..."."""
+    sex = GENDERS.get((clean_text(gender) or "").lower())
+    clauses = [age_phrase(age)]
+    occ = fence_safe(occupation, FIELD_MAX).lower()
+    if occ:
+        phrase = OCCUPATION_PHRASES.get(occ, f"works as {'an' if occ[0] in 'aeiou' else 'a'} {occ}")
+        clauses.append(phrase)
+    clauses = [c for c in clauses if c]
+    who = f"a {sex} user" if sex else "a user"
+    if clauses:
+        who += " who " + " and ".join(clauses)
+    return f"Given {who}, this user's movie viewing history over time is listed below."
+
+
+def history_line(title: str, rating: float) -> str:
+    # Double quotes delimit the title, so a title's own double quotes become single ones.
+    stars = f"{float(rating):g}"
+    return f"\"{fence_safe(title, TITLE_MAX).replace(chr(34), chr(39))}\", {stars} star{'' if stars == '1' else 's'};"
+
+
+def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, cutoffs: pd.DataFrame,
+                       template: PromptTemplate) -> pd.DataFrame:
+    """One prompt per user in ``cutoffs``: user_id, messages, template_name, template_version, prompt_hash, cutoff.
+
+    ``history`` may be the whole split frame: only rows with role == "history" are used, and a history row later
+    than its user's cutoff is an error (it would leak a CTR sample into the prompt).
+    """
+    hist = history[history["role"] == "history"] if "role" in history else history
+    hist = hist.merge(cutoffs[["user_id", "cutoff"]], on="user_id", how="inner", validate="many_to_one")
+    late = hist["timestamp"] > hist["cutoff"]
+    if late.any():
+        bad = hist[late].iloc[0]
+        raise ValueError(f"history row after the cutoff for user_id {bad.user_id} (item_id {bad.item_id}): leakage")
+    titles = items.set_index("item_id")["title"]
+    missing = ~hist["item_id"].isin(titles.index)
+    if missing.any():
+        raise ValueError(f"history item_id {hist.loc[missing, 'item_id'].iloc[0]} not in items")
+    hist = hist.assign(title=titles.reindex(hist["item_id"]).to_numpy())
+    hist = hist.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    lines = {uid: "\n".join(history_line(t, r) for t, r in zip(g["title"], g["rating"]))
+             for uid, g in hist.groupby("user_id", sort=False)}
+    cols = [c for c in ("gender", "age", "occupation") if c in users]
+    profiles = users.set_index("user_id")[cols].to_dict("index")
+
+    rows = []
+    for uid in cutoffs["user_id"].sort_values():
+        profile = profile_sentence(**profiles.get(uid, {}))
+        rows.append({"user_id": uid, "messages": template.render(profile=profile, history=lines.get(uid, ""))})
+    out = _frame(rows, "user_id", template)
+    out["cutoff"] = cutoffs.set_index("user_id")["cutoff"].reindex(out["user_id"]).to_numpy()
+    out["cutoff"] = out["cutoff"].astype(cutoffs["cutoff"].dtype)
+    return out
+
+
+if __name__ == "__main__":
+    from augment.config import DataConfig, SplitConfig
+    from augment.ingest import load_movielens100k
+    from augment.split import split_interactions
+
+    canon = load_movielens100k(DataConfig(), Path("var/cache"))
+    rows, cut = split_interactions(canon.interactions, SplitConfig())
+    item_p = build_item_prompts(canon.items.head(1), load_template("item_knowledge_v1"))
+    user_p = build_user_prompts(rows, canon.users, canon.items, cut.head(1), load_template("user_preference_v1"))
+    for frame in (item_p, user_p):
+        for msg in json.loads(frame["messages"].iloc[0]):
+            print(f"--- {msg['role']}\n{msg['content']}")
+        print(frame.drop(columns="messages").iloc[0].to_dict())
