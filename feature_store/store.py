@@ -1,0 +1,356 @@
+"""Versioned, atomically published Parquet feature tables on a local file system.
+
+Layout (hive-style, readable as-is by DuckDB / Spark / pandas through `root/<table>/*/*.parquet`):
+
+    root/<table>/version=<id>      -> symlink to _data/<uuid>   (replaced atomically on re-publish)
+    root/<table>/_data/<uuid>/part-0.parquet, _manifest.json    (immutable once renamed into place)
+    root/<table>/_latest           text file holding the latest version id (temp file + os.replace)
+    root/<table>/_data/.tmp-*      in-progress writes: ignored by readers, removed by gc
+
+A version id is the first 12 hex digits of sha256(canonical JSON of the recipe): same recipe -> same version.
+A reader resolves the version symlink once and reads manifest and data from that immutable directory, so a
+concurrent re-publish or a kill -9 at any point shows the old or the new version, never a mix or a partial file.
+
+    python -m feature_store --root var/feature_store ls
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .table_spec import TableSpec, conform
+
+DATA_FILE = "part-0.parquet"
+MANIFEST_FILE = "_manifest.json"
+LATEST_FILE = "_latest"
+DATA_DIR = "_data"
+FORMAT_VERSION = 1
+_VERSION_RE = re.compile(r"^[0-9a-f]{12}$")
+_READ_RETRIES = 20
+
+
+class NotFound(KeyError, ValueError):
+    """Unknown table or version (message names both)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class TableRef:
+    name: str
+    version: str
+    path: Path  # the visible version directory root/<table>/version=<id>
+    rows: int
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (dt.datetime, dt.date)):
+        return o.isoformat()
+    if isinstance(o, dt.timedelta):
+        return o.total_seconds()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"value of type {type(o).__name__} is not JSON-serialisable: {o!r:.80}")
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, no NaN: the byte string a version id is hashed from."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=_json_default)
+
+
+def version_id(recipe: Mapping) -> str:
+    if not isinstance(recipe, Mapping) or not recipe:
+        raise ValueError("recipe must be a non-empty mapping (source checksums, model id, settings, code version)")
+    return hashlib.sha256(canonical_json(dict(recipe)).encode()).hexdigest()[:12]
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_path(path.parent)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """`git describe` of the checkout holding this package, else 'unknown'."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def vector_matrix(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """fixed_size_list<float, d> column -> (n, d) float32 array (zero-copy for one float32 chunk without nulls).
+
+    Null rows become zeros. The result may be read-only when it shares Arrow's memory.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else (
+            col.combine_chunks() if col.num_chunks else pa.array([], col.type))
+    if not pa.types.is_fixed_size_list(col.type):
+        raise TypeError(f"vector_matrix needs a fixed_size_list column, got {col.type}")
+    d = col.type.list_size
+    # .values ignores the slice offset (and keeps slots of null rows), so slice it by hand.
+    values = col.values.slice(col.offset * d, len(col) * d)
+    mat = values.to_numpy(zero_copy_only=False).reshape(len(col), d)
+    if col.null_count:
+        mat = mat.astype(np.float32, copy=True)
+        mat[np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = 0.0
+    return mat if mat.dtype == np.float32 else mat.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ the store
+
+class FeatureStore:
+    """A directory of versioned feature tables; see the module docstring for the layout."""
+
+    def __init__(self, root: str | Path, *, compression: str = "zstd", row_group_size: int = 131072):
+        self.root = Path(root)
+        self.compression = compression
+        self.row_group_size = row_group_size
+
+    # -- paths
+    def _table_dir(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith((".", "_")) or "@" in name:
+            raise NotFound(f"bad table name {name!r}")
+        return self.root / name
+
+    def _link(self, name: str, version: str) -> Path:
+        return self._table_dir(name) / f"version={version}"
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        # Serialises the swap of pointers between concurrent publishers of one table (readers never lock).
+        path = self._table_dir(name) / ".lock"
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- write
+    def publish(self, spec: TableSpec, data: Any, recipe: Mapping, config: Mapping | None = None) -> TableRef:
+        """Validate `data` against `spec`, write it as version sha256(recipe)[:12] and make it `latest`."""
+        table = conform(spec, data)
+        version = version_id(recipe)
+        tdir = self._table_dir(spec.name)
+        data_root = tdir / DATA_DIR
+        data_root.mkdir(parents=True, exist_ok=True)
+        publish_id = uuid.uuid4().hex
+        tmp = data_root / f".tmp-{publish_id}"
+        tmp.mkdir()
+        try:
+            data_path = tmp / DATA_FILE
+            pq.write_table(table, data_path, compression=self.compression, row_group_size=self.row_group_size)
+            _fsync_path(data_path)
+            manifest = self._manifest(spec, table, version, publish_id, recipe, config, data_path)
+            mpath = tmp / MANIFEST_FILE
+            with open(mpath, "w") as f:
+                json.dump(manifest, f, indent=1, sort_keys=True, default=_json_default, allow_nan=False)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_path(tmp)
+            final = data_root / publish_id
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_path(data_root)
+        self._swap_in(spec.name, version, publish_id)
+        return TableRef(spec.name, version, self._link(spec.name, version), table.num_rows)
+
+    def _swap_in(self, name: str, version: str, publish_id: str) -> None:
+        tdir = self._table_dir(name)
+        link = self._link(name, version)
+        # The temporary link lives in _data/ so that no glob over root/<table>/*/ ever sees it; rename moves
+        # the link itself, so its relative target is resolved only at its final place.
+        tmp_link = tdir / DATA_DIR / f".link-{publish_id}"
+        os.symlink(f"{DATA_DIR}/{publish_id}", tmp_link)
+        with self._lock(name):
+            old = os.readlink(link) if link.is_symlink() else None
+            os.replace(tmp_link, link)
+            _fsync_path(tdir)
+            _atomic_write_text(tdir / LATEST_FILE, version + "\n")
+        if old and Path(old).name != publish_id:
+            # Readers that already resolved the old directory retry on FileNotFoundError.
+            shutil.rmtree(tdir / old, ignore_errors=True)
+
+    def _manifest(self, spec: TableSpec, table: pa.Table, version: str, publish_id: str, recipe: Mapping,
+                  config: Mapping | None, data_path: Path) -> dict:
+        ev: dict[str, Any] = {"min": None, "max": None}
+        if spec.event_timestamp and table.num_rows:
+            mm = pc.min_max(table.column(spec.event_timestamp))
+            ev = {"min": mm["min"].as_py().isoformat(), "max": mm["max"].as_py().isoformat()}
+        schema = spec.arrow_schema()
+        return {
+            "format_version": FORMAT_VERSION,
+            "table": spec.name,
+            "version": version,
+            "publish_id": publish_id,
+            "created_at": _utc_now(),
+            "code_version": code_version(),
+            "rows": table.num_rows,
+            "spec": spec.to_dict(),
+            "arrow_schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema],
+            "arrow_schema_ipc_hex": schema.serialize().to_pybytes().hex(),
+            "files": [{"path": DATA_FILE, "sha256": sha256_file(data_path), "bytes": data_path.stat().st_size,
+                       "rows": table.num_rows}],
+            "event_time": ev,
+            "recipe": json.loads(canonical_json(dict(recipe))),
+            "config": None if config is None else json.loads(canonical_json(dict(config))),
+        }
+
+    # -- read
+    def tables(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith((".", "_")) and (p / LATEST_FILE).exists())
+
+    def _version_links(self, name: str) -> list[str]:
+        tdir = self._table_dir(name)
+        if not tdir.is_dir():
+            raise NotFound(f"unknown table {name!r} under {self.root} (have {self.tables()})")
+        return sorted(p.name.split("=", 1)[1] for p in tdir.iterdir()
+                      if p.name.startswith("version=") and p.is_symlink())
+
+    def resolve(self, name: str, version: str = "latest") -> str:
+        """'latest', a full version id or a unique prefix of one -> the full version id."""
+        tdir = self._table_dir(name)
+        if version == "latest":
+            try:
+                v = (tdir / LATEST_FILE).read_text().strip()
+            except FileNotFoundError:
+                raise NotFound(f"unknown table {name!r} under {self.root} (have {self.tables()})") from None
+            if not self._link(name, v).is_symlink():
+                raise NotFound(f"table {name!r}: latest points to version {v!r}, which no longer exists")
+            return v
+        if _VERSION_RE.match(version) and self._link(name, version).is_symlink():
+            return version
+        have = self._version_links(name)
+        hits = [v for v in have if v.startswith(version)] if version else []
+        if len(hits) != 1:
+            what = "is ambiguous" if hits else "not found"
+            raise NotFound(f"table {name!r}: version {version!r} {what} (have {have})")
+        return hits[0]
+
+    def _snapshot(self, name: str, version: str) -> tuple[str, Path]:
+        """Resolve once to the immutable data directory behind the version link."""
+        v = self.resolve(name, version)
+        link = self._link(name, v)
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            raise NotFound(f"table {name!r}: version {v!r} disappeared while resolving") from None
+        return v, self._table_dir(name) / target
+
+    def _retrying(self, name: str, version: str, fn):
+        for attempt in range(_READ_RETRIES):
+            v, d = self._snapshot(name, version)
+            try:
+                return fn(v, d)
+            except FileNotFoundError:
+                # The directory was swapped out by a concurrent re-publish or gc: resolve again.
+                if attempt == _READ_RETRIES - 1:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+
+    def manifest(self, name: str, version: str = "latest") -> dict:
+        def load(v: str, d: Path) -> dict:
+            with open(d / MANIFEST_FILE) as f:
+                m = json.load(f)
+            m["path"] = str(self._link(name, v))
+            return m
+        return self._retrying(name, version, load)
+
+    def read(self, name: str, version: str = "latest", columns: list[str] | None = None) -> pa.Table:
+        return self._read_with_manifest(name, version, columns)[0]
+
+    def _read_with_manifest(self, name: str, version: str = "latest",
+                            columns: list[str] | None = None) -> tuple[pa.Table, dict]:
+        def load(v: str, d: Path) -> tuple[pa.Table, dict]:
+            # Open both files before parsing so that they surely come from the same immutable directory.
+            with open(d / MANIFEST_FILE) as mf:
+                manifest = json.load(mf)
+            pf = pa.memory_map(str(d / DATA_FILE))
+            if columns is not None:
+                names = [c["name"] for c in manifest["arrow_schema"]]
+                bad = [c for c in columns if c not in names]
+                if bad:
+                    raise ValueError(f"table {name!r}@{v}: no column {bad[0]!r} (have {names})")
+            table = pq.read_table(pf, columns=columns)
+            manifest["path"] = str(self._link(name, v))
+            return table, manifest
+        return self._retrying(name, version, load)
+
+    def read_pandas(self, name: str, version: str = "latest", columns: list[str] | None = None):
+        """As `read`, converted to pandas (vector columns become object columns of numpy arrays)."""
+        return self.read(name, version, columns).to_pandas()
+
+    def spec(self, name: str, version: str = "latest") -> TableSpec:
+        return TableSpec.from_dict(self.manifest(name, version)["spec"])
+
+    def versions(self, name: str) -> list[dict]:
+        """One summary per version, newest first: version, created_at, rows, latest, path, recipe."""
+        latest = None
+        with contextlib.suppress(NotFound):
+            latest = self.resolve(name, "latest")
+        out = []
+        for v in self._version_links(name):
+            with contextlib.suppress(NotFound, FileNotFoundError):
+                m = self.manifest(name, v)
+                out.append({"version": v, "created_at": m["created_at"], "rows": m["rows"], "latest": v == latest,
+                            "path": m["path"], "event_time": m["event_time"], "recipe": m["recipe"]})
+        return sorted(out, key=lambda r: r["created_at"], reverse=True)
