@@ -12,8 +12,8 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +64,23 @@ class _Raw:
     file: str
     frame: pd.DataFrame  # canonical column names + "_pos" (1-based line, or row for Parquet)
     unit: str = "line"
+    source_columns: Mapping[str, str] = field(default_factory=dict)  # canonical -> name in the file
 
     def where(self, i: int) -> str:
         return f"{self.unit} {int(self.frame['_pos'].iloc[i])}"
+
+    def col(self, canonical: str) -> str:
+        return self.source_columns.get(canonical, canonical)
+
+
+class _Positions:
+    """Locator for frames without source lines: 1-based row positions, canonical column names."""
+
+    def where(self, i: int) -> str:
+        return f"row {i + 1}"
+
+    def col(self, canonical: str) -> str:
+        return canonical
 
 
 def clean_text(value: object, max_len: int | None = None) -> str | None:
@@ -88,7 +102,7 @@ def _fail_first(raw: _Raw, mask: pd.Series, column: str, problem) -> None:
     hits = np.flatnonzero(mask.to_numpy(dtype=bool, na_value=True))
     if len(hits):
         i = int(hits[0])
-        raise DataError(problem(raw.frame[column].iloc[i]), file=raw.file, row=raw.where(i), column=column)
+        raise DataError(problem(raw.frame[column].iloc[i]), file=raw.file, row=raw.where(i), column=raw.col(column))
 
 
 def _require(raw: _Raw, column: str) -> pd.Series:
@@ -226,7 +240,7 @@ def _first_duplicate(frame: pd.DataFrame, keys: list[str]) -> tuple[int, int] | 
     return int(np.flatnonzero(group == group[second])[0]), second
 
 
-def _check_tables(c: Canonical, sources: Mapping[str, str], where: Mapping[str, Callable[[int], str]]) -> None:
+def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _Raw | _Positions]) -> None:
     names = {t: sources.get(t, t) for t in ("interactions", "items", "users")}
     if len(c.interactions) == 0:
         raise DataError("no interactions", file=names["interactions"])
@@ -241,8 +255,8 @@ def _check_tables(c: Canonical, sources: Mapping[str, str], where: Mapping[str, 
             a, b = found
             key = ", ".join(str(frame[k].iloc[b]) for k in keys)
             key = key if len(keys) == 1 else f"({key})"
-            raise DataError(f"duplicate {label} {key} at {where[table](a)} and {where[table](b)}",
-                            file=names[table], column=",".join(keys))
+            raise DataError(f"duplicate {label} {key} at {loc[table].where(a)} and {loc[table].where(b)}",
+                            file=names[table], column=",".join(loc[table].col(k) for k in keys))
     refs = [("item_id", c.items, "items")] + ([("user_id", c.users, "users")] if len(c.users) else [])
     for col, table, tname in refs:
         unknown = np.flatnonzero(~c.interactions[col].isin(table[col]).to_numpy())
@@ -250,7 +264,7 @@ def _check_tables(c: Canonical, sources: Mapping[str, str], where: Mapping[str, 
             i = int(unknown[0])
             raise DataError(f"{col} {c.interactions[col].iloc[i]} not found in {names[tname]} "
                             f"({len(unknown)} interaction(s) affected)", file=names["interactions"],
-                            row=where["interactions"](i), column=col)
+                            row=loc["interactions"].where(i), column=loc["interactions"].col(col))
 
 
 def validate(c: Canonical, sources: Mapping[str, str]) -> None:
@@ -283,7 +297,7 @@ def validate(c: Canonical, sources: Mapping[str, str]) -> None:
     if len(bad_genres):
         raise DataError("genres must be a list of str", file=names["items"], row=f"row {bad_genres[0] + 1}",
                         column="genres")
-    _check_tables(c, names, dict.fromkeys(("interactions", "items", "users"), lambda i: f"row {i + 1}"))
+    _check_tables(c, names, dict.fromkeys(("interactions", "items", "users"), _Positions()))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -313,8 +327,7 @@ def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfi
     sources = {t: r.file for t, r in raws.items() if r is not None}
     c = Canonical(_interactions(r_inter, cfg.label_threshold, unit), _items(r_items, genres_sep, lenient_year),
                   _users(r_users))
-    where = {t: r.where for t, r in raws.items() if r is not None}
-    _check_tables(c, sources, where)
+    _check_tables(c, sources, {t: r for t, r in raws.items() if r is not None})
     return _finish(c.interactions, c.items, c.users)
 
 
@@ -373,7 +386,7 @@ def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str]
             raise DataError("missing column" + (f" (mapped from {canon!r})" if src != canon else ""),
                             file=label, column=src)
     frame = frame[[*renamed, "_pos"]].rename(columns=renamed).reset_index(drop=True)
-    return _Raw(label, frame, unit)
+    return _Raw(label, frame, unit, {canon: src for src, canon in renamed.items()})
 
 
 def load_generic(cfg: DataConfig, base_dir: Path | None = None) -> Canonical:
