@@ -35,7 +35,8 @@ def write_text(target: str | Path, text: str) -> Path:
 
 
 def write_json(target: str | Path, obj: Any) -> Path:
-    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    # key order is kept, not sorted: feature maps list columns in the order the model reads them
+    return write_text(target, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

@@ -57,7 +57,7 @@ class DeepFMModel:
         self.net = net
         self.vocabs = [Vocabulary.from_json(v) for v in feature_map["vocabularies"]]
         self.scaler = NumericScaler.from_json(feature_map["scaler"])
-        self.groups: dict[str, int] = dict(feature_map["vector_groups"])
+        self.groups: dict[str, int] = {g["name"]: int(g["dim"]) for g in feature_map["vector_groups"]}
 
     @staticmethod
     def feature_columns(feature_map: dict) -> list:
@@ -65,7 +65,7 @@ class DeepFMModel:
         cols = [dc.SparseFeat(v["column"], vocabulary_size=len(v["values"]) + 1, embedding_dim=emb_dim)
                 for v in feature_map["vocabularies"]]
         cols += [dc.DenseFeat(c, 1) for c in feature_map["scaler"]["columns"]]
-        cols += [dc.DenseFeat(g, d) for g, d in feature_map["vector_groups"].items()]
+        cols += [dc.DenseFeat(g["name"], int(g["dim"])) for g in feature_map["vector_groups"]]
         return cols
 
     @classmethod
@@ -152,7 +152,8 @@ def make_feature_map(data: CtrData, groups: Sequence[str], cfg: TrainConfig, par
         "backbone": params.model,
         "vocabularies": [Vocabulary.fit(train.frame[c], c).to_json() for c in data.categorical],
         "scaler": NumericScaler.fit(train.frame, list(data.numeric)).to_json(),
-        "vector_groups": {g: int(np.asarray(train.vectors[g]).shape[1]) for g in groups},
+        # a list, not a dict: the order is the input-matrix column order
+        "vector_groups": [{"name": g, "dim": int(np.asarray(train.vectors[g]).shape[1])} for g in groups],
         "embedding_dim": int(cfg.embedding_dim),
         "params": {**asdict(params), "dnn_hidden_units": list(params.dnn_hidden_units)},
         "label": data.label,

@@ -101,7 +101,8 @@ class LightGBMModel:
         feature_map = json.loads((model_dir / FEATURE_MAP).read_text())
         booster = lgb.Booster(model_file=str(model_dir / BOOSTER))
         with np.load(model_dir / PCA_FILE, allow_pickle=False) as z:
-            pcas = {g: GroupPCA(z[f"{g}/mean"], z[f"{g}/components"]) for g in feature_map["vector_groups"]}
+            pcas = {s["name"]: GroupPCA(z[f"{s['name']}/mean"], z[f"{s['name']}/components"])
+                    for s in feature_map["vector_groups"]}
         return cls(feature_map, booster, pcas)
 
 
@@ -118,7 +119,8 @@ def design_matrix(split: CtrSplit, feature_map: dict, vocabs: dict[str, Vocabula
     if feature_map["numeric_columns"]:
         numeric = frame[feature_map["numeric_columns"]].apply(pd.to_numeric, errors="coerce")
         blocks.append(numeric.to_numpy(dtype=np.float64))
-    for group, spec in feature_map["vector_groups"].items():
+    for spec in feature_map["vector_groups"]:
+        group = spec["name"]
         if group not in split.vectors:
             raise ValueError(f"vector group {group!r} missing from split (have {sorted(split.vectors)})")
         vec = np.asarray(split.vectors[group])
@@ -141,8 +143,9 @@ def make_feature_map(data: CtrData, groups: Sequence[str], pcas: dict[str, Group
         "categorical_columns": cat_cols,
         "numeric_columns": list(data.numeric),
         "vocabularies": [Vocabulary.fit(data.train.frame[c], c).to_json() for c in data.categorical],
-        "vector_groups": {g: {"dim": int(pcas[g].components.shape[1]), "pca_dim": int(pcas[g].components.shape[0])}
-                          for g in groups},
+        # a list, not a dict: the order is the design-matrix column order
+        "vector_groups": [{"name": g, "dim": int(pcas[g].components.shape[1]),
+                           "pca_dim": int(pcas[g].components.shape[0])} for g in groups],
         "feature_names": names,
         "params": asdict(params),
         "threads": int(cfg.threads),
