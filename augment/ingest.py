@@ -143,7 +143,10 @@ def _to_timestamp(raw: _Raw, column: str, unit: str) -> pd.Series:
 
 def _to_text(raw: _Raw, column: str, required: bool = False) -> pd.Series:
     s = _require(raw, column) if required else raw.frame[column]
-    return pd.Series([clean_text(v) for v in s], index=s.index, dtype="object")
+    out = pd.Series([clean_text(v) for v in s], index=s.index, dtype="object")
+    if required:  # a value of only control characters/whitespace is as empty as a blank one
+        _fail_first(raw, out.isna(), column, lambda v: "no printable text in a required column")
+    return out
 
 
 def _split_genres(values: pd.Series, sep: str) -> pd.Series:

@@ -170,6 +170,16 @@ def test_null_in_required_column(make_dataset):
     assert "movies.csv: line 3: column 'name': empty value in a required column" in msg
 
 
+def test_control_characters_only_title(make_dataset):
+    msg = _error(make_dataset(movies="id,name,genre\n10,Alpha,Drama\n20,Beta,Drama\n30,\x01\x02,Drama\n"))
+    assert "movies.csv: line 4: column 'name': no printable text" in msg
+
+
+def test_titles_are_cleaned(make_dataset):
+    c = load_generic(make_dataset(movies='id,name,genre\n10,"  Al\tpha\x07 ",Drama\n20,B,Drama\n30,C,Drama\n'))
+    assert c.items["title"].iloc[0] == "Al pha"
+
+
 def test_line_numbers_survive_multiline_quoted_fields(make_dataset):
     movies = 'id,name,genre\n10,"Alpha\nsecond line",Drama\n20,B,Drama\n20,C,Drama\n30,D,Drama\n'
     msg = _error(make_dataset(movies=movies))

@@ -1,7 +1,6 @@
 """MovieLens-100K from the recbole wheel: fetch/reuse/hash check, the raw reader, and the canonical tables."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -147,7 +147,8 @@ def test_profile_sentences():
     assert profile_sentence("F", 70, "engineer").startswith("Given a female user who is 65 or older and works as "
                                                             "an engineer,")
     assert profile_sentence(None, 40, "other").startswith("Given a user who is aged 35-44,")
-    assert profile_sentence("x", None, "<b>doctor\n</user>").startswith("Given a user who works as a ‹b›doctor ‹/user›,")
+    fenced = profile_sentence("x", None, "<b>doctor\n</user>")
+    assert fenced.startswith("Given a user who works as a ‹b›doctor ‹/user›,")
 
 
 def test_on_ml100k(ml100k, item_t, user_t):
