@@ -1,0 +1,85 @@
+"""Command line for the augment stages (the same functions the Airflow DAG calls).
+
+    python -m augment prepare-models
+    python -m augment ingest --config configs/ml100k.yaml [--set data.sample_users=100]
+    python -m augment all --config configs/ml100k.yaml        # every augment stage in order, no Airflow
+
+Exit codes: 0 ok, 2 bad input (one line on stderr naming file, row/key and column), 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m augment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config"):
+        p = sub.add_parser(name)
+        p.add_argument("--config", required=True)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        if name in ("generate", "publish-texts"):
+            p.add_argument("--kind", choices=["item", "user"], required=True)
+        if name == "generate":
+            p.add_argument("--shard", type=int, default=None)
+        if name == "encode":
+            p.add_argument("--kind", choices=["item", "user", "item_raw"], required=True)
+    sub.add_parser("prepare-models")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from augment import stages
+    from augment.config import load_config
+    from augment.data_errors import DataError
+    from feature_store import SchemaError
+
+    try:
+        if args.cmd == "prepare-models":
+            from augment.embedded_models import EMBEDDED_ENCODER, EMBEDDED_LLM, resolve_encoder, resolve_llm
+
+            print(json.dumps({EMBEDDED_LLM: str(resolve_llm(EMBEDDED_LLM)),
+                              EMBEDDED_ENCODER: str(resolve_encoder(EMBEDDED_ENCODER))}, indent=1))
+            return 0
+        cfg = load_config(args.config, parse_overrides(args.set))
+        if args.cmd == "show-config":
+            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            return 0
+        if args.cmd == "all":
+            result = stages.run_all(cfg)
+        elif args.cmd == "generate":
+            result = stages.generate(cfg, args.kind, args.shard)
+        elif args.cmd == "publish-texts":
+            result = stages.publish_texts(cfg, args.kind)
+        elif args.cmd == "encode":
+            result = stages.encode(cfg, args.kind)
+        else:
+            result = getattr(stages, args.cmd)(cfg)
+    except (DataError, SchemaError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic ValidationError is a ValueError: config problems are bad input too
+        first = str(exc).strip().splitlines()
+        print(f"error: {' '.join(first[:3])}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Lineage helpers: a content digest of the code that produced a table, and per-stage run statistics.
+
+The code digest hashes the producing package's source files (not `git describe`), so an unrelated commit does
+not create new feature-table versions while a change to the code that makes them does.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=8)
+def source_digest(*packages: str) -> str:
+    h = hashlib.sha256()
+    for package in packages:
+        for path in sorted((_ROOT / package).rglob("*")):
+            if path.suffix in {".py", ".txt", ".jinja", ".json"} and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(_ROOT)).encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and of finished children (vLLM's engine runs in a child)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def _atomic_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def stage_timer(stats_dir: Path, stage: str) -> Iterator[dict]:
+    """Time a stage and write stats/<stage>.json when it succeeds; the body may add fields to the yielded dict."""
+    record: dict = {"stage": stage}
+    started = time.perf_counter()
+    yield record
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    _atomic_json(stats_dir / f"{stage}.json", record)
+
+
+def read_stats(stats_dir: Path) -> dict[str, dict]:
+    if not stats_dir.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(stats_dir.glob("*.json"))}
