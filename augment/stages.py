@@ -19,7 +19,7 @@ from typing import Literal
 import pandas as pd
 
 from augment.config import RunConfig
-from augment.lineage import source_digest, stage_timer
+from feature_store.lineage import source_digest, stage_timer
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
 

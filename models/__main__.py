@@ -1,5 +1,6 @@
 """Command line for models/.
 
+    python -m models retrain --config configs/ml100k.yaml [--set train.seeds=[0,1,2]]
     python -m models report --results var/models/results.parquet --stats var/stats.json --out var/report
 
 Timing train_variants at MovieLens scale on synthetic data: bench/models/bench_train_variants.py.
@@ -30,6 +31,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from augment.__main__ import parse_overrides
+    from augment.config import load_config
+    from models.retrain import retrain
+
+    cfg = load_config(args.config, parse_overrides(args.set))
+    out = retrain(cfg)
+    print(json.dumps(out, indent=1, default=str))
+    print(f"report: {out['report']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--stats", type=Path, help="stats.json (rows, generation, stages, ...)")
     rep.add_argument("--out", required=True, type=Path)
     rep.set_defaults(func=_report)
+    ret = sub.add_parser("retrain", help="build the CTR dataset from the feature store, train, report")
+    ret.add_argument("--config", required=True)
+    ret.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ret.set_defaults(func=_retrain)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "retrain" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args)
 

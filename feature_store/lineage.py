@@ -1,4 +1,4 @@
-"""Lineage helpers: a content digest of the code that produced a table, and per-stage run statistics.
+"""Lineage helpers shared by the augment and models stages: a content digest of the code that produced a table, and per-stage run statistics.
 
 The code digest hashes the producing package's source files (not `git describe`), so an unrelated commit does
 not create new feature-table versions while a change to the code that makes them does.
