@@ -101,18 +101,34 @@ def _match_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, label_keys: lis
     return idx
 
 
+def gather_vectors(col: pa.ChunkedArray, idx: np.ndarray, dim: int) -> np.ndarray:
+    """(len(idx), dim) float32 rows of a chunked vector column, without first concatenating its chunks."""
+    if not isinstance(col, pa.ChunkedArray):
+        col = pa.chunked_array([col])
+    out = np.zeros((len(idx), dim), dtype=np.float32)
+    if len(col) == 0 or len(idx) == 0:
+        return out
+    if col.num_chunks == 1:
+        return vector_matrix(col)[idx]
+    ends = np.cumsum([len(c) for c in col.chunks])
+    chunk_of = np.searchsorted(ends, idx, side="right")
+    order = np.argsort(chunk_of, kind="stable")
+    bounds = np.searchsorted(chunk_of[order], np.arange(col.num_chunks + 1))
+    for c, chunk in enumerate(col.chunks):
+        sel = order[bounds[c]:bounds[c + 1]]
+        if len(sel):
+            out[sel] = vector_matrix(chunk)[idx[sel] - (ends[c] - len(chunk))]
+    return out
+
+
 def gather_feature(col: pa.ChunkedArray, feature: Feature, idx: np.ndarray, missing: np.ndarray) -> pa.Array:
     """Feature values at row numbers `idx`; rows flagged `missing` get the feature's default."""
     n = len(idx)
     if feature.dtype == "vector":
-        d = feature.dim
-        if len(col):
-            mat = vector_matrix(col)[np.where(missing, 0, idx)]
-        else:
-            mat = np.zeros((n, d), dtype=np.float32)
+        mat = gather_vectors(col, np.where(missing, 0, idx), feature.dim)
         if missing.any():
             mat[missing] = feature.default_vector()
-        return pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), d)
+        return pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), feature.dim)
     taken = col.take(pa.array(np.where(missing, 0, idx), mask=missing)) if len(col) else pa.nulls(n, col.type)
     if isinstance(taken, pa.ChunkedArray):
         taken = taken.combine_chunks()

@@ -141,3 +141,14 @@ def test_empty_labels_and_empty_table(tmp_path):
                                              "event_timestamp": _ts(np.array([], dtype="int64"))}),
                                store, {"t": "latest"})
     assert empty.num_rows == 0 and "t__missing" in empty.column_names
+
+
+def test_gather_vectors_across_many_chunks():
+    from feature_store.point_in_time import gather_vectors
+    rng = np.random.default_rng(0)
+    mat = rng.normal(size=(1000, 3)).astype(np.float32)
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(mat.ravel()), 3)
+    col = pa.chunked_array([arr.slice(0, 1), arr.slice(1, 400), arr.slice(401, 0), arr.slice(401)])
+    idx = rng.integers(0, 1000, 5000)
+    np.testing.assert_array_equal(gather_vectors(col, idx, 3), mat[idx])
+    assert gather_vectors(col, idx[:0], 3).shape == (0, 3)
