@@ -5,6 +5,7 @@ Prints a RESULT JSON line: seconds for get_historical_features(...).to_df() and 
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from datetime import timedelta
@@ -47,6 +48,8 @@ def main(n_entities: int, n_versions: int, n_labels: int) -> None:
     emit({"bench": "pit", "impl": "feast", "entities": n_entities, "versions": n_versions, "labels": n_labels,
           "seconds": round(t.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
           "rss_before_join_mb": round(rss_before, 1), "missing": int(df["emb"].isna().sum()), "rows": len(df)})
+    if os.environ.get("FEAST_OUT"):  # for compare_feast.py
+        df[["item_id", "event_timestamp", "label", "pop"]].to_parquet(os.environ["FEAST_OUT"])
 
 
 if __name__ == "__main__":
