@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,6 +113,18 @@ class TrainConfig(_Strict):
     lgbm_rounds: int = 1000
     lgbm_early_stopping: int = 50
     lgbm_pca_dim: int = 16
+    # --- models/: backbones x variants x seeds of one retrain run (ablation names: models/variants.py) ---
+    backbones: tuple[str, ...] = ("lightgbm", "deepfm", "din")
+    variants: tuple[str, ...] = ("base", "raw_text", "llm_item", "llm_user", "llm", "llm_kar")
+    history_len: int = Field(20, ge=1, description="DIN: the user's most recent items before each sample")
+    sequence_backbones: tuple[str, ...] = Field(("din",), description="deepctr backbones fed the item history")
+    din_att_activation: Literal["prelu", "Dice", "sigmoid", "relu"] = "prelu"
+    kar_shared_experts: int = Field(2, ge=0)
+    kar_specific_experts: int = Field(2, ge=1)
+    kar_hidden: int = Field(128, ge=1)
+    kar_out_dim: int = Field(32, ge=1)
+    model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
+    promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
 
 
 class RunConfig(_Strict):
@@ -130,7 +145,9 @@ class RunConfig(_Strict):
 
     @property
     def workdir_path(self) -> Path:
-        return Path(self.workdir).resolve()
+        """Relative workdirs are relative to the repository root, so the CLI, the DAGs and any worker's CWD agree."""
+        path = Path(self.workdir).expanduser()
+        return path if path.is_absolute() else (REPO_ROOT / path).resolve()
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:

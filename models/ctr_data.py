@@ -19,6 +19,9 @@ import pandas as pd
 class CtrSplit:
     frame: pd.DataFrame  # one row per CTR sample
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # group -> (len(frame), d) float32, row-aligned
+    # the user's recent items before each sample (models/history.py): raw item ids, 0-padded after `history_len`
+    history: np.ndarray | None = None  # (len(frame), L) int64
+    history_len: np.ndarray | None = None  # (len(frame),) int64
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -34,6 +37,10 @@ class CtrData:
     label: str = "label"
     user_col: str = "user_id"
     item_col: str = "item_id"  # with user_col: the id columns LightGBM takes as numeric, not categorical
+
+    @property
+    def has_history(self) -> bool:
+        return all(s.history is not None for s in (self.train, self.valid, self.test))
 
     def splits(self) -> dict[str, CtrSplit]:
         return {"train": self.train, "valid": self.valid, "test": self.test}
@@ -67,6 +74,18 @@ def validate_ctr_data(data: CtrData, groups: Sequence[str] = ()) -> None:
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise ValueError(f"CtrData.{split_name}: row {row} column {col!r} = {frame[col].iloc[row]!r} "
                                  "is not numeric")
+        if split.history is not None:
+            hist = np.asarray(split.history)
+            lens = np.asarray(split.history_len) if split.history_len is not None else None
+            if hist.ndim != 2 or hist.shape[0] != len(frame) or lens is None or lens.shape != (len(frame),):
+                raise ValueError(f"CtrData.{split_name}: history has shape {hist.shape} and history_len "
+                                 f"{None if lens is None else lens.shape}, expected ({len(frame)}, L) and "
+                                 f"({len(frame)},)")
+            bad_len = (lens < 0) | (lens > hist.shape[1])
+            if bad_len.any():
+                row = int(np.flatnonzero(bad_len)[0])
+                raise ValueError(f"CtrData.{split_name}: row {row} history_len {int(lens[row])} outside "
+                                 f"0..{hist.shape[1]}")
         for group in groups:
             if group not in split.vectors:
                 raise ValueError(f"CtrData.{split_name}: vector group {group!r} not provided "

@@ -2,7 +2,9 @@
 
 Labels are the `role == "sample"` rows of `interaction_splits` (everything after each user's prompt-history
 cutoff). User/item attributes are static joins; vector tables go through the point-in-time join, so a user
-profile written at the user's cutoff can never be joined to a label from before it.
+profile written at the user's cutoff can never be joined to a label from before it. Each sample also gets the
+user's recent items strictly before its timestamp (DIN's sequence; models/history.py), taken from ALL rows of
+`interaction_splits` (prompt history and earlier samples of any split), never the sample itself or later ones.
 
     python -m models dataset --config configs/ml100k.yaml     # prints row counts and joined table versions
 """
@@ -17,10 +19,12 @@ import pandas as pd
 
 from feature_store import FeatureStore, point_in_time_join, vector_matrix
 from models.ctr_data import CtrData, CtrSplit
+from models.history import recent_items
 
 log = logging.getLogger(__name__)
 
 VECTOR_TABLES = ("item_raw_emb", "item_knowledge_emb", "user_profile_emb")
+# kept for callers of the first version; the full ablation lives in models/variants.py
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "raw_text": ["item_raw_emb"],
@@ -59,8 +63,10 @@ def _attributes(store: FeatureStore, versions: Mapping[str, str]) -> tuple[pd.Da
 
 
 def build_ctr_dataset(store: FeatureStore, vector_tables: tuple[str, ...] = VECTOR_TABLES,
-                      versions: Mapping[str, str] | None = None, threads: int | None = None) -> BuiltDataset:
-    """CtrData with categorical ids/attributes, genre multi-hot, and one vector group per vector table."""
+                      versions: Mapping[str, str] | None = None, threads: int | None = None,
+                      history_len: int = 20) -> BuiltDataset:
+    """CtrData with categorical ids/attributes, genre multi-hot, one vector group per vector table, and each
+    sample's last `history_len` items before its timestamp."""
     names = ("interaction_splits", "users", "items", *vector_tables)
     pinned = {n: (versions or {}).get(n) or store.resolve(n) for n in names}
     splits = store.read_pandas("interaction_splits", pinned["interaction_splits"])
@@ -76,12 +82,17 @@ def build_ctr_dataset(store: FeatureStore, vector_tables: tuple[str, ...] = VECT
     for t, n in missing.items():
         if n:
             log.warning("%s: %d of %d label rows have no feature row (default vector used)", t, n, len(labels))
+    hist, hist_len = recent_items(splits["user_id"].to_numpy(), splits["item_id"].to_numpy(),
+                                  splits["timestamp"].to_numpy(), labels["user_id"].to_numpy(),
+                                  labels["timestamp"].to_numpy(), history_len)
     categorical = ["user_id", "item_id", "gender", "age_bucket", "occupation", "first_genre", "decade"]
     numeric = ["year", *genre_cols]
     parts = {}
     for name in ("train", "valid", "test"):
         mask = (frame["split"] == name).to_numpy()
-        parts[name] = CtrSplit(frame[mask].reset_index(drop=True), {t: v[mask] for t, v in vectors.items()})
+        parts[name] = CtrSplit(frame[mask].reset_index(drop=True), {t: v[mask] for t, v in vectors.items()},
+                               history=hist[mask], history_len=hist_len[mask])
     data = CtrData(parts["train"], parts["valid"], parts["test"], categorical=categorical, numeric=numeric)
-    log.info("CTR data: train %d, valid %d, test %d rows", len(data.train), len(data.valid), len(data.test))
+    log.info("CTR data: train %d, valid %d, test %d rows; mean history length %.1f of %d", len(data.train),
+             len(data.valid), len(data.test), float(hist_len.mean()) if len(hist_len) else 0.0, history_len)
     return BuiltDataset(data, pinned, missing)

@@ -7,7 +7,13 @@
   (models/train_deepfm.py) and use `quiet_stdout()` around anything in deepctr that prints.
 - `y` must be a numpy array; threads are set with `set_threads` (torch has its own OpenMP pool).
 
-Other modules use `SparseFeat`, `DenseFeat`, `build_model` and `feature_index` from here, never deepctr_torch.
+- DIN takes (dnn columns, history feature list) and reads the sequence named "hist_<item>"; it shares the item
+  embedding table (that is what attention compares). AutoInt (and xDeepFM/FiBiNET/AFN) count fields wrongly and
+  crash when the history shares the item table, so every other backbone gets the history under its own
+  `embedding_name` (see `history_feature`).
+
+Other modules use `SparseFeat`, `DenseFeat`, `VarLenSparseFeat`, `build_model` and `feature_index` from here,
+never deepctr_torch.
 """
 from __future__ import annotations
 
@@ -39,11 +45,30 @@ def _import_deepctr() -> types.ModuleType:
 
 
 _deepctr = _import_deepctr()
-from deepctr_torch.inputs import DenseFeat, SparseFeat, build_input_features  # noqa: E402
-from deepctr_torch.models import DeepFM  # noqa: E402
+from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat, build_input_features  # noqa: E402
+from deepctr_torch.models import DIN, AutoInt, DCNMix, DeepFM  # noqa: E402
 
-# backbones reachable by name; DCN-Mix/AutoInt/DIN join here with their own constructor kwargs
-MODELS: dict[str, type] = {"deepfm": DeepFM}
+# backbones reachable by name, and the constructor keywords each one accepts
+MODELS: dict[str, type] = {"deepfm": DeepFM, "din": DIN, "dcnmix": DCNMix, "autoint": AutoInt}
+_KWARGS: dict[str, set[str]] = {
+    "deepfm": {"l2_reg_linear", "l2_reg_embedding", "l2_reg_dnn", "dnn_hidden_units", "dnn_dropout"},
+    "din": {"l2_reg_embedding", "l2_reg_dnn", "dnn_hidden_units", "dnn_dropout", "att_activation"},
+    "dcnmix": {"l2_reg_linear", "l2_reg_embedding", "l2_reg_dnn", "dnn_hidden_units", "dnn_dropout", "cross_num",
+               "low_rank", "num_experts"},
+    "autoint": {"l2_reg_embedding", "l2_reg_dnn", "dnn_hidden_units", "dnn_dropout", "att_layer_num",
+                "att_head_num"},
+}
+HISTORY_PREFIX = "hist_"  # DIN finds the sequence of feature f under the name "hist_" + f
+HISTORY_LENGTH = "hist_len"
+
+
+def history_feature(item: SparseFeat, maxlen: int, backbone: str) -> VarLenSparseFeat:
+    """The item-history sequence column: shared item table for DIN, its own table (mean-pooled) elsewhere."""
+    shared = backbone == "din"
+    inner = SparseFeat(HISTORY_PREFIX + item.name, vocabulary_size=item.vocabulary_size,
+                       embedding_dim=item.embedding_dim,
+                       embedding_name=item.embedding_name if shared else HISTORY_PREFIX + item.name)
+    return VarLenSparseFeat(inner, maxlen=maxlen, combiner="mean", length_name=HISTORY_LENGTH)
 
 
 @contextlib.contextmanager
@@ -62,12 +87,20 @@ def feature_index(feature_columns: Sequence[Any]) -> dict[str, tuple[int, int]]:
     return dict(build_input_features(list(feature_columns)))
 
 
-def build_model(name: str, feature_columns: Sequence[Any], seed: int, **kwargs: Any) -> torch.nn.Module:
-    """A deepctr model using the same columns for its linear and deep parts."""
+def build_model(name: str, feature_columns: Sequence[Any], seed: int, history_item: str | None = None,
+                **kwargs: Any) -> torch.nn.Module:
+    """A deepctr model using the same columns for its linear and deep parts (DIN: deep only, attending over
+    the history of `history_item`). Keywords the backbone does not take are dropped."""
     if name not in MODELS:
         raise ValueError(f"unknown deepctr backbone {name!r}; known: {sorted(MODELS)}")
+    kwargs = {k: v for k, v in kwargs.items() if k in _KWARGS[name]}
+    cols = list(feature_columns)
     with quiet_stdout():
-        return MODELS[name](list(feature_columns), list(feature_columns), seed=seed, device="cpu", **kwargs)
+        if name == "din":
+            if history_item is None:
+                raise ValueError("backbone 'din' needs the item history (CtrSplit.history)")
+            return DIN(cols, [history_item], seed=seed, device="cpu", **kwargs)
+        return MODELS[name](cols, cols, seed=seed, device="cpu", **kwargs)
 
 
 def check_sparse_ids(name: str, ids: np.ndarray, vocabulary_size: int) -> None:

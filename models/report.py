@@ -1,8 +1,10 @@
 """report.md + report.png for one retraining run: did the LLM features help, by how much, and at what cost.
 
-The verdict compares the `llm` variant's mean test AUC with `base` and `raw_text` per backbone; then comes the
-metric table (mean ± std over seeds), then run statistics (rows, generation throughput, stage times, peak RSS,
-feature-table versions, config digest). Missing statistics render as "n/a", never as an error.
+The FIRST LINE is the verdict: did the LLM variant (fixed in advance: `llm_kar` where run, else `llm`) beat
+`base` and the `raw_text` control on mean test AUC, by more than the seed-to-seed std? Then the ablation table
+(backbone x variant, mean ± std over seeds), paired lifts per seed, all metrics, the promotion-gate decision,
+training speed, and run statistics (rows, generation throughput, stage times, peak RSS, feature-table versions,
+config digest). Missing statistics render as "n/a", never as an error.
 
     python -m models report --results var/models/results.parquet --stats var/stats.json --out var/report
 """
@@ -22,7 +24,7 @@ import pandas as pd  # noqa: E402
 from models.atomic import atomic_path, write_text  # noqa: E402
 
 METRICS = ["valid_auc", "valid_logloss", "valid_gauc", "test_auc", "test_logloss", "test_gauc"]
-LLM, BASE, RAW = "llm", "base", "raw_text"
+LLM, KAR, BASE, RAW = "llm", "llm_kar", "base", "raw_text"
 MIN_DELTA = 0.001  # AUC gain below this is reported as no help: seed noise on ~7.5k test rows is of this order
 
 
@@ -40,23 +42,59 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def _auc(summary: pd.DataFrame, backbone: str, variant: str) -> float | None:
-    hit = summary[(summary.backbone == backbone) & (summary.variant == variant)]
-    return None if hit.empty else float(hit["test_auc_mean"].iloc[0])
+def primary_llm_variant(variants: list[str]) -> str | None:
+    """The LLM variant the verdict judges, fixed in advance (no picking the best on test): the adaptor if the
+    backbone ran it, else both knowledge vectors as plain DenseFeat."""
+    return next((v for v in (KAR, LLM) if v in variants), None)
 
 
-def verdict(summary: pd.DataFrame, min_delta: float = MIN_DELTA) -> str:
-    """One line: whether `llm` beat `base` (and `raw_text`) on mean test AUC for each backbone, with deltas."""
+def paired_lifts(results: pd.DataFrame, metric: str = "test_auc") -> pd.DataFrame:
+    """Per (backbone, variant): lift over base and over raw_text, paired by seed (same splits, same seed).
+
+    Columns: lift_base, lift_base_std (std of the per-seed differences), wins_base (seeds where the variant
+    won), same for raw; seed_std = the larger seed-to-seed std of the two arms; exceeds_std = lift_base > seed_std.
+    """
+    rows = []
+    for backbone, sub in results.groupby("backbone", sort=False):
+        table = sub.pivot_table(index="seed", columns="variant", values=metric)
+        for variant in dict.fromkeys(sub["variant"]):
+            row: dict[str, Any] = {"backbone": backbone, "variant": variant}
+            for ref, key in ((BASE, "base"), (RAW, "raw")):
+                if ref not in table or variant == ref:
+                    continue
+                diff = (table[variant] - table[ref]).dropna()
+                row[f"lift_{key}"] = float(diff.mean()) if len(diff) else float("nan")
+                row[f"lift_{key}_std"] = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+                row[f"wins_{key}"] = f"{int((diff > 0).sum())}/{len(diff)}"
+                if key == "base":
+                    seed_std = max(float(table[variant].std(ddof=1)), float(table[ref].std(ddof=1))) \
+                        if len(table) > 1 else float("nan")
+                    row["seed_std"] = seed_std
+                    row["exceeds_std"] = bool(len(table) > 1 and row["lift_base"] > seed_std)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict(summary: pd.DataFrame, min_delta: float = MIN_DELTA, lifts: pd.DataFrame | None = None) -> str:
+    """One line: whether the LLM variant beat `base` and the raw-text control on mean test AUC, per backbone.
+
+    'Helped' = beats base AND raw_text by more than min_delta and, with >= 2 seeds, by more than the
+    seed-to-seed std. The judged variant is fixed in advance (`primary_llm_variant`)."""
     parts, helped = [], {}
     for backbone in dict.fromkeys(summary.backbone):
-        llm, base, raw = (_auc(summary, backbone, v) for v in (LLM, BASE, RAW))
+        variant = primary_llm_variant(list(summary[summary.backbone == backbone].variant))
+        llm, base, raw = (_auc(summary, backbone, v) for v in (variant or "", BASE, RAW))
         if llm is None or base is None:
-            parts.append(f"{backbone}: n/a (needs variants '{LLM}' and '{BASE}')")
+            parts.append(f"{backbone}: n/a (needs an LLM variant and '{BASE}')")
             continue
-        text = f"{backbone}: llm {llm:.4f} vs base {base:.4f} ({llm - base:+.4f})"
-        ok = llm - base > min_delta
+        noise = _seed_std(summary, backbone, variant)
+        text = f"{backbone} {variant}: {llm:.4f} vs base {base:.4f} ({llm - base:+.4f}"
+        if not math.isnan(noise):
+            text += f", seed std {noise:.4f}"
+        text += ")"
+        ok = llm - base > max(min_delta, 0.0 if math.isnan(noise) else noise)
         if raw is not None:
-            text += f", vs raw_text {raw:.4f} ({llm - raw:+.4f})"
+            text += f", vs raw-text control {raw:.4f} ({llm - raw:+.4f})"
             ok = ok and llm - raw > min_delta
         helped[backbone] = ok
         parts.append(text)
@@ -71,8 +109,21 @@ def verdict(summary: pd.DataFrame, min_delta: float = MIN_DELTA) -> str:
         no = ", ".join(b for b, ok in helped.items() if not ok)
         head = f"Verdict: LLM features helped for {yes}, did not help for {no}"
     seeds = int(summary["seeds"].max()) if len(summary) else 0
-    return (f"**{head}** (mean test AUC over {seeds} seed(s); 'helped' = beats base and raw_text by more than "
-            f"{min_delta:g}) — " + "; ".join(parts))
+    return (f"**{head}** (mean test AUC over {seeds} seed(s); 'helped' = beats base by more than "
+            f"max({min_delta:g}, seed std) and the raw-text control by more than {min_delta:g}) — "
+            + "; ".join(parts))
+
+
+def _seed_std(summary: pd.DataFrame, backbone: str, variant: str) -> float:
+    sub = summary[(summary.backbone == backbone) & summary.variant.isin([variant, BASE])]
+    if len(sub) < 2 or (sub["seeds"] < 2).any():
+        return float("nan")
+    return float(sub["test_auc_std"].max())
+
+
+def _auc(summary: pd.DataFrame, backbone: str, variant: str) -> float | None:
+    hit = summary[(summary.backbone == backbone) & (summary.variant == variant)]
+    return None if hit.empty else float(hit["test_auc_mean"].iloc[0])
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -126,18 +177,84 @@ def _stats_sections(stats: Mapping) -> list[str]:
     return out
 
 
+def _ablation_table(summary: pd.DataFrame) -> list[str]:
+    variants = list(dict.fromkeys(summary.variant))
+    rows = []
+    for backbone in dict.fromkeys(summary.backbone):
+        sub = summary[summary.backbone == backbone].set_index("variant")
+        rows.append([backbone, *[_cell(sub.loc[v], "test_auc") if v in sub.index else "-" for v in variants]])
+    return _table(["test AUC", *variants], rows)
+
+
+def _lift_table(lifts: pd.DataFrame) -> list[str]:
+    if lifts.empty:
+        return ["n/a"]
+
+    def pm(row: pd.Series, key: str) -> str:
+        mean, std = row.get(f"lift_{key}"), row.get(f"lift_{key}_std")
+        if mean is None or pd.isna(mean):
+            return "-"
+        return f"{mean:+.4f}" + (f" ± {std:.4f}" if std is not None and not pd.isna(std) else "")
+
+    body = []
+    for _, r in lifts.iterrows():
+        if r["variant"] == BASE:
+            continue
+        exceeds = r.get("exceeds_std")
+        body.append([r["backbone"], r["variant"], pm(r, "base"), r.get("wins_base") or "-",
+                     _fmt(r.get("seed_std")), "yes" if exceeds is True else ("no" if exceeds is False else "n/a"),
+                     pm(r, "raw"), r.get("wins_raw") if isinstance(r.get("wins_raw"), str) else "-"])
+    return _table(["backbone", "variant", "Δ test AUC vs base (paired)", "seeds won", "seed std",
+                   "lift > seed std", "Δ vs raw_text (paired)", "seeds won"], body)
+
+
+def _promotion_section(decision: Mapping | None) -> list[str]:
+    out = ["", "## Promotion gate", ""]
+    if not decision:
+        return out + ["n/a (no registry decision in this run)"]
+    ch = decision.get("challenger") or {}
+    out.append(f"**{'PROMOTED' if decision.get('promoted') else 'Champion kept'}** — {decision.get('reason')}")
+    out.append("")
+    out.append(f"- challenger: {ch.get('backbone')}/{ch.get('variant')} seed={ch.get('seed')} "
+               f"valid AUC {_fmt(ch.get('valid_auc'))} (`{ch.get('model_path')}`)")
+    champ = decision.get("champion")
+    if champ:
+        out.append(f"- champion: {champ.get('backbone')}/{champ.get('variant')} seed={champ.get('seed')} "
+                   f"valid AUC {_fmt(champ.get('valid_auc', champ.get('valid_auc_now')))} "
+                   f"(`{champ.get('model_path')}`)")
+    out.append(f"- margin: {decision.get('margin')}; both scored on the same valid rows")
+    return out
+
+
+def _speed_section(results: pd.DataFrame) -> list[str]:
+    if "rows_per_second" not in results:
+        return []
+    g = results.groupby(["backbone", "variant"], sort=False)[["rows_per_second", "train_seconds"]].mean()
+    body = [[b, v, _fmt(float(r.rows_per_second), 0), _fmt(float(r.train_seconds), 1)]
+            for (b, v), r in g.iterrows()]
+    return ["", "## Training speed (this run)", ""] + _table(["backbone", "variant", "rows/s", "train s"], body)
+
+
 def render_markdown(results: pd.DataFrame, stats: Mapping, png_name: str | None = "report.png") -> str:
     summary = summarize(results)
-    lines = ["# CTR retraining report", "", verdict(summary), "", "## Metrics (model chosen on valid)", ""]
+    lifts = paired_lifts(results)
+    lines = [verdict(summary), "", "# CTR retraining report", "",
+             "## Ablation: test AUC (mean ± std over seeds; each model chosen on valid, test read once)", ""]
+    lines += _ablation_table(summary)
+    lines += ["", "## Lift over base and over the raw-text control (same splits, paired by seed)", ""]
+    lines += _lift_table(lifts)
+    lines += ["", "## All metrics", ""]
     header = ["backbone", "variant", "groups", "seeds", "valid AUC", "valid LogLoss", "valid GAUC", "test AUC",
               "test LogLoss", "test GAUC", "best iter", "train s"]
     body = [[r["backbone"], r["variant"], r.get("groups") or "-", int(r["seeds"]),
              *[_cell(r, m) for m in METRICS], _fmt(r.get("best_iteration"), 1), _fmt(r.get("train_seconds"), 1)]
             for _, r in summary.iterrows()]
     lines += _table(header, body)
+    lines += _promotion_section(stats.get("promotion"))
+    lines += _speed_section(results)
     lines += _stats_sections(stats)
     if png_name:
-        lines += ["", f"![test AUC and stage times]({png_name})"]
+        lines += ["", f"![test AUC per backbone and variant, and stage times]({png_name})"]
     return "\n".join(lines) + "\n"
 
 

@@ -3,9 +3,11 @@ report. The DAG `retrain_ctr` calls `retrain`; so does the CLI:
 
     python -m models retrain --config configs/ml100k.yaml
 
-Outputs go to <workdir>/models/<run id>/ (one directory per model + manifest.json pinning the exact feature-table
-versions and config) and <workdir>/reports/<run id>/report.md + report.png; <workdir>/report.md points to the
-newest report.
+Backbones, variants (models/variants.py), seeds and the promotion margin come from cfg.train. Every model lands in
+the registry, <workdir>/registry/<model_name>/<run id>/<backbone>/<variant>/seed=<s>/ (weights, feature map,
+metrics, manifest pinning the exact feature-table versions and config); the best model on VALID AUC goes through
+the promotion gate (models/registry.py). The report is <workdir>/reports/<run id>/report.md + report.png;
+<workdir>/report.md points to the newest report.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +23,13 @@ import pandas as pd
 from augment.config import RunConfig
 from feature_store import FeatureStore, canonical_json
 from feature_store.lineage import peak_rss_mb, read_stats, source_digest, stage_timer
-from models.ctr_dataset import VARIANTS, build_ctr_dataset
+from models.atomic import write_json
+from models.ctr_dataset import VECTOR_TABLES, BuiltDataset, build_ctr_dataset
+from models.metrics import auc
+from models.registry import champion_info, promote, write_model_manifest
 from models.report import write_report
 from models.train_variants import train_variants
+from models.variants import Variant, resolve_variants
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +70,99 @@ def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfi
             "feature_tables": versions, "config_digest": cfg.digest()}
 
 
-def retrain(cfg: RunConfig, backbones: tuple[str, ...] = ("lightgbm", "deepfm")) -> dict:
-    """Train every backbone x variant on the latest (or pinned) tables; returns paths and the results table."""
+def _model_manifest(row: dict, run_id: str, built, cfg: RunConfig, variant: Variant, valid_fp: str) -> dict:
+    return {"run_id": run_id, "backbone": row["backbone"], "variant": row["variant"], "seed": int(row["seed"]),
+            "groups": list(variant.groups), "adaptor_groups": list(variant.adaptor_groups),
+            "feature_tables": dict(built.versions), "valid_fingerprint": valid_fp,
+            "metrics": {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))},
+            "config": cfg.model_dump(mode="json"), "code": {"models": source_digest("models")},
+            "weights": sorted(p.name for p in Path(row["model_dir"]).iterdir())}
+
+
+def valid_fingerprint(frame: pd.DataFrame) -> str:
+    """Which labelled rows form the valid set: two models are compared only on the same fingerprint."""
+    cols = [c for c in ("user_id", "item_id", "timestamp", "label") if c in frame]
+    return canonical_digest({"rows": pd.util.hash_pandas_object(frame[cols], index=False).astype("int64")
+                             .tolist()})
+
+
+def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig):
+    """valid AUC of any registered model on THIS run's valid rows, each model with its own pinned features."""
+    cache: dict[str, BuiltDataset] = {canonical_json(built.versions): built}
+    expected = valid_fingerprint(built.data.valid.frame)
+
+    def score(model) -> float:
+        pins = {**model.feature_tables, "interaction_splits": built.versions["interaction_splits"]}
+        pins = {k: v for k, v in pins.items() if k in built.versions}
+        key = canonical_json(pins)
+        if key not in cache:
+            cache[key] = build_ctr_dataset(store, tuple(t for t in pins if t in VECTOR_TABLES), versions=pins,
+                                           threads=cfg.train.threads, history_len=cfg.train.history_len)
+        data = cache[key].data
+        if valid_fingerprint(data.valid.frame) != expected:
+            raise ValueError("valid rows differ from this run's valid set")
+        return auc(data.valid.frame[data.label].to_numpy(), model.predict_split(data.valid))
+
+    return score
+
+
+def retrain(cfg: RunConfig, backbones: tuple[str, ...] | None = None, promote_best: bool = True) -> dict:
+    """Train every backbone x variant x seed on the latest (or pinned) tables, register every model, run the
+    promotion gate on the best-on-valid model, write the report; returns paths, decision and results."""
     work = cfg.workdir_path
+    tc = cfg.train
+    backbones = tuple(backbones or tc.backbones)
     store = FeatureStore(work / "feature_store")
     stats_path = work / "stats"
+    variants = resolve_variants(tc.variants)
     with stage_timer(stats_path, "retrain") as rec:
-        built = build_ctr_dataset(store, threads=cfg.train.threads)
-        run_id = canonical_digest({"tables": built.versions, "train": cfg.train.model_dump(mode="json"),
-                                   "code": source_digest("models")})
-        model_root = work / "models" / run_id
-        tmp_root = work / "models" / f".tmp-{run_id}-{os.getpid()}"
+        built = build_ctr_dataset(store, threads=tc.threads, history_len=tc.history_len)
+        run_id = canonical_digest({"tables": built.versions, "train": tc.model_dump(mode="json"),
+                                   "backbones": backbones, "code": source_digest("models")})
+        reg = work / "registry" / tc.model_name
+        run_root = reg / run_id
+        tmp_root = reg / f".tmp-{run_id}-{os.getpid()}"
         shutil.rmtree(tmp_root, ignore_errors=True)
-        results = train_variants(built.data, VARIANTS, cfg.train, tmp_root, backbones=backbones)
-        results["model_dir"] = results["model_dir"].str.replace(str(tmp_root), str(model_root), regex=False)
-        manifest = {"run_id": run_id, "feature_tables": built.versions, "variants": VARIANTS,
-                    "missing_feature_rows": built.missing, "config": cfg.model_dump(mode="json"),
-                    "code": {"models": source_digest("models")},
-                    "rows": {s: len(getattr(built.data, s)) for s in ("train", "valid", "test")}}
-        _atomic_text(tmp_root / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+        results = train_variants(built.data, variants, tc, tmp_root, backbones=backbones)
+        fp = valid_fingerprint(built.data.valid.frame)
+        for row in results.to_dict(orient="records"):
+            manifest = _model_manifest(row, run_id, built, cfg, variants[row["variant"]], fp)
+            write_model_manifest(Path(row["model_dir"]), manifest)
+        results["model_dir"] = results["model_dir"].str.replace(str(tmp_root), str(run_root), regex=False)
+        run_manifest = {"run_id": run_id, "feature_tables": built.versions,
+                        "variants": {k: asdict(v) for k, v in variants.items()}, "backbones": list(backbones),
+                        "missing_feature_rows": built.missing, "config": cfg.model_dump(mode="json"),
+                        "code": {"models": source_digest("models")}, "valid_fingerprint": fp,
+                        "rows": {s: len(getattr(built.data, s)) for s in ("train", "valid", "test")}}
         results.to_parquet(tmp_root / "results.parquet")
-        # The run directory becomes visible whole; a re-run of the same recipe replaces it.
-        if model_root.exists():
-            shutil.rmtree(model_root)
-        os.replace(tmp_root, model_root)
-        rec["rows"] = manifest["rows"]
+        write_json(tmp_root / "run.json", run_manifest)
+        # The run directory becomes visible whole; a re-run of the same recipe replaces it (unless it holds the
+        # champion: then the old directory stays and this run's copy is dropped, the gate sees the same model).
+        champ = champion_info(work, tc.model_name)
+        if run_root.exists() and champ and champ["model_path"].split("/")[0] == run_id:
+            shutil.rmtree(tmp_root)
+        else:
+            if run_root.exists():
+                shutil.rmtree(run_root)
+            os.replace(tmp_root, run_root)
+        decision = None
+        if promote_best:
+            best = results.sort_values(["valid_auc", "backbone", "variant", "seed"],
+                                       ascending=[False, True, True, True]).iloc[0]
+            decision = promote(work, tc.model_name, best["model_dir"], make_valid_scorer(store, built, cfg),
+                               margin=tc.promotion_margin)
+            run_manifest["promotion"] = decision
+            write_json(run_root / "run.json", run_manifest)
+        rec["rows"] = run_manifest["rows"]
         rec["run_id"] = run_id
     stats = report_stats(read_stats(stats_path), built.versions, cfg)
+    stats["promotion"] = decision
     report_dir = work / "reports" / run_id
     report = write_report(report_dir, results, stats)
     _atomic_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
     log.info("report: %s", report)
-    return {"run_id": run_id, "model_dir": str(model_root), "report": str(report),
-            "png": str(report.with_suffix(".png")), "results": results_summary(results)}
+    return {"run_id": run_id, "model_dir": str(run_root), "report": str(report),
+            "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results)}
 
 
 def canonical_digest(obj: dict) -> str:

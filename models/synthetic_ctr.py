@@ -2,7 +2,8 @@
 
 Items carry a latent vector z_i; the vector group `signal_group` is a noisy linear image of z_i, and the click
 probability depends on z_i·w, so a model that sees that group can beat one that only sees ids and side features.
-Other groups are images of independent latents (no signal). Items are many and rows per item few by default, so
+Other groups are images of independent latents (no signal); a user group named `user_signal_group` carries a
+second, per-user signal. Rows get timestamps and each row the user's earlier items (`CtrSplit.history`). Items are many and rows per item few by default, so
 item-id embeddings cannot simply memorise the effect (the cold-start case LLM item knowledge is meant for).
 
     from models.synthetic_ctr import make_ctr_data
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.ctr_data import CtrData, CtrSplit
+from models.history import recent_items
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Thriller"]
 
@@ -30,7 +32,8 @@ def make_ctr_data(n_rows: int = 6000, n_users: int = 200, n_items: int = 3000, d
                   item_groups: Sequence[str] = ("item_signal_emb", "item_noise_emb"),
                   user_groups: Sequence[str] = (), signal_group: str = "item_signal_emb",
                   signal_strength: float = 2.5, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 0) -> CtrData:
+                  seed: int = 0, user_signal_group: str | None = None, user_signal_strength: float = 1.5,
+                  history_len: int = 20) -> CtrData:
     rng = np.random.default_rng(seed)
     users = pd.DataFrame({
         "user_id": np.arange(1, n_users + 1),
@@ -57,10 +60,17 @@ def make_ctr_data(n_rows: int = 6000, n_users: int = 200, n_items: int = 3000, d
     i = rng.integers(0, n_items, n_rows)
     user_bias = rng.normal(scale=0.5, size=n_users)
     logit = signal_strength * signal[i] + user_bias[u] + 0.3 * genre_hot[i, 0] - 0.3
+    if user_signal_group in z_user:
+        w_u = rng.normal(size=latent_dim)
+        logit = logit + user_signal_strength * (z_user[user_signal_group] @ w_u / np.linalg.norm(w_u))[u]
     label = (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     frame = pd.concat([users.iloc[u].reset_index(drop=True), items.iloc[i].reset_index(drop=True)], axis=1)
     frame["label"] = label
     vectors = {**{g: v[i] for g, v in item_vec.items()}, **{g: v[u] for g, v in user_vec.items()}}
+
+    ts = rng.integers(0, 10 * n_rows, n_rows)
+    hist, hist_len = recent_items(frame["user_id"].to_numpy(), frame["item_id"].to_numpy(), ts,
+                                  frame["user_id"].to_numpy(), ts, history_len)
 
     order = rng.permutation(n_rows)
     cuts = np.cumsum([int(f * n_rows) for f in fractions[:2]])
@@ -68,7 +78,8 @@ def make_ctr_data(n_rows: int = 6000, n_users: int = 200, n_items: int = 3000, d
 
     def split(rows: np.ndarray) -> CtrSplit:
         rows = np.sort(rows)
-        return CtrSplit(frame.iloc[rows].reset_index(drop=True), {g: v[rows] for g, v in vectors.items()})
+        return CtrSplit(frame.iloc[rows].reset_index(drop=True), {g: v[rows] for g, v in vectors.items()},
+                        history=hist[rows], history_len=hist_len[rows])
 
     return CtrData(train=split(parts[0]), valid=split(parts[1]), test=split(parts[2]),
                    categorical=["user_id", "item_id", "gender", "age_bucket", "occupation", "year_bucket",

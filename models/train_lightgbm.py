@@ -29,6 +29,7 @@ from models.atomic import atomic_path, write_json
 from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
 from models.ctr_features import Vocabulary
 from models.fit_result import FitResult
+from models.variants import Variant, as_variant
 
 log = logging.getLogger(__name__)
 FEATURE_MAP = "feature_map.json"
@@ -77,6 +78,10 @@ class LightGBMModel:
 
     def matrix(self, split: CtrSplit) -> np.ndarray:
         return design_matrix(split, self.feature_map, self.vocabs, self.pcas)
+
+    @property
+    def required_groups(self) -> list[str]:
+        return [g["name"] for g in self.feature_map["vector_groups"]]
 
     def predict(self, split: CtrSplit) -> np.ndarray:
         return np.asarray(self.booster.predict(self.matrix(split), num_threads=self.feature_map["threads"]),
@@ -154,9 +159,14 @@ def make_feature_map(data: CtrData, groups: Sequence[str], pcas: dict[str, Group
     }
 
 
-def train_lightgbm(data: CtrData, groups: Sequence[str], cfg: TrainConfig, seed: int,
+def train_lightgbm(data: CtrData, groups: Variant | Sequence[str], cfg: TrainConfig, seed: int,
                    params: LightGBMParams = LightGBMParams()) -> FitResult:
     """Boost on data.train with early stopping on valid AUC; the returned model is cut at the best iteration."""
+    variant = as_variant(groups)
+    if variant.adaptor_groups:
+        raise ValueError("lightgbm: the KAR adaptor is a neural module; use a deepctr backbone for "
+                         f"{variant.describe()}")
+    groups = list(variant.groups)
     validate_ctr_data(data, groups)
     started = time.perf_counter()
     pcas = {g: GroupPCA.fit(data.train.vectors[g], cfg.lgbm_pca_dim, seed) for g in groups}

@@ -1,7 +1,9 @@
 """Retrain every (backbone, variant, seed) on one CtrData and score it: the experiment behind the report.
 
-A variant is a named list of vector groups added to the base features, e.g.
-`{"base": [], "raw_text": ["item_raw_emb"], "llm": ["item_knowledge_emb", "user_profile_emb"]}`.
+A variant is a `models.variants.Variant` (plain vector groups + groups behind KAR's adaptor) or, as before, a
+plain list of groups, e.g. `{"base": [], "raw_text": ["item_raw_emb"], "llm_kar": Variant(adaptor_groups=...)}`.
+Adaptor variants are skipped for LightGBM (the adaptor is a neural module). Every (backbone, variant) sees the
+same splits and the same seeds, so per-seed differences are paired comparisons.
 Early stopping and model selection look at valid only; test is scored once, with the selected model.
 Each model lands in out_dir/<backbone>/<variant>/seed=<s>/ with its metrics.json; all rows go to
 out_dir/results.parquet and are returned as a DataFrame.
@@ -24,22 +26,26 @@ from models.atomic import atomic_path, write_json
 from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
 from models.fit_result import FitResult
 from models.metrics import ctr_metrics
+from models.variants import Variant, as_variant
 
 log = logging.getLogger(__name__)
-Trainer = Callable[[CtrData, Sequence[str], TrainConfig, int], FitResult]
+Trainer = Callable[[CtrData, Variant, TrainConfig, int], FitResult]
+DEEPCTR_BACKBONES = ("deepfm", "din", "dcnmix", "autoint")
 
 
 def _backbones() -> dict[str, Trainer]:
     # imported lazily: torch + deepctr cost seconds, and a LightGBM-only run should not pay for them
-    def deepfm(*args):
-        from models.train_deepfm import train_deepfm
-        return train_deepfm(*args)
+    def deepctr(name: str) -> Trainer:
+        def train(*args):
+            from models.train_deepctr import train_deepctr
+            return train_deepctr(*args, backbone=name)
+        return train
 
     def lightgbm(*args):
         from models.train_lightgbm import train_lightgbm
         return train_lightgbm(*args)
 
-    return {"lightgbm": lightgbm, "deepfm": deepfm}
+    return {"lightgbm": lightgbm, **{name: deepctr(name) for name in DEEPCTR_BACKBONES}}
 
 
 def score(model, split: CtrSplit, data: CtrData) -> tuple[dict[str, float], float]:
@@ -52,29 +58,33 @@ def score(model, split: CtrSplit, data: CtrData) -> tuple[dict[str, float], floa
     return ctr_metrics(y, pred, users), len(split) / max(seconds, 1e-9)
 
 
-def train_variants(data: CtrData, variants: Mapping[str, Sequence[str]], cfg: TrainConfig, out_dir: Path,
-                   backbones: Sequence[str] = ("lightgbm", "deepfm")) -> pd.DataFrame:
-    """One row per (backbone, variant, seed) with valid/test AUC, LogLoss, GAUC, timings and the model dir."""
+def train_variants(data: CtrData, variants: Mapping[str, Variant | Sequence[str]], cfg: TrainConfig,
+                   out_dir: Path, backbones: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (backbone, variant, seed) with valid/test AUC, LogLoss, GAUC, timings and the model dir.
+    `backbones` defaults to cfg.backbones."""
     trainers = _backbones()
+    backbones = tuple(cfg.backbones if backbones is None else backbones)
+    variants = {name: as_variant(v) for name, v in variants.items()}
     unknown = [b for b in backbones if b not in trainers]
     if unknown:
         raise ValueError(f"unknown backbone(s) {unknown}; known: {sorted(trainers)}")
     if not variants:
         raise ValueError("no variants given")
-    validate_ctr_data(data, sorted({g for groups in variants.values() for g in groups}))
+    validate_ctr_data(data, sorted({g for v in variants.values() for g in v.all_groups}))
     out_dir = Path(out_dir)
-    jobs = [(b, v, s) for b in backbones for v in variants for s in cfg.seeds]
+    jobs = [(b, v, s) for b in backbones for v in variants for s in cfg.seeds
+            if not (b == "lightgbm" and variants[v].adaptor_groups)]
     rows = []
     for backbone, variant, seed in tqdm(jobs, desc="train variants", unit="model"):
-        groups = list(variants[variant])
-        log.info("training %s/%s seed=%d groups=%s", backbone, variant, seed, groups)
-        fit = trainers[backbone](data, groups, cfg, seed)
+        spec = variants[variant]
+        log.info("training %s/%s seed=%d groups=%s", backbone, variant, seed, spec.describe())
+        fit = trainers[backbone](data, spec, cfg, seed)
         valid, _ = score(fit.model, data.valid, data)
         test, predict_rps = score(fit.model, data.test, data)  # the only look at test
         model_dir = out_dir / backbone / variant / f"seed={seed}"
         fit.model.save(model_dir)
         row = {
-            "backbone": backbone, "variant": variant, "seed": seed, "groups": ",".join(groups),
+            "backbone": backbone, "variant": variant, "seed": seed, "groups": spec.describe(),
             **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()},
             "best_iteration": fit.best_iteration, "n_iterations": fit.n_iterations,
             "train_seconds": fit.train_seconds,

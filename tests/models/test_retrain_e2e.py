@@ -1,0 +1,36 @@
+"""retrain() on a tiny feature store with planted signal: ablation rows, registry layout with manifests pinning
+table versions, gate decision in report and run.json, report verdict says LLM features helped; a re-run with
+the same recipe keeps the champion."""
+import json
+
+from augment.config import RunConfig
+from models.retrain import retrain
+
+
+def _cfg(work, **train):
+    base = dict(seeds=(0,), threads=1, deepfm_epochs=3, deepfm_batch_size=256, deepfm_lr=5e-3, embedding_dim=8,
+                lgbm_rounds=100, lgbm_early_stopping=10, lgbm_pca_dim=4, backbones=("lightgbm", "deepfm", "din"),
+                variants=("base", "raw_text", "llm", "llm_kar"), kar_hidden=32, kar_out_dim=8, history_len=8)
+    return RunConfig.model_validate({"workdir": str(work), "train": {**base, **train}})
+
+
+def test_retrain_registry_gate_and_report(planted_workdir):
+    cfg = _cfg(planted_workdir)
+    out = retrain(cfg)
+    rows = out["results"]
+    assert len(rows) == 3 * 4 - 1  # lightgbm skips llm_kar
+    reg = planted_workdir / "registry" / "ctr" / out["run_id"]
+    manifest = json.loads((reg / "din" / "llm_kar" / "seed=0" / "manifest.json").read_text())
+    assert set(manifest["feature_tables"]) >= {"interaction_splits", "item_knowledge_emb", "user_profile_emb"}
+    assert manifest["metrics"]["valid_auc"] > 0.5 and manifest["adaptor_groups"] == ["item_knowledge_emb",
+                                                                                    "user_profile_emb"]
+    assert "model.pt" in manifest["weights"] and not list(reg.rglob("*.pkl"))
+    run = json.loads((reg / "run.json").read_text())
+    assert run["promotion"]["promoted"] and run["promotion"]["reason"] == "no champion yet"
+    text = open(out["report"]).read()
+    assert text.splitlines()[0].startswith("**Verdict: LLM features helped**"), text.splitlines()[0]
+    assert "## Promotion gate" in text and "PROMOTED" in text
+    assert open(out["png"], "rb").read(4) == b"\x89PNG"
+
+    again = retrain(cfg)  # same recipe -> same models -> the gate keeps the champion
+    assert again["run_id"] == out["run_id"] and not again["promotion"]["promoted"]
