@@ -17,7 +17,7 @@ Output: all label columns unchanged and in label row order, then per table its f
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import duckdb
 import numpy as np
@@ -101,34 +101,32 @@ def _match_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, label_keys: lis
     return idx
 
 
-def gather_vectors(col: pa.ChunkedArray, idx: np.ndarray, dim: int) -> np.ndarray:
-    """(len(idx), dim) float32 rows of a chunked vector column, without first concatenating its chunks."""
-    if not isinstance(col, pa.ChunkedArray):
-        col = pa.chunked_array([col])
-    out = np.zeros((len(idx), dim), dtype=np.float32)
-    if len(col) == 0 or len(idx) == 0:
-        return out
-    if col.num_chunks == 1:
-        return vector_matrix(col)[idx]
-    ends = np.cumsum([len(c) for c in col.chunks])
-    chunk_of = np.searchsorted(ends, idx, side="right")
-    order = np.argsort(chunk_of, kind="stable")
-    bounds = np.searchsorted(chunk_of[order], np.arange(col.num_chunks + 1))
-    for c, chunk in enumerate(col.chunks):
-        sel = order[bounds[c]:bounds[c + 1]]
-        if len(sel):
-            out[sel] = vector_matrix(chunk)[idx[sel] - (ends[c] - len(chunk))]
-    return out
+def stream_vectors(batches: Iterable[pa.RecordBatch], idx: np.ndarray, missing: np.ndarray,
+                   feature: Feature) -> pa.FixedSizeListArray:
+    """Vectors at feature-row numbers `idx` (defaults where `missing`), filled batch by batch from a file.
+
+    Only the output matrix and one batch are in memory: the feature table's vectors are never held whole.
+    """
+    n, d = len(idx), feature.dim
+    out = np.zeros((n, d), dtype=np.float32)
+    dst = np.flatnonzero(~missing)
+    order = np.argsort(idx[dst], kind="stable")
+    src, dst = idx[dst][order], dst[order]  # sorted by source row: each batch is one contiguous slice
+    start = 0
+    for batch in batches:
+        end = start + batch.num_rows
+        lo, hi = np.searchsorted(src, [start, end])
+        if hi > lo:
+            out[dst[lo:hi]] = vector_matrix(batch.column(0))[src[lo:hi] - start]
+        start = end
+    if missing.any():
+        out[missing] = feature.default_vector()
+    return pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), d)
 
 
 def gather_feature(col: pa.ChunkedArray, feature: Feature, idx: np.ndarray, missing: np.ndarray) -> pa.Array:
-    """Feature values at row numbers `idx`; rows flagged `missing` get the feature's default."""
+    """Scalar/list feature values at row numbers `idx`; rows flagged `missing` get the feature's default."""
     n = len(idx)
-    if feature.dtype == "vector":
-        mat = gather_vectors(col, np.where(missing, 0, idx), feature.dim)
-        if missing.any():
-            mat[missing] = feature.default_vector()
-        return pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), feature.dim)
     taken = col.take(pa.array(np.where(missing, 0, idx), mask=missing)) if len(col) else pa.nulls(n, col.type)
     if isinstance(taken, pa.ChunkedArray):
         taken = taken.combine_chunks()
@@ -151,25 +149,34 @@ def point_in_time_join(labels: Any, store: FeatureStore, tables: Mapping[str, st
     out_names = list(lab.column_names)
     out_cols: list[Any] = [lab.column(c) for c in out_names]
     label_us: np.ndarray | None = None
+    matched = []
     con = duckdb.connect()
     try:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         for name, version in tables.items():
-            feat, manifest = store._read_with_manifest(name, version)
-            spec = TableSpec.from_dict(manifest["spec"])
+            snap = store.open_version(name, version)  # holds the file open: later reads see this same version
+            spec = snap.spec
             if spec.event_timestamp is not None and label_us is None:
                 label_us = _label_times(lab, timestamp_col)
+            # Keys, times and scalar features are read whole; vectors are streamed into the output below.
+            small = [*spec.join_keys, *([spec.event_timestamp] if spec.event_timestamp else []),
+                     *(f.name for f in spec.features if f.dtype != "vector")]
+            feat = snap.read(small)
             idx = _match_rows(con, spec, _label_keys(lab, spec), label_us, feat, n)
-            missing = idx < 0
-            for f in spec.features:
-                col_name = feature_column_name(name, f.name, prefix_features)
-                out_names.append(col_name)
-                out_cols.append(gather_feature(feat.column(f.name), f, idx, missing))
-            out_names.append(f"{name}{MISSING_SUFFIX}")
-            out_cols.append(pa.array(missing))
+            matched.append((name, snap, feat.select([f.name for f in spec.features if f.dtype != "vector"]), idx))
     finally:
-        con.close()
+        con.close()  # DuckDB keeps ~100 MB of buffers per 1M labels until closed: free them before gathering
+    for name, snap, feat, idx in matched:
+        missing = idx < 0
+        for f in snap.spec.features:
+            out_names.append(feature_column_name(name, f.name, prefix_features))
+            if f.dtype == "vector":
+                out_cols.append(stream_vectors(snap.iter_batches([f.name]), idx, missing, f))
+            else:
+                out_cols.append(gather_feature(feat.column(f.name), f, idx, missing))
+        out_names.append(f"{name}{MISSING_SUFFIX}")
+        out_cols.append(pa.array(missing))
     dup = sorted({c for c in out_names if out_names.count(c) > 1})
     if dup:
         raise ValueError(f"point_in_time_join: output column names clash: {dup} "

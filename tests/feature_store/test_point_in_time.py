@@ -143,12 +143,16 @@ def test_empty_labels_and_empty_table(tmp_path):
     assert empty.num_rows == 0 and "t__missing" in empty.column_names
 
 
-def test_gather_vectors_across_many_chunks():
-    from feature_store.point_in_time import gather_vectors
+def test_stream_vectors_across_many_batches():
+    from feature_store.point_in_time import stream_vectors
     rng = np.random.default_rng(0)
     mat = rng.normal(size=(1000, 3)).astype(np.float32)
     arr = pa.FixedSizeListArray.from_arrays(pa.array(mat.ravel()), 3)
-    col = pa.chunked_array([arr.slice(0, 1), arr.slice(1, 400), arr.slice(401, 0), arr.slice(401)])
+    batches = [pa.record_batch([arr.slice(a, b - a)], names=["v"]) for a, b in [(0, 1), (1, 401), (401, 401),
+                                                                              (401, 1000)]]
     idx = rng.integers(0, 1000, 5000)
-    np.testing.assert_array_equal(gather_vectors(col, idx, 3), mat[idx])
-    assert gather_vectors(col, idx[:0], 3).shape == (0, 3)
+    missing = rng.random(5000) < 0.1
+    got = vector_matrix(stream_vectors(batches, idx, missing, Feature("v", "vector", dim=3, default=[7, 7, 7])))
+    np.testing.assert_array_equal(got[~missing], mat[idx[~missing]])
+    np.testing.assert_array_equal(got[missing], 7)
+    assert len(stream_vectors([], idx[:0], missing[:0], Feature("v", "vector", dim=3))) == 0
