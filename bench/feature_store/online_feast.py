@@ -29,8 +29,8 @@ def main(n_entities: int, n_versions: int, n_labels: int, calls: int = 300) -> N
         with Timer() as t:
             fs.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc))
         marker.write_text(str(t.seconds))
-        emit({"bench": "online_load", "impl": "feast", "what": "materialize to sqlite", "entities": n_entities,
-              "seconds": round(t.seconds, 1)})
+    emit({"bench": "online_load", "impl": "feast", "what": "materialize to sqlite (measured on first run)",
+          "entities": n_entities, "seconds": round(float(marker.read_text()), 1)})
     rng = np.random.default_rng(0)
     hi = int(n_entities * 1.02)
     feats = ["item_emb:emb", "item_emb:pop"]
