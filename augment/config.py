@@ -119,8 +119,8 @@ class TrainConfig(_Strict):
     history_len: int = Field(20, ge=1, description="DIN: the user's most recent items before each sample")
     sequence_backbones: tuple[str, ...] = Field(("din",), description="deepctr backbones fed the item history")
     din_att_activation: Literal["prelu", "Dice", "sigmoid", "relu"] = "prelu"
-    kar_shared_experts: int = Field(2, ge=0)
-    kar_specific_experts: int = Field(2, ge=1)
+    kar_shared_experts: int = Field(1, ge=0)  # 1+1: adaptor within ~5% of DenseFeat speed (2+2: +45%)
+    kar_specific_experts: int = Field(1, ge=1)
     kar_hidden: int = Field(128, ge=1)
     kar_out_dim: int = Field(32, ge=1)
     model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")

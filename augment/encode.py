@@ -36,6 +36,8 @@ def _load(path: str) -> Any:
 def encode_texts(texts: Sequence[str], cfg: EncodeConfig) -> np.ndarray:
     """(len(texts), d) float32; empty input gives a (0, d) array."""
     model = _load(str(resolve_encoder(cfg.model)))
+    if not texts:
+        return np.zeros((0, dimension(cfg)), dtype=np.float32)
     vectors = model.encode(list(texts), batch_size=cfg.batch_size, normalize_embeddings=cfg.normalize,
                            convert_to_numpy=True, show_progress_bar=len(texts) > cfg.batch_size)
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)

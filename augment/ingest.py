@@ -419,9 +419,9 @@ def sample_users(c: Canonical, n: int, seed: int) -> Canonical:
     return Canonical(inter, items, users)
 
 
-def load_dataset(cfg: DataConfig, cache_dir: Path) -> Canonical:
+def load_dataset(cfg: DataConfig, cache_dir: Path, base_dir: Path | None = None) -> Canonical:
     """Dispatch on ``cfg.source``, then keep ``cfg.sample_users`` users (seeded) when set."""
-    c = load_movielens100k(cfg, cache_dir) if cfg.source == "movielens100k" else load_generic(cfg)
+    c = load_movielens100k(cfg, cache_dir) if cfg.source == "movielens100k" else load_generic(cfg, base_dir)
     if cfg.sample_users:
         c = sample_users(c, cfg.sample_users, cfg.sample_seed)
     return c

@@ -65,6 +65,18 @@ def get_engine(engine: EngineConfig) -> Any:
     return llm
 
 
+def shutdown_engines() -> None:
+    """Stop cached engines (their worker processes) while logging still works, e.g. at the end of a test session."""
+    import gc
+
+    for llm in _ENGINES.values():
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+    _ENGINES.clear()
+    gc.collect()
+
+
 def _has_gpu() -> bool:
     from vllm.platforms import current_platform
 

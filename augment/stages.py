@@ -18,7 +18,7 @@ from typing import Literal
 
 import pandas as pd
 
-from augment.config import RunConfig
+from augment.config import REPO_ROOT, RunConfig
 from feature_store.lineage import source_digest, stage_timer
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
@@ -51,7 +51,7 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
     from augment.ingest import load_dataset, source_names, validate
 
     with stage_timer(stats_dir(cfg), "ingest") as rec:
-        canon = load_dataset(cfg.data, cfg.workdir_path / "cache")
+        canon = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)
         validate(canon, source_names(cfg.data))
         recipe = {"data": cfg.data.model_dump(mode="json")}
         refs = {
