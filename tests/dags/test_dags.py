@@ -95,10 +95,12 @@ def test_end_to_end_dag_runs_on_tiny_data(dagbag, migrated_db, tmp_path, make_ti
     assert emb.num_rows == 30 and emb.schema.field("emb").type.list_size == 384
     report = cfg.workdir_path / "report.md"
     assert report.is_file() and "AUC" in report.read_text()
-    manifests = list((cfg.workdir_path / "models").glob("*/manifest.json"))
-    assert manifests
-    pinned = json.loads(manifests[0].read_text())["feature_tables"]
-    for name, version in pinned.items():
-        assert store.manifest(name, version)["version"] == version
+    manifests = [json.loads(p.read_text()) for p in (cfg.workdir_path / "registry").rglob("manifest.json")]
+    assert manifests, "no model manifest in the registry"
+    for manifest in manifests:  # every model pins the exact feature-table versions it trained on
+        pinned = manifest["feature_tables"]
+        assert {"item_knowledge_emb", "user_profile_emb", "item_raw_emb"} <= set(pinned)
+        for name, version in pinned.items():
+            assert store.manifest(name, version)["version"] == version
     pngs = list((cfg.workdir_path / "reports").glob("*/report.png"))
     assert pngs and pngs[0].stat().st_size > 1000
