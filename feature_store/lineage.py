@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import resource
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -30,10 +31,43 @@ def source_digest(*packages: str) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process and of finished children (vLLM's engine runs in a child)."""
+    """Peak resident memory of this process and of its largest finished child."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) / 1024.0
+
+
+def tree_rss_mb() -> float:
+    """Resident memory of this process plus all live descendants (vLLM's engine core and workers are children)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / (1024.0 * 1024.0)
+
+
+class _TreeSampler(threading.Thread):
+    """Samples the process tree's RSS while a stage runs: ru_maxrss cannot see children that are still alive."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.peak = interval, 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, tree_rss_mb())
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, tree_rss_mb())
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
@@ -47,10 +81,16 @@ def _atomic_json(path: Path, payload: dict) -> None:
 def stage_timer(stats_dir: Path, stage: str) -> Iterator[dict]:
     """Time a stage and write stats/<stage>.json when it succeeds; the body may add fields to the yielded dict."""
     record: dict = {"stage": stage}
+    sampler = _TreeSampler()
+    sampler.start()
     started = time.perf_counter()
-    yield record
+    try:
+        yield record
+    finally:
+        tree_peak = sampler.stop()
     record["seconds"] = round(time.perf_counter() - started, 3)
-    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    record["peak_rss_mb"] = round(max(peak_rss_mb(), tree_peak), 1)
+    record["peak_tree_rss_mb"] = round(tree_peak, 1)
     _atomic_json(stats_dir / f"{stage}.json", record)
 
 
