@@ -65,6 +65,11 @@ class SplitConfig(_Strict):
 class PromptConfig(_Strict):
     item_template: str = "item_knowledge_v1"
     user_template: str = "user_preference_v1"
+    # Structured (JSON-schema) prompts: ONCE-style user interest profile, NoteLLM-style item tags/category.
+    user_interest_template: str = "user_interest_v1"
+    user_interest_cold_template: str = "user_interest_cold_v1"
+    item_tags_template: str = "item_tags_v1"
+    max_data_tokens: int = Field(768, ge=16, description="cap on the fenced data (titles, history) in tokens")
 
 
 class EngineConfig(_Strict):
@@ -76,8 +81,10 @@ class EngineConfig(_Strict):
     max_num_seqs: int = 128
     enforce_eager: bool = True
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     cpu_kvcache_space_gib: int = 1
+    enable_prefix_caching: bool = True
     seed: int = 0
 
 
@@ -90,16 +97,47 @@ class SamplingConfig(_Strict):
     seed: int = 0
 
 
+class ValidationConfig(_Strict):
+    """How generated text is checked (augment/output_validation.py) and retried."""
+
+    max_attempts: int = Field(3, ge=1, description="first try + retries; each retry uses a different seed")
+    retry_temperature: float = Field(0.7, ge=0.0, description="greedy repeats itself: retries must sample")
+    min_chars: int = Field(20, ge=1, description="shorter (after trimming) counts as empty")
+    max_repeat_fraction: float = Field(0.5, gt=0, le=1, description="degenerate if one n-gram covers more")
+    trim_truncated: bool = True  # cut a max_tokens-truncated text back to its last full sentence
+
+
+class StructuredConfig(_Strict):
+    """ONCE-style user interest profiles and NoteLLM-style item tags as JSON-schema constrained generation."""
+
+    enabled: bool = False  # the DAG tasks skip (and publish nothing) when off; the CLI runs them anyway
+    max_tokens_item: int = Field(48, ge=8)
+    max_tokens_user: int = Field(48, ge=8)
+    max_topics: int = Field(3, ge=1)
+    max_tags: int = Field(3, ge=1)
+    tag_max_chars: int = Field(24, ge=4)
+    cold_user_max_history: int = Field(5, ge=0, description="users with at most this many history rows are cold")
+    cold_users: Literal["same", "cold_template", "skip"] = "cold_template"
+
+
 class GenerationConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
     shards: int = Field(2, ge=1)
+    batch_size: int = Field(256, ge=1, description="prompts per committed cache file (the unit of lost work)")
+    validation: ValidationConfig = ValidationConfig()
+    structured: StructuredConfig = StructuredConfig()
 
 
 class EncodeConfig(_Strict):
     model: str = "embedded:all-minilm-l6-v2"
     batch_size: int = 64
     normalize: bool = True
+    # sentence-transformers, or vLLM's pooling runner (same vectors for MiniLM; any decoder LLM as an encoder).
+    backend: Literal["sentence-transformers", "vllm-pooling"] = "sentence-transformers"
+    pooling: Literal["auto", "MEAN", "LAST", "CLS"] = "auto"  # vllm-pooling only; "auto" = the model's own
+    prompt: Literal["none", "notellm"] = "none"  # notellm: compress the text into one word, pool the last token
+    max_model_len: int = Field(512, ge=16)
 
 
 class TrainConfig(_Strict):

@@ -12,16 +12,21 @@ from models.variants import ablation
 
 def test_experts_gates_and_shapes():
     kar = HybridExpertAdaptor([16, 16], n_shared=2, n_specific=3, hidden=32, out_dim=8)
-    assert len(kar.shared) == 2 and [len(s) for s in kar.specific] == [3, 3]
+    assert kar.shared.w1.shape == (2, 16, 32) and [b.w2.shape for b in kar.specific] == [(3, 32, 8)] * 2
     assert all(g.out_features == 5 for g in kar.gates)
     x = [torch.randn(4, 16), torch.randn(4, 16)]
     outs = kar(x)
     assert [o.shape for o in outs] == [(4, 8), (4, 8)]
-    gate = torch.softmax(kar.gates[0](x[0]), -1)
+    gate = torch.softmax(kar.gates[1](x[1]), -1)
     assert torch.allclose(gate.sum(-1), torch.ones(4))
-    # output = gate-weighted sum of the type's experts (shared first, then its own)
-    experts = torch.stack([e(x[0]) for e in kar.shared] + [e(x[0]) for e in kar.specific[0]], 1)
-    assert torch.allclose(outs[0], (gate.unsqueeze(-1) * experts).sum(1), atol=1e-6)
+
+    # the fused experts equal K separate MLPs d -> h -> o (shared first, then the type's own)
+    def mlp(bank, k, v):
+        return torch.relu(v @ bank.w1[k] + bank.b1[k]) @ bank.w2[k] + bank.b2[k]
+    experts = torch.stack([mlp(kar.shared, k, x[1]) for k in range(2)]
+                          + [mlp(kar.specific[1], k, x[1]) for k in range(3)], 1)
+    assert torch.allclose(kar.expert_outputs(1, x[1]), experts, atol=1e-5)
+    assert torch.allclose(outs[1], (gate.unsqueeze(-1) * experts).sum(1), atol=1e-5)
 
 
 def test_shared_experts_need_equal_dims():

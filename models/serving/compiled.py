@@ -1,0 +1,217 @@
+"""A registered model compiled against a feature snapshot: one precomputed input row per known item and per user.
+
+Every input column of a CTR model depends on the user OR on the item, never both (ids, attributes, vectors,
+history). So at load time we run the model's OWN encoder (vocabularies, scaler, PCA; the code that built the
+training matrices) once over all items and once over all users, and keep
+
+    item_rows  (n_items + 1, width)   the last row = an id no table knows: every item-side default
+    user_rows  (n_users + 1, n_user_cols)   likewise for users
+    user_cols  the input columns that belong to the user
+
+A request is then two gathers and one broadcast: X = item_rows[pos]; X[:, user_cols] = user_rows[u]; forward.
+No pandas, no per-row Python. Parity with ScoringModel.predict on the same frame is a test
+(tests/serving/test_scorer.py), and the column layout is checked against the encoder's output width at compile
+time, so a layout change in models/ fails loudly instead of scoring garbage.
+
+    compiled = compile_model(model, snapshot, threads=1)
+    p = compiled.forward(compiled.assemble(item_pos, compiled.user_rows[u]))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from models.ctr_data import CtrSplit
+from models.registry import ScoringModel
+from models.serving.features import ITEM_KEY, USER_KEY, FeatureSnapshot, VECTOR_FEATURE
+
+HISTORY = "__history__"  # pseudo-column: the sequence block (ids + length) is user-side
+
+
+@dataclass
+class CompiledModel:
+    item_keys: np.ndarray      # sorted int64 item ids with a row in item_rows
+    item_rows: np.ndarray      # (len(item_keys) + 1, width)
+    item_missing: np.ndarray   # (len(item_keys) + 1, n_item_tables) bool: the item has no row in that table
+    item_tables: list[str]     # item-keyed tables the model reads (attributes first, then vector groups)
+    user_keys: np.ndarray
+    user_rows: np.ndarray      # (len(user_keys) + 1, len(user_cols))
+    user_missing: np.ndarray   # (len(user_keys) + 1, n_user_tables)
+    user_tables: list[str]
+    user_cols: np.ndarray      # int64 column indices of the user-side inputs
+    forward: Callable[[np.ndarray], np.ndarray]  # (n, width) -> (n,) float64 probabilities
+    encode_users: Callable[[pd.DataFrame, np.ndarray | None, np.ndarray | None], np.ndarray]
+
+    def item_positions(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each id in item_rows (unknown -> the default row) and the unknown mask."""
+        return _positions(self.item_keys, item_ids)
+
+    def user_position(self, user_id: int) -> tuple[int, bool]:
+        pos, unknown = _positions(self.user_keys, np.asarray([user_id], dtype=np.int64))
+        return int(pos[0]), bool(unknown[0])
+
+    def assemble(self, item_pos: np.ndarray, user_row: np.ndarray) -> np.ndarray:
+        x = self.item_rows[item_pos]  # fancy indexing copies: the shared rows stay untouched
+        x[:, self.user_cols] = user_row
+        return x
+
+
+def _positions(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pos = np.searchsorted(keys, ids)
+    np.minimum(pos, max(len(keys) - 1, 0), out=pos)
+    unknown = keys[pos] != ids if len(keys) else np.ones(len(ids), dtype=bool)
+    pos[unknown] = len(keys)  # the default row
+    return pos, unknown
+
+
+def _sentinel(keys: np.ndarray) -> int:
+    """An id no table and no vocabulary holds: every lookup of it takes the default path."""
+    return int(min(keys.min(initial=0), 0)) - 1
+
+
+def _side_frame(snapshot: FeatureSnapshot, key: str, ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Attribute columns of `key`'s side for `ids` (NaN where the attribute table has no row) + missing mask."""
+    attrs = snapshot.users if key == USER_KEY else snapshot.items
+    frame = pd.DataFrame({key: ids}).merge(attrs, on=key, how="left")
+    missing = ~np.isin(ids, attrs[key].to_numpy(dtype=np.int64))
+    return frame, missing
+
+
+def _placeholder(snapshot: FeatureSnapshot, key: str, n: int) -> pd.DataFrame:
+    """The other side's columns, all 'unknown' (they are overwritten or discarded)."""
+    attrs = snapshot.users if key == USER_KEY else snapshot.items
+    return pd.DataFrame({c: pd.Series([None] * n, dtype=object) if attrs[c].dtype.kind not in "fiu"
+                         else np.full(n, np.nan) for c in attrs.columns})
+
+
+def _vector_block(snapshot: FeatureSnapshot, key: str, ids: np.ndarray, n: int,
+                  groups: list[str]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    vectors, missing = {}, []
+    for g in groups:
+        table = snapshot.vector_tables[g]
+        if snapshot.vector_keys[g] == key:
+            pos, miss = table.lookup(ids)
+            vectors[g] = table._vectors_at(VECTOR_FEATURE, pos, miss)
+            missing.append(miss)
+        else:
+            dim = table.spec.feature(VECTOR_FEATURE).dim
+            vectors[g] = np.zeros((n, dim), dtype=np.float32)
+    return vectors, missing
+
+
+def _layout(model: ScoringModel) -> list[tuple[str, int]]:
+    """(source column or group, width) of every input block, in the encoder's column order."""
+    fmap = model.inner.feature_map
+    if fmap["backbone"] == "lightgbm":
+        out = [(c, 1) for c in fmap["id_columns"] + fmap["categorical_columns"] + fmap["numeric_columns"]]
+        return out + [(g["name"], int(g["pca_dim"])) for g in fmap["vector_groups"]]
+    out = [(v["column"], 1) for v in fmap["vocabularies"]]
+    if fmap.get("history"):
+        out.append((HISTORY, int(fmap["history"]["maxlen"]) + 1))
+    out += [(c, 1) for c in fmap["scaler"]["columns"]]
+    out += [(g["name"], int(g["dim"])) for g in fmap["vector_groups"]]
+    out += [(g["name"], int(g["dim"])) for g in (fmap.get("adaptor") or {}).get("groups", [])]
+    return out
+
+
+def _encoder(model: ScoringModel) -> Callable[[CtrSplit], np.ndarray]:
+    if model.inner.feature_map["backbone"] == "lightgbm":
+        return lambda split: np.ascontiguousarray(model.inner.matrix(split), dtype=np.float64)
+    return lambda split: model.inner.input_matrix(split).numpy()
+
+
+def _forward(model: ScoringModel, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    inner = model.inner
+    if inner.feature_map["backbone"] == "lightgbm":
+        booster = inner.booster
+        return lambda x: np.asarray(booster.predict(x, num_threads=threads), dtype=np.float64)
+    import torch
+
+    net = inner.net.eval()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).reshape(-1).numpy().astype(np.float64)
+
+    return forward
+
+
+def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int = 1) -> CompiledModel:
+    """Precompute item and user input rows of `model` from `snapshot` (see module docstring)."""
+    fmap = model.inner.feature_map
+    groups = model.required_groups
+    user_attr_cols = set(snapshot.users.columns)
+    item_attr_cols = set(snapshot.items.columns)
+    layout = _layout(model)
+    user_mask: list[bool] = []
+    for name, width in layout:
+        if name == HISTORY or name in user_attr_cols or snapshot.vector_keys.get(name) == USER_KEY:
+            side = True
+        elif name in item_attr_cols or snapshot.vector_keys.get(name) == ITEM_KEY:
+            side = False
+        else:
+            raise ValueError(f"{model.model_dir}: input column {name!r} is neither a user nor an item feature "
+                             f"of the pinned tables (users: {sorted(user_attr_cols)}, items: {len(item_attr_cols)} "
+                             f"columns, vectors: {sorted(snapshot.vector_keys)})")
+        user_mask += [side] * width
+    user_cols = np.flatnonzero(user_mask).astype(np.int64)
+    vocabs = {v["column"]: v["values"] for v in fmap["vocabularies"]}
+    hist_spec = fmap.get("history")
+    maxlen = int(hist_spec["maxlen"]) if hist_spec else 0
+    encode = _encoder(model)
+
+    def split_for(frame: pd.DataFrame, vectors: dict, history=None, history_len=None) -> CtrSplit:
+        n = len(frame)
+        if hist_spec and history is None:
+            history, history_len = np.zeros((n, maxlen), dtype=np.int64), np.zeros(n, dtype=np.int64)
+        return CtrSplit(frame, vectors, history, history_len)
+
+    def check_width(x: np.ndarray, what: str) -> np.ndarray:
+        if x.shape[1] != len(user_mask):
+            raise RuntimeError(f"{model.model_dir}: the {what} encoder gave {x.shape[1]} columns, the serving "
+                               f"layout expects {len(user_mask)} (models/ changed its input layout?)")
+        return x
+
+    # items: every id any item table or the id vocabulary knows, plus the default row
+    item_keys = snapshot.key_universe(ITEM_KEY, vocabs.get(ITEM_KEY, ()))
+    ids = np.append(item_keys, _sentinel(item_keys))
+    attrs, attr_missing = _side_frame(snapshot, ITEM_KEY, ids)
+    frame = pd.concat([attrs, _placeholder(snapshot, USER_KEY, len(ids))], axis=1)
+    vectors, vec_missing = _vector_block(snapshot, ITEM_KEY, ids, len(ids), groups)
+    item_rows = check_width(encode(split_for(frame, vectors)), "item")
+    item_tables = ["items"] + [g for g in groups if snapshot.vector_keys[g] == ITEM_KEY]
+    item_missing = np.stack([attr_missing, *vec_missing], axis=1)
+
+    user_keys = snapshot.key_universe(USER_KEY, vocabs.get(USER_KEY, ()))
+    uids = np.append(user_keys, _sentinel(user_keys))
+    item_placeholder = _placeholder(snapshot, ITEM_KEY, 1)
+
+    def encode_users(user_frame: pd.DataFrame, history: np.ndarray | None,
+                     history_len: np.ndarray | None) -> np.ndarray:
+        """User-side input columns for rows of user attributes (+ histories, for sequence models)."""
+        n = len(user_frame)
+        frame = pd.concat([item_placeholder.iloc[[0] * n].reset_index(drop=True),
+                           user_frame.reset_index(drop=True)], axis=1)
+        vecs, _ = _vector_block(snapshot, USER_KEY, user_frame[USER_KEY].to_numpy(dtype=np.int64), n, groups)
+        x = check_width(encode(split_for(frame, vecs, history, history_len)), "user")
+        return np.ascontiguousarray(x[:, user_cols])
+
+    uattrs, u_attr_missing = _side_frame(snapshot, USER_KEY, uids)
+    hist, hist_len = snapshot.latest_history(uids, maxlen) if hist_spec else (None, None)
+    user_rows = encode_users(uattrs, hist, hist_len)
+    _, u_vec_missing = _vector_block(snapshot, USER_KEY, uids, len(uids), groups)
+    user_tables = ["users"] + [g for g in groups if snapshot.vector_keys[g] == USER_KEY]
+    user_missing = np.stack([u_attr_missing, *u_vec_missing], axis=1)
+    return CompiledModel(item_keys, item_rows, item_missing, item_tables, user_keys, user_rows, user_missing,
+                         user_tables, user_cols, _forward(model, threads), encode_users)
+
+
+def history_rows(item_ids: list[int], maxlen: int) -> tuple[np.ndarray, np.ndarray]:
+    """A request-supplied history (oldest first) as one (1, maxlen) row + length: the last `maxlen` items."""
+    tail = list(item_ids)[-maxlen:] if maxlen else []
+    hist = np.zeros((1, maxlen), dtype=np.int64)
+    hist[0, :len(tail)] = tail
+    return hist, np.asarray([len(tail)], dtype=np.int64)
