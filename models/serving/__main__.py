@@ -1,0 +1,49 @@
+"""Start the scoring service on the promoted model of a workdir (one uvicorn worker, 1 torch/LightGBM thread):
+
+    python -m models.serving --workdir var/ml100k --port 8000 [--host 127.0.0.1] [--name ctr] \
+        [--max-candidates 500] [--poll-seconds 2]
+
+    curl -s localhost:8000/score -H 'content-type: application/json' -d '{"user_id": 1, "item_ids": [1, 2, 3]}'
+
+The service polls <workdir>/registry/<name>/champion.json every --poll-seconds (or on POST /admin/reload) and
+swaps in a newly promoted model without dropping requests. Scale out with more processes (each loads its own copy),
+not more threads: scoring is CPU-bound and holds the GIL.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.serving", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", required=True, type=Path, help="holds registry/ and feature_store/")
+    p.add_argument("--name", default="ctr", help="registry model name (default ctr)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-candidates", type=int, default=500)
+    p.add_argument("--poll-seconds", type=float, default=2.0, help="champion check interval; 0 = admin only")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    if not (args.workdir / "registry").is_dir() or not (args.workdir / "feature_store").is_dir():
+        raise SystemExit(f"python -m models.serving: {args.workdir} has no registry/ and feature_store/ "
+                         "(run `python -m models retrain` first)")
+    # before torch / LightGBM start their OpenMP pools
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import uvicorn
+
+    from models.serving.app import ServingSettings, create_app
+
+    app = create_app(ServingSettings(args.workdir, args.name, args.max_candidates, args.poll_seconds,
+                                     args.threads))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
