@@ -3,6 +3,9 @@
     python -m augment prepare-models
     python -m augment ingest --config configs/ml100k.yaml [--set data.sample_users=100]
     python -m augment all --config configs/ml100k.yaml        # every augment stage in order, no Airflow
+    python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
+    python -m augment structured-prompts --config configs/ml100k.yaml [--force]
+    python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
 
 Exit codes: 0 ok, 2 bad input (one line on stderr naming file, row/key and column), 1 anything else.
 """
@@ -30,12 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m augment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config"):
+    for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config",
+                 "structured-prompts", "publish-structured"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-        if name in ("generate", "publish-texts"):
+        if name == "generate":
+            p.add_argument("--kind", choices=["item", "user", "item_tags", "user_interest"], required=True)
+        if name == "publish-texts":
             p.add_argument("--kind", choices=["item", "user"], required=True)
+        if name == "publish-structured":
+            p.add_argument("--kind", choices=["item_tags", "user_interest"], required=True)
+        if name in ("generate", "structured-prompts", "publish-structured"):
+            p.add_argument("--force", action="store_true",
+                           help="run structured stages even when generation.structured.enabled is false")
         if name == "generate":
             p.add_argument("--shard", type=int, default=None)
         if name == "encode":
@@ -63,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "all":
             result = stages.run_all(cfg)
         elif args.cmd == "generate":
-            result = stages.generate(cfg, args.kind, args.shard)
+            result = stages.generate(cfg, args.kind, args.shard, force=args.force)
+        elif args.cmd == "structured-prompts":
+            result = stages.structured_prompts(cfg, force=args.force)
+        elif args.cmd == "publish-structured":
+            result = stages.publish_structured(cfg, args.kind, force=args.force)
         elif args.cmd == "publish-texts":
             result = stages.publish_texts(cfg, args.kind)
         elif args.cmd == "encode":

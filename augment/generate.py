@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,14 +26,18 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from augment.config import GenerationConfig
+from augment.output_validation import ACCEPTED, check_output
 
 log = logging.getLogger(__name__)
-Kind = Literal["item", "user"]
-KEY_COLUMN = {"item": "item_id", "user": "user_id"}
+# item/user: KAR free text; item_tags/user_interest: JSON-schema constrained (augment/structured.py).
+Kind = Literal["item", "user", "item_tags", "user_interest"]
+KEY_COLUMN = {"item": "item_id", "user": "user_id", "item_tags": "item_id", "user_interest": "user_id"}
 _CACHE_SCHEMA = pa.schema([
     ("gen_key", pa.string()), ("prompt_hash", pa.string()), ("model", pa.string()), ("text", pa.string()),
     ("prompt_tokens", pa.int32()), ("output_tokens", pa.int32()), ("finish_reason", pa.string()),
     ("created_timestamp", pa.timestamp("us", tz="UTC")),
+    # Added with output validation; cache files written before have nulls here and are validated when read.
+    ("raw_text", pa.string()), ("flag", pa.string()), ("attempts", pa.int32()), ("detail", pa.string()),
 ])
 
 
@@ -43,21 +47,36 @@ class ShardStats:
     shard: int
     num_shards: int
     prompts: int
-    skipped: int
+    skipped: int  # already had an output in the cache: no LLM call
     generated: int
-    prompt_tokens: int
+    prompt_tokens: int  # summed over every attempt
     output_tokens: int
-    seconds: float
+    seconds: float  # generation wall time, engine start-up excluded
+    engine_start_seconds: float = 0.0  # 0 when the engine was already up in this process
+    llm_calls: int = 0  # chat() batches sent to the engine
+    retried: int = 0  # prompts that needed more than one attempt
+    flags: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)  # vLLM counters spent by this shard (prefix-cache hit rate etc.)
 
     @property
     def output_tokens_per_s(self) -> float:
         return self.output_tokens / self.seconds if self.seconds else 0.0
 
 
-def sampling_settings(cfg: GenerationConfig, kind: Kind) -> dict:
+def max_tokens_for(cfg: GenerationConfig, kind: Kind) -> int:
+    s, st = cfg.sampling, cfg.structured
+    return {"item": s.max_tokens_item, "user": s.max_tokens_user, "item_tags": st.max_tokens_item,
+            "user_interest": st.max_tokens_user}[kind]
+
+
+def sampling_settings(cfg: GenerationConfig, kind: Kind, json_schema: dict | None = None) -> dict:
+    """What decides the output besides the prompt and the model; part of the generation key."""
     s = cfg.sampling
-    return {"temperature": s.temperature, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
-            "max_tokens": s.max_tokens_item if kind == "item" else s.max_tokens_user, "seed": s.seed}
+    out = {"temperature": s.temperature, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
+           "max_tokens": max_tokens_for(cfg, kind), "seed": s.seed}
+    if json_schema is not None:
+        out["json_schema"] = hashlib.sha256(json.dumps(json_schema, sort_keys=True).encode()).hexdigest()[:16]
+    return out
 
 
 def generation_key(prompt_hash: str, model: str, sampling: dict) -> str:
@@ -82,6 +101,12 @@ def read_cache(cache_dir: Path, keys: set[str] | None = None) -> pd.DataFrame:
     return table.to_pandas().drop_duplicates("gen_key", keep="last")
 
 
+def cache_rows(cache_dir: Path) -> int:
+    """Rows in all committed cache files, duplicates included (the resume test counts them)."""
+    files = sorted(cache_dir.glob("part-*.parquet")) if cache_dir.is_dir() else []
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 def _commit_cache_part(cache_dir: Path, frame: pd.DataFrame) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
@@ -95,60 +120,119 @@ def _commit_cache_part(cache_dir: Path, frame: pd.DataFrame) -> Path:
     return final
 
 
+def _attempt_sampling(cfg: GenerationConfig, attempt: int) -> tuple[float, int]:
+    """(temperature, seed) of attempt 1, 2, ...: greedy decoding repeats itself, so retries sample."""
+    s = cfg.sampling
+    if attempt == 1:
+        return s.temperature, s.seed
+    return max(s.temperature, cfg.validation.retry_temperature), s.seed + 1000 * (attempt - 1)
+
+
+def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schema: dict | None,
+              stats: ShardStats) -> pd.DataFrame:
+    """Generate, validate and retry one batch; returns one final row per prompt (accepted or flagged)."""
+    from augment import llm_engine
+
+    sampling = sampling_settings(cfg, kind, json_schema)
+    conversations = [json.loads(m) for m in batch["messages"]]
+    n = len(batch)
+    raw, final, flags, details = [""] * n, [""] * n, [""] * n, [""] * n
+    p_tok, o_tok, attempts, finish = [0] * n, [0] * n, [0] * n, [""] * n
+    # A prompt longer than the context would fail the whole vLLM batch: flag it and never send it.
+    limit = cfg.engine.max_model_len - sampling["max_tokens"]
+    pending = []
+    for i, t in enumerate(llm_engine.chat_prompt_tokens(cfg.engine, conversations)):
+        p_tok[i] = t
+        if t > limit:
+            flags[i], details[i] = "prompt_too_long", f"{t} prompt tokens > {limit}"
+        else:
+            pending.append(i)
+    for attempt in range(1, cfg.validation.max_attempts + 1):
+        if not pending:
+            break
+        temperature, seed = _attempt_sampling(cfg, attempt)
+        results = llm_engine.chat(cfg.engine, [conversations[i] for i in pending],
+                                  max_tokens=sampling["max_tokens"], temperature=temperature,
+                                  top_p=sampling["top_p"], repetition_penalty=sampling["repetition_penalty"],
+                                  seed=seed, json_schema=json_schema)
+        stats.llm_calls += 1
+        if attempt == 2:
+            stats.retried += len(pending)
+        still = []
+        for i, r in zip(pending, results):
+            verdict = check_output(r.text, r.finish_reason, cfg.validation, json_schema)
+            stats.prompt_tokens += r.prompt_tokens
+            stats.output_tokens += r.output_tokens
+            raw[i], final[i], flags[i], details[i] = r.text, verdict.text, verdict.flag, verdict.detail
+            p_tok[i], o_tok[i], attempts[i], finish[i] = r.prompt_tokens, r.output_tokens, attempt, r.finish_reason
+            if not verdict.accepted:
+                still.append(i)
+        pending = still
+    return pd.DataFrame({
+        "gen_key": batch["gen_key"].to_numpy(), "prompt_hash": batch["prompt_hash"].to_numpy(),
+        "text": final, "prompt_tokens": p_tok, "output_tokens": o_tok, "finish_reason": finish,
+        "created_timestamp": pd.Timestamp.now(tz="UTC"), "raw_text": raw, "flag": flags, "attempts": attempts,
+        "detail": details,
+    })
+
+
 def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path,
-                   model: str, batch_size: int = 256) -> ShardStats:
-    """Generate the missing outputs of one shard; commit them to the cache in one file per batch."""
+                   model: str, batch_size: int | None = None, json_schema: dict | None = None) -> ShardStats:
+    """Generate the missing outputs of one shard; commit them to the cache in one file per batch.
+
+    A prompt whose generation key (prompt hash + model + sampling [+ schema]) already has a final row in the cache
+    is skipped; so a re-run after a crash redoes at most the batch in flight, and an unchanged run calls no LLM."""
     from augment import llm_engine
 
     if not 0 <= shard < cfg.shards:
         raise ValueError(f"shard {shard} out of range for generation.shards={cfg.shards}")
-    sampling = sampling_settings(cfg, kind)
+    batch_size = batch_size or cfg.batch_size
+    sampling = sampling_settings(cfg, kind, json_schema)
     mine = prompts[shard_of(prompts[KEY_COLUMN[kind]], cfg.shards) == shard].copy()
     mine["gen_key"] = [generation_key(h, model, sampling) for h in mine["prompt_hash"]]
     done = read_cache(cache_dir, set(mine["gen_key"]))
     todo = mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
-    # Sorting by prompt length keeps batches uniform; shared instructions come first in every template, so
-    # neighbours also share a prefix for vLLM's prefix cache.
+    # Sorting by prompt length keeps batches uniform (little padding work, similar finish times); the shared
+    # instruction comes first in every template, so every prompt also shares a prefix for vLLM's prefix cache.
     todo = todo.assign(_len=todo["messages"].str.len()).sort_values("_len", kind="stable")
     stats = ShardStats(kind, shard, cfg.shards, len(mine), len(mine) - len(todo), 0, 0, 0, 0.0)
     log.info("%s shard %d/%d: %d prompts, %d already generated", kind, shard, cfg.shards, len(mine), stats.skipped)
+    if len(todo):  # engine start-up (12-46 s on CPU, once per process) is reported apart from generation
+        t0 = time.perf_counter()
+        llm_engine.get_engine(cfg.engine)
+        stats.engine_start_seconds = time.perf_counter() - t0
     started = time.perf_counter()
+    before = llm_engine.engine_counters(cfg.engine)
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard}", unit="prompt") as bar:
         for lo in range(0, len(todo), batch_size):
-            batch = todo.iloc[lo:lo + batch_size]
-            results = llm_engine.chat(cfg.engine, [json.loads(m) for m in batch["messages"]],
-                                      max_tokens=sampling["max_tokens"], temperature=sampling["temperature"],
-                                      top_p=sampling["top_p"], repetition_penalty=sampling["repetition_penalty"],
-                                      seed=sampling["seed"])
-            now = pd.Timestamp.now(tz="UTC")
-            part = pd.DataFrame({
-                "gen_key": batch["gen_key"].to_numpy(), "prompt_hash": batch["prompt_hash"].to_numpy(),
-                "model": model, "text": [r.text for r in results],
-                "prompt_tokens": [r.prompt_tokens for r in results],
-                "output_tokens": [r.output_tokens for r in results],
-                "finish_reason": [r.finish_reason for r in results], "created_timestamp": now,
-            })
+            part = run_batch(todo.iloc[lo:lo + batch_size], kind, cfg, json_schema, stats)
+            part["model"] = model
             _commit_cache_part(cache_dir, part)
             stats.generated += len(part)
-            stats.prompt_tokens += int(part["prompt_tokens"].sum())
-            stats.output_tokens += int(part["output_tokens"].sum())
+            for flag, count in part["flag"].value_counts().items():
+                stats.flags[flag] = stats.flags.get(flag, 0) + int(count)
             bar.update(len(part))
     stats.seconds = time.perf_counter() - started
-    log.info("%s shard %d: generated %d (%.0f output tok/s)", kind, shard, stats.generated, stats.output_tokens_per_s)
+    if len(todo):
+        stats.engine = llm_engine.counter_delta(before, llm_engine.engine_counters(cfg.engine))
+    log.info("%s shard %d: generated %d, skipped %d, %d LLM calls (%.0f output tok/s), flags %s", kind, shard,
+             stats.generated, stats.skipped, stats.llm_calls, stats.output_tokens_per_s, stats.flags)
     return stats
 
 
 def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cache_dir: Path, model: str,
-                  event_timestamp: pd.Series) -> pd.DataFrame:
-    """Join every prompt with its accepted output; a missing output means a shard has not run (an error)."""
-    sampling = sampling_settings(cfg, kind)
+                  event_timestamp: pd.Series, json_schema: dict | None = None) -> pd.DataFrame:
+    """Join every prompt with its final output; a missing output means a shard has not run (an error).
+
+    Rejected outputs come back with their flag and text "" (never as knowledge)."""
+    sampling = sampling_settings(cfg, kind, json_schema)
     keys = [generation_key(h, model, sampling) for h in prompts["prompt_hash"]]
     cache = read_cache(cache_dir, set(keys)).set_index("gen_key")
     missing = [k for k in keys if k not in cache.index]
     if missing:
         raise RuntimeError(f"{len(missing)} {kind} prompts have no generated text yet (first gen_key {missing[0]}); "
                            "run every generation shard before publishing")
-    hit = cache.loc[keys]
+    hit = _validate_legacy(cache.loc[keys], cfg, json_schema)
     return pd.DataFrame({
         KEY_COLUMN[kind]: prompts[KEY_COLUMN[kind]].to_numpy(),
         "text": hit["text"].to_numpy(),
@@ -159,9 +243,34 @@ def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cach
         "prompt_tokens": hit["prompt_tokens"].to_numpy().astype("int32"),
         "output_tokens": hit["output_tokens"].to_numpy().astype("int32"),
         "finish_reason": hit["finish_reason"].to_numpy(),
+        "flag": hit["flag"].to_numpy(),
+        "attempts": hit["attempts"].to_numpy().astype("int32"),
         "event_timestamp": event_timestamp.to_numpy(),
         "created_timestamp": hit["created_timestamp"].to_numpy(),
     })
+
+
+def _validate_legacy(hit: pd.DataFrame, cfg: GenerationConfig, json_schema: dict | None) -> pd.DataFrame:
+    """Rows cached before validation existed (flag null) are judged now, with one attempt on record."""
+    legacy = hit["flag"].isna().to_numpy()
+    if not legacy.any():
+        return hit
+    hit = hit.copy()
+    verdicts = [check_output(t, f, cfg.validation, json_schema)
+                for t, f in zip(hit.loc[legacy, "text"], hit.loc[legacy, "finish_reason"])]
+    hit.loc[legacy, "raw_text"] = hit.loc[legacy, "text"]
+    hit.loc[legacy, "text"] = [v.text for v in verdicts]
+    hit.loc[legacy, "flag"] = [v.flag for v in verdicts]
+    hit.loc[legacy, "attempts"] = 1
+    return hit
+
+
+def flag_counts(texts: pd.DataFrame) -> dict:
+    """The validation report of a text table: rows per flag, retries, and what was published as knowledge."""
+    flags = {k: int(v) for k, v in texts["flag"].value_counts().items()}
+    return {"rows": len(texts), "flags": flags, "accepted": int(texts["flag"].isin(ACCEPTED).sum()),
+            "rejected": int((~texts["flag"].isin(ACCEPTED)).sum()),
+            "retried": int((texts["attempts"] > 1).sum()), "max_attempts": int(texts["attempts"].max() or 0)}
 
 
 def stats_dict(stats: ShardStats) -> dict:

@@ -5,7 +5,10 @@ vLLM quirks live here so the rest of the code never imports vllm:
 - raw `generate` on plain text makes SmolLM2 answer with nothing, so we always go through `LLM.chat`
   (the model's chat template);
 - building an engine costs 12-46 s on CPU, so one engine per (process, engine config) is cached and reused by
-  every shard that runs in the same process (e.g. all mapped tasks under `dag.test()`).
+  every shard that runs in the same process (e.g. all mapped tasks under `dag.test()`);
+- structured outputs go through `SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))`;
+- engine counters (prompt/output tokens, prefix-cache queries/hits) need `disable_log_stats=False`;
+- the pooling runner (`runner="pooling"`) turns any model into an encoder (see augment/encode.py).
 
     python -m augment generate --config configs/ml100k.yaml --kind item --shard 0
 """
@@ -55,8 +58,11 @@ def get_engine(engine: EngineConfig) -> Any:
         enforce_eager=engine.enforce_eager,
         tensor_parallel_size=engine.tensor_parallel_size,
         seed=engine.seed,
-        enable_prefix_caching=True,
+        enable_prefix_caching=engine.enable_prefix_caching,
+        disable_log_stats=False,  # keeps the counters behind engine_counters(); costs nothing measurable
     )
+    if engine.data_parallel_size > 1:
+        kwargs["data_parallel_size"] = engine.data_parallel_size
     if _has_gpu():
         kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
     llm = LLM(**kwargs)
@@ -84,13 +90,20 @@ def _has_gpu() -> bool:
 
 
 def chat(engine: EngineConfig, conversations: Sequence[list[dict]], *, max_tokens: int, temperature: float,
-         top_p: float, repetition_penalty: float, seed: int) -> list[ChatResult]:
-    """Run one batch of chat conversations; results come back in input order."""
+         top_p: float, repetition_penalty: float, seed: int, json_schema: dict | None = None) -> list[ChatResult]:
+    """Run one batch of chat conversations; results come back in input order.
+
+    With ``json_schema`` every output is constrained to JSON matching it (give strings a maxLength)."""
     from vllm import SamplingParams
 
     llm = get_engine(engine)
+    extra: dict[str, Any] = {}
+    if json_schema is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        extra["structured_outputs"] = StructuredOutputsParams(json=json_schema)
     params = SamplingParams(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty,
-                            max_tokens=max_tokens, seed=seed)
+                            max_tokens=max_tokens, seed=seed, **extra)
     outputs = llm.chat(list(conversations), params, use_tqdm=False)
     results = []
     for out in outputs:
@@ -99,3 +112,71 @@ def chat(engine: EngineConfig, conversations: Sequence[list[dict]], *, max_token
                                   output_tokens=len(completion.token_ids),
                                   finish_reason=str(completion.finish_reason)))
     return results
+
+
+def chat_prompt_tokens(engine: EngineConfig, conversations: Sequence[list[dict]]) -> list[int]:
+    """Prompt length in tokens after the chat template, as the engine will count it."""
+    tok = get_engine(engine).get_tokenizer()
+    out = []
+    for c in conversations:
+        ids = tok.apply_chat_template(list(c), tokenize=True, add_generation_prompt=True)
+        out.append(len(ids["input_ids"] if hasattr(ids, "keys") else ids))  # transformers 5 returns a dict
+    return out
+
+
+COUNTERS = {"vllm:prompt_tokens": "prompt_tokens", "vllm:generation_tokens": "output_tokens",
+            "vllm:prefix_cache_queries": "prefix_cache_queries", "vllm:prefix_cache_hits": "prefix_cache_hits"}
+
+
+def engine_counters(engine: EngineConfig) -> dict[str, int]:
+    """Cumulative engine counters of the cached engine ({} if it was never built or vLLM exposes none)."""
+    llm = _ENGINES.get(engine.model_dump_json())
+    if llm is None:
+        return {}
+    try:
+        metrics = llm.get_metrics()
+    except Exception as err:  # metrics are a report, never a reason to fail a generation run
+        log.warning("vLLM metrics unavailable: %s", err)
+        return {}
+    out: dict[str, int] = {}
+    for m in metrics:
+        if m.name in COUNTERS and hasattr(m, "value"):
+            out[COUNTERS[m.name]] = out.get(COUNTERS[m.name], 0) + int(m.value)
+    return out
+
+
+def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Counters spent between two snapshots, plus the prefix-cache hit rate (token-weighted) when exposed."""
+    out: dict[str, float] = {k: after[k] - before.get(k, 0) for k in after}
+    if out.get("prefix_cache_queries"):
+        out["prefix_cache_hit_rate"] = out["prefix_cache_hits"] / out["prefix_cache_queries"]
+    return out
+
+
+def get_pooling_engine(model_dir: str, pooling: str, max_model_len: int, seed: int = 0) -> Any:
+    """A vLLM engine with the pooling runner: an encoder (MiniLM) or a decoder LLM used as one (last token)."""
+    key = f"pooling|{model_dir}|{pooling}|{max_model_len}"
+    if key in _ENGINES:
+        return _ENGINES[key]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from vllm import LLM
+    from vllm.config import PoolerConfig
+
+    kwargs: dict[str, Any] = dict(model=model_dir, runner="pooling", convert="embed", max_model_len=max_model_len,
+                                  enforce_eager=True, seed=seed)
+    if pooling != "auto":
+        kwargs["pooler_config"] = PoolerConfig(pooling_type=pooling)
+    started = time.perf_counter()
+    llm = LLM(**kwargs)
+    log.info("vLLM pooling engine for %s (%s) ready in %.1f s", model_dir, pooling, time.perf_counter() - started)
+    _ENGINES[key] = llm
+    return llm
+
+
+def embed(model_dir: str, texts: Sequence[str], *, pooling: str, max_model_len: int) -> list[list[float]]:
+    """One vector per text from the pooling runner, in input order (no normalisation here)."""
+    llm = get_pooling_engine(model_dir, pooling, max_model_len)
+    outputs = llm.embed(list(texts), use_tqdm=False, tokenization_kwargs={"truncation": True,
+                                                                           "max_length": max_model_len})
+    return [o.outputs.embedding for o in outputs]

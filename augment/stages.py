@@ -9,6 +9,10 @@ of upstream versions + settings + code digest) and records wall time in <workdir
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment publish-texts --config configs/ml100k.yaml --kind item
     python -m augment encode   --config configs/ml100k.yaml --kind item|user|item_raw
+    # structured features (off unless generation.structured.enabled; --force runs them anyway):
+    python -m augment structured-prompts --config configs/ml100k.yaml
+    python -m augment generate --config configs/ml100k.yaml --kind item_tags|user_interest [--shard 0]
+    python -m augment publish-structured --config configs/ml100k.yaml --kind item_tags|user_interest
 """
 from __future__ import annotations
 
@@ -103,51 +107,127 @@ def prompts(cfg: RunConfig) -> dict[str, str]:
     return {k: r.version for k, r in refs.items()}
 
 
-Kind = Literal["item", "user"]
-_PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts"}
-_TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT}
+Kind = Literal["item", "user", "item_tags", "user_interest"]
+StructuredKind = Literal["item_tags", "user_interest"]
+STRUCTURED = ("item_tags", "user_interest")
+_PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts", "item_tags": "item_tags_prompts",
+                 "user_interest": "user_interest_prompts"}
+_TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, "item_tags": defs.ITEM_TAGS_TEXT,
+              "user_interest": defs.USER_INTEREST_TEXT}
+_SKIPPED = {"skipped": "generation.structured.enabled is false"}
+
+
+def _json_schema(cfg: RunConfig, kind: Kind) -> dict | None:
+    if kind not in STRUCTURED:
+        return None
+    from augment.structured import schema_for
+
+    return schema_for(kind, cfg.generation)
+
+
+def _structured_off(cfg: RunConfig, kind: str, force: bool) -> bool:
+    return kind in STRUCTURED and not (force or cfg.generation.structured.enabled)
+
+
+def structured_prompts(cfg: RunConfig, force: bool = False) -> dict:
+    """Render the ONCE-style user interest and NoteLLM-style item tag prompts (cold users per config)."""
+    from augment.structured import build_structured_prompts
+
+    if not (force or cfg.generation.structured.enabled):
+        return dict(_SKIPPED)
+    store = store_for(cfg)
+    with stage_timer(stats_dir(cfg), "structured-prompts") as rec:
+        v = {n: store.resolve(n) for n in ("items", "users", "interaction_splits", "user_cutoffs")}
+        items = store.read_pandas("items", v["items"])
+        item_p = build_structured_prompts("item_tags", cfg.prompts, cfg.generation, items)
+        user_p = build_structured_prompts("user_interest", cfg.prompts, cfg.generation, items,
+                                          store.read_pandas("users", v["users"]),
+                                          store.read_pandas("interaction_splits", v["interaction_splits"]),
+                                          store.read_pandas("user_cutoffs", v["user_cutoffs"]))
+        settings = {"prompts": cfg.prompts.model_dump(mode="json"),
+                    "structured": cfg.generation.structured.model_dump(mode="json")}
+        refs = {"item_tags_prompts": _publish(cfg, defs.ITEM_TAGS_PROMPTS, item_p, {"items": v["items"], **settings}),
+                "user_interest_prompts": _publish(cfg, defs.USER_INTEREST_PROMPTS, user_p, {**v, **settings})}
+        rec["rows"] = {k: r.rows for k, r in refs.items()}
+        rec["cold_users"] = int(user_p["cold"].sum())
+    return {k: r.version for k, r in refs.items()}
 
 
 def generation_cache(cfg: RunConfig) -> Path:
     return cfg.workdir_path / "generation_cache"
 
 
-def generate(cfg: RunConfig, kind: Kind, shard: int | None = None) -> list[dict]:
-    """Generate one shard (or every shard in turn) with vLLM; finished batches are committed as they complete."""
+def generate(cfg: RunConfig, kind: Kind, shard: int | None = None, force: bool = False) -> list[dict]:
+    """Generate one shard (or every shard in turn) with vLLM; finished batches are committed as they complete.
+
+    Each shard's stats (prompts, skipped, generated, LLM calls, retries, flags, tokens, tok/s, prefix-cache hit
+    rate) go to <workdir>/stats/generate-<kind>-<shard>.json."""
     from augment.generate import generate_shard, stats_dict
     from augment.llm_engine import model_id
 
+    if _structured_off(cfg, kind, force):
+        return [dict(_SKIPPED)]
     store = store_for(cfg)
     prompt_frame = store.read_pandas(_PROMPT_TABLE[kind])
     model = model_id(cfg.generation.engine)
+    schema = _json_schema(cfg, kind)
     out = []
     for s in range(cfg.generation.shards) if shard is None else [shard]:
         with stage_timer(stats_dir(cfg), f"generate-{kind}-{s:03d}") as rec:
-            stats = generate_shard(prompt_frame, kind, s, cfg.generation, generation_cache(cfg), model)
+            stats = generate_shard(prompt_frame, kind, s, cfg.generation, generation_cache(cfg), model,
+                                   json_schema=schema)
             rec.update(stats_dict(stats))
         out.append(rec)
     return out
 
 
-def publish_texts(cfg: RunConfig, kind: Kind) -> str:
-    """Collect every shard's output into the versioned *_text table."""
-    from augment.generate import collect_texts, sampling_settings
+def _publish_text_table(cfg: RunConfig, kind: Kind, rec: dict) -> tuple[pd.DataFrame, pd.DataFrame, TableRef]:
+    from augment.generate import collect_texts, flag_counts, sampling_settings
     from augment.llm_engine import model_id
 
     store = store_for(cfg)
+    pv = store.resolve(_PROMPT_TABLE[kind])
+    prompt_frame = store.read_pandas(_PROMPT_TABLE[kind], pv)
+    model = model_id(cfg.generation.engine)
+    user_side = kind in ("user", "user_interest")
+    event_ts = prompt_frame["cutoff"] if user_side else pd.Series(STATIC_TIME, index=prompt_frame.index)
+    schema = _json_schema(cfg, kind)
+    texts = collect_texts(prompt_frame, kind, cfg.generation, generation_cache(cfg), model, event_ts, schema)
+    ref = _publish(cfg, _TEXT_SPEC[kind], texts, {
+        "prompts": pv, "model": model, "engine": cfg.generation.engine.model_dump(mode="json"),
+        "sampling": sampling_settings(cfg.generation, kind, schema),
+        "validation": cfg.generation.validation.model_dump(mode="json")})
+    rec["rows"] = ref.rows
+    rec["finish_length"] = int((texts["finish_reason"] == "length").sum())
+    rec["validation"] = flag_counts(texts)
+    log.info("%s text: %s", kind, rec["validation"])
+    return prompt_frame, texts, ref
+
+
+def publish_texts(cfg: RunConfig, kind: Kind) -> str:
+    """Collect every shard's output into the versioned *_text table; stats record the validation counts."""
     with stage_timer(stats_dir(cfg), f"publish-{kind}-text") as rec:
-        pv = store.resolve(_PROMPT_TABLE[kind])
-        prompt_frame = store.read_pandas(_PROMPT_TABLE[kind], pv)
-        model = model_id(cfg.generation.engine)
-        event_ts = prompt_frame["cutoff"] if kind == "user" else pd.Series(STATIC_TIME, index=prompt_frame.index)
-        texts = collect_texts(prompt_frame, kind, cfg.generation, generation_cache(cfg), model, event_ts)
-        ref = _publish(cfg, _TEXT_SPEC[kind], texts, {
-            "prompts": pv, "model": model, "engine": cfg.generation.engine.model_dump(mode="json"),
-            "sampling": sampling_settings(cfg.generation, kind)})
-        rec["rows"] = ref.rows
-        rec["truncated"] = int((texts["finish_reason"] == "length").sum())
-        rec["empty"] = int((texts["text"].str.strip() == "").sum())
+        _, _, ref = _publish_text_table(cfg, kind, rec)
     return ref.version
+
+
+def publish_structured(cfg: RunConfig, kind: StructuredKind, force: bool = False) -> dict:
+    """Collect the structured outputs into *_text (raw JSON + flags) and the categorical/multi-hot feature table."""
+    from augment.structured import TOPICS, item_tag_features, user_interest_features
+
+    if _structured_off(cfg, kind, force):
+        return dict(_SKIPPED)
+    with stage_timer(stats_dir(cfg), f"publish-{kind}") as rec:
+        prompt_frame, texts, text_ref = _publish_text_table(cfg, kind, rec)
+        if kind == "item_tags":
+            spec, frame = defs.item_tags(len(TOPICS)), item_tag_features(texts, cfg.generation.structured)
+        else:
+            spec = defs.user_interest(len(TOPICS))
+            frame = user_interest_features(texts, prompt_frame.set_index("user_id")["cold"])
+            frame["created_timestamp"] = pd.Timestamp.now(tz="UTC")
+        ref = _publish(cfg, spec, frame, {f"{kind}_text": text_ref.version, "topics": list(TOPICS)})
+        rec["feature_rows"] = ref.rows
+    return {f"{kind}_text": text_ref.version, kind: ref.version}
 
 
 EncodeKind = Literal["item", "user", "item_raw"]
@@ -156,6 +236,7 @@ EncodeKind = Literal["item", "user", "item_raw"]
 def encode(cfg: RunConfig, kind: EncodeKind) -> str:
     """Encode a text table (or the raw item metadata, the no-LLM control) into a vector table."""
     from augment.encode import dimension, encode_texts, encoder_id, raw_item_text
+    from augment.output_validation import ACCEPTED
 
     store = store_for(cfg)
     encoder = encoder_id(cfg.encode)
@@ -171,6 +252,11 @@ def encode(cfg: RunConfig, kind: EncodeKind) -> str:
             source_name = "item_knowledge_text" if kind == "item" else "user_profile_text"
             source_version = store.resolve(source_name)
             src = store.read_pandas(source_name, source_version)
+            # Rejected outputs carry text "" and a flag: they get no vector row, so the join gives the default
+            # vector and a missing flag instead of an embedding of nothing.
+            if "flag" in src:
+                rec["skipped_rejected"] = int((~src["flag"].isin(ACCEPTED)).sum())
+                src = src[src["flag"].isin(ACCEPTED)].reset_index(drop=True)
             texts = src["text"].tolist()
             key = "item_id" if kind == "item" else "user_id"
             frame = pd.DataFrame({key: src[key].to_numpy(), "event_timestamp": src["event_timestamp"],
@@ -184,6 +270,7 @@ def encode(cfg: RunConfig, kind: EncodeKind) -> str:
                                           "encode": cfg.encode.model_dump(mode="json")})
         rec["rows"] = ref.rows
         rec["dim"] = int(vectors.shape[1])
+        rec["encoder"] = encoder
     return ref.version
 
 
@@ -193,7 +280,8 @@ def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "encode", "store_for", "stats_dir"]
+__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "encode", "structured_prompts",
+           "publish_structured", "store_for", "stats_dir"]
 
 
 def run_all(cfg: RunConfig) -> dict:
@@ -204,4 +292,9 @@ def run_all(cfg: RunConfig) -> dict:
         out[f"{kind}_text"] = publish_texts(cfg, kind)
     for kind in ("item", "user", "item_raw"):
         out[f"{kind}_emb"] = encode(cfg, kind)
+    if cfg.generation.structured.enabled:
+        out["structured_prompts"] = structured_prompts(cfg)
+        for kind in STRUCTURED:
+            generate(cfg, kind)
+            out[kind] = publish_structured(cfg, kind)
     return out

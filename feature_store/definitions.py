@@ -51,7 +51,10 @@ USER_PROMPTS = TableSpec(
 _TEXT_FEATURES = (Feature("text", "string"), Feature("model", "string"), Feature("template_name", "string"),
                   Feature("template_version", "string"), Feature("prompt_hash", "string"),
                   Feature("prompt_tokens", "int32"), Feature("output_tokens", "int32"),
-                  Feature("finish_reason", "string"))
+                  Feature("finish_reason", "string"),
+                  # augment/output_validation.py: ok | truncated (both published) | empty | degenerate | refusal |
+                  # schema_invalid | prompt_too_long (text "" after `attempts` tries: never knowledge).
+                  Feature("flag", "string"), Feature("attempts", "int32"))
 ITEM_KNOWLEDGE_TEXT = TableSpec(
     name="item_knowledge_text", entity="item", join_keys=("item_id",), features=_TEXT_FEATURES, owner=OWNER,
     description="LLM item factual knowledge (KAR).", tags={"kind": "llm_text"})
@@ -83,5 +86,49 @@ def item_raw_emb(dim: int) -> TableSpec:
                           "Control: encoded title + year + genres, no LLM.", static=True)
 
 
+# --- Structured LLM features (augment/structured.py): JSON-schema generation -> categorical / multi-hot tables.
+ITEM_TAGS_PROMPTS = TableSpec(
+    name="item_tags_prompts", entity="item", join_keys=("item_id",), features=_PROMPT_FEATURES,
+    event_timestamp=None, created_timestamp=None, owner=OWNER, description="NoteLLM-style item tag prompts.")
+USER_INTEREST_PROMPTS = TableSpec(
+    name="user_interest_prompts", entity="user", join_keys=("user_id",),
+    features=(*_PROMPT_FEATURES, Feature("cold", "bool")), event_timestamp="cutoff", created_timestamp=None,
+    owner=OWNER, description="ONCE-style user interest prompts; cold = short history (cold template or skipped).")
+ITEM_TAGS_TEXT = TableSpec(
+    name="item_tags_text", entity="item", join_keys=("item_id",), features=_TEXT_FEATURES, owner=OWNER,
+    description="Raw JSON item tags/category (NoteLLM-style), validated against the schema.",
+    tags={"kind": "llm_text"})
+USER_INTEREST_TEXT = TableSpec(
+    name="user_interest_text", entity="user", join_keys=("user_id",), features=_TEXT_FEATURES, owner=OWNER,
+    description="Raw JSON user interest profile (ONCE-style); event_timestamp = the user's history cutoff.",
+    tags={"kind": "llm_text"})
+
+
+def item_tags(n_topics: int) -> TableSpec:
+    """Accepted rows only: a missing item gets the defaults (category "unknown", index 0, zero multi-hot)."""
+    return TableSpec(
+        name="item_tags", entity="item", join_keys=("item_id",),
+        features=(Feature("category", "string", default="unknown"), Feature("category_index", "int64", default=0),
+                  Feature("tags", "list_string", default=()),
+                  Feature("topic_multi_hot", "vector", dim=n_topics, vector_dtype="float32"),
+                  Feature("flag", "string")),
+        event_timestamp=None, created_timestamp=None, owner=OWNER, tags={"kind": "categorical"},
+        description="LLM item category (index 1.. into the topic list, 0 unknown), tags, topic multi-hot.")
+
+
+def user_interest(n_topics: int) -> TableSpec:
+    """Accepted rows only: a missing user gets the defaults (top_topic "unknown", zero weights)."""
+    return TableSpec(
+        name="user_interest", entity="user", join_keys=("user_id",),
+        features=(Feature("top_topic", "string", default="unknown"), Feature("topics", "list_string", default=()),
+                  Feature("topic_weights", "vector", dim=n_topics, vector_dtype="float32"),
+                  Feature("era", "string", default="unknown"), Feature("cold", "bool", default=False),
+                  Feature("flag", "string")),
+        owner=OWNER, tags={"kind": "categorical"},
+        description="LLM user interest topics (ordered) and rank-weighted topic vector (1, 1/2, 1/3 ...); "
+                    "event_timestamp = the user's history cutoff.")
+
+
 TABLES = {s.name: s for s in (INTERACTIONS, ITEMS, USERS, INTERACTION_SPLITS, USER_CUTOFFS, ITEM_PROMPTS,
-                              USER_PROMPTS, ITEM_KNOWLEDGE_TEXT, USER_PROFILE_TEXT)}
+                              USER_PROMPTS, ITEM_KNOWLEDGE_TEXT, USER_PROFILE_TEXT, ITEM_TAGS_PROMPTS,
+                              USER_INTEREST_PROMPTS, ITEM_TAGS_TEXT, USER_INTEREST_TEXT)}

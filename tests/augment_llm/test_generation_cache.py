@@ -21,8 +21,9 @@ class FakeChat:
 
     def __call__(self, engine, conversations, **kw):
         self.calls.append(len(conversations))
-        return [llm_engine.ChatResult(text=f"fake knowledge {len(c[-1]['content'])}", prompt_tokens=10,
-                                      output_tokens=kw["max_tokens"], finish_reason="length") for c in conversations]
+        return [llm_engine.ChatResult(text=f"fake knowledge about a prompt of {len(c[-1]['content'])} characters",
+                                      prompt_tokens=10, output_tokens=kw["max_tokens"], finish_reason="length")
+                for c in conversations]
 
 
 def _prompts(n: int) -> pd.DataFrame:
@@ -35,6 +36,8 @@ def _prompts(n: int) -> pd.DataFrame:
 def fake(monkeypatch) -> FakeChat:
     f = FakeChat()
     monkeypatch.setattr(llm_engine, "chat", f)
+    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
+    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: f)
     return f
 
 
@@ -70,6 +73,7 @@ def test_shards_resume_and_skip(tmp_path, fake):
 
     texts = gen.collect_texts(changed, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=changed.index))
     assert len(texts) == 30 and texts["text"].str.startswith("fake knowledge").all()
+    assert (texts["flag"] == "truncated").all() and (texts["attempts"] == 1).all()
     assert (texts["item_id"].to_numpy() == changed["item_id"].to_numpy()).all()
 
 
@@ -93,3 +97,73 @@ def test_half_written_cache_file_is_ignored(tmp_path, fake):
 def test_bad_shard_index(tmp_path, fake):
     with pytest.raises(ValueError, match="out of range"):
         gen.generate_shard(_prompts(3), "item", 5, GenerationConfig(shards=2), tmp_path, "m")
+
+
+class ScriptedFakeChat:
+    """A fake LLM whose answer for a prompt depends on the attempt's seed: bad first, good on a later seed."""
+
+    def __init__(self, good_from_attempt: dict[str, int]) -> None:
+        self.good_from = good_from_attempt  # user content -> first attempt (1-based) that returns good text
+        self.seen: list[tuple[str, int, float]] = []
+
+    def __call__(self, engine, conversations, **kw):
+        attempt = 1 + kw["seed"] // 1000
+        out = []
+        for c in conversations:
+            content = c[-1]["content"]
+            self.seen.append((content, kw["seed"], kw["temperature"]))
+            good = attempt >= self.good_from.get(content, 1)
+            text = f"A detailed and valid description of {content}." if good else "I'm sorry, I cannot help."
+            out.append(llm_engine.ChatResult(text, 10, 12, "stop"))
+        return out
+
+
+def test_rejected_outputs_are_retried_with_new_seed_then_flagged(tmp_path, monkeypatch):
+    prompts = _prompts(4)  # contents "x", "xx", "xxx", "xxxx"
+    fake = ScriptedFakeChat({"xx": 2, "xxx": 99})
+    monkeypatch.setattr(llm_engine, "chat", fake)
+    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
+    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: fake)
+    cfg = GenerationConfig(shards=1, validation={"max_attempts": 3, "retry_temperature": 0.7})
+    stats = gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
+    assert stats.llm_calls == 3 and stats.retried == 2
+    assert stats.flags == {"ok": 3, "refusal": 1}
+    texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
+    by = texts.set_index("item_id")
+    assert by.loc[2, "attempts"] == 2 and by.loc[2, "flag"] == "ok" and by.loc[2, "text"].startswith("A detailed")
+    assert by.loc[3, "attempts"] == 3 and by.loc[3, "flag"] == "refusal" and by.loc[3, "text"] == ""
+    assert by.loc[1, "attempts"] == 1
+    # Retries sample with a different seed (greedy would repeat the same answer).
+    retries = [(seed, t) for content, seed, t in fake.seen if content == "xxx"]
+    assert [s for s, _ in retries] == [0, 1000, 2000] and retries[1][1] == 0.7
+    assert gen.flag_counts(texts)["rejected"] == 1 and gen.flag_counts(texts)["retried"] == 2
+    # The final verdict is cached: a re-run does not retry the rejected prompt again.
+    again = gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
+    assert again.llm_calls == 0 and again.skipped == 4
+
+
+def test_too_long_prompt_is_flagged_and_never_sent(tmp_path, fake, monkeypatch):
+    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [5000 if len(c[-1]["content"]) == 3
+                                                                                 else 10 for c in convs])
+    prompts = _prompts(5)
+    stats = gen.generate_shard(prompts, "item", 0, GenerationConfig(shards=1), tmp_path, "m")
+    assert stats.flags.get("prompt_too_long") == 1 and sum(fake.calls) == 4
+
+
+def test_legacy_cache_rows_are_validated_when_collected(tmp_path):
+    """Cache files from before validation have no flag column: collect judges them instead of trusting them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cfg = GenerationConfig(shards=1)
+    prompts = _prompts(2)
+    sampling = gen.sampling_settings(cfg, "item")
+    legacy = pa.table({"gen_key": [gen.generation_key(h, "m", sampling) for h in prompts["prompt_hash"]],
+                       "prompt_hash": prompts["prompt_hash"], "model": ["m", "m"],
+                       "text": ["A fine old description of a movie.", ""], "prompt_tokens": pa.array([1, 1], pa.int32()),
+                       "output_tokens": pa.array([1, 1], pa.int32()), "finish_reason": ["stop", "stop"],
+                       "created_timestamp": pa.array([0, 0], pa.timestamp("us", tz="UTC"))})
+    tmp_path.mkdir(exist_ok=True)
+    pq.write_table(legacy, tmp_path / "part-legacy.parquet")
+    texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
+    assert texts["flag"].tolist() == ["ok", "empty"] and texts["attempts"].tolist() == [1, 1]

@@ -1,0 +1,94 @@
+"""Resumability for real: `python -m augment generate` is SIGKILLed mid-shard (its whole process group, like a
+crash), then the same command is re-run; every prompt ends with exactly one output, and only the batch in flight
+was lost. The fast test drives the real CLI with a slow fake LLM (named FakeSlowLLM); the slow one uses real vLLM."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from augment import stages
+from augment.config import REPO_ROOT, load_config
+from augment.generate import cache_rows, read_cache
+
+FAKE_RUNNER = '''
+import sys, time
+from augment import llm_engine
+
+def fake_slow_llm(engine, conversations, **kw):  # FakeSlowLLM: a deterministic stand-in that takes its time
+    time.sleep(0.4)
+    return [llm_engine.ChatResult("FakeSlowLLM text: a long enough description of " + c[-1]["content"][-40:] + ".",
+                                  20, 9, "stop") for c in conversations]
+
+llm_engine.chat = fake_slow_llm
+llm_engine.chat_prompt_tokens = lambda engine, conversations: [20] * len(conversations)
+llm_engine.get_engine = lambda engine: fake_slow_llm
+from augment.__main__ import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def _prepare(tmp_path: Path, make_tiny_config) -> tuple[Path, object]:
+    cfg_path = make_tiny_config(tmp_path, **{"generation.batch_size": 2, "generation.shards": 1})
+    cfg = load_config(cfg_path)
+    for stage in (stages.ingest, stages.split, stages.prompts):
+        stage(cfg)
+    return cfg_path, cfg
+
+
+def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            parts = len(list(cache.glob("part-*.parquet"))) if cache.is_dir() else 0
+            if parts >= min_parts:
+                break
+            assert proc.poll() is None, "generation finished or died before it could be killed"
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no batch committed before the timeout")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    return len(list(cache.glob("part-*.parquet")))
+
+
+def _check_resume(cmd: list[str], cfg, parts_at_kill: int) -> None:
+    cache = stages.generation_cache(cfg)
+    n_prompts = len(stages.store_for(cfg).read_pandas("item_prompts"))
+    assert 0 < cache_rows(cache) < n_prompts  # killed mid-shard
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads(done.stdout[done.stdout.index("["):])[0]
+    assert cache_rows(cache) == n_prompts  # exactly one output per prompt: nothing generated twice
+    assert read_cache(cache)["prompt_hash"].nunique() == n_prompts
+    assert stats["skipped"] >= 2 * (parts_at_kill - 0) - 2  # at most the batch in flight was lost
+    assert stats["generated"] + stats["skipped"] == n_prompts
+    assert stages.publish_texts(cfg, "item")  # and the table publishes
+
+
+def test_kill_9_mid_shard_then_rerun_fake_llm(tmp_path, make_tiny_config):
+    cfg_path, cfg = _prepare(tmp_path, make_tiny_config)
+    runner = tmp_path / "fake_runner.py"
+    runner.write_text(FAKE_RUNNER)
+    cmd = [sys.executable, str(runner), "generate", "--config", str(cfg_path), "--kind", "item"]
+    parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=3, timeout=120)
+    _check_resume(cmd, cfg, parts)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_shard_then_rerun_real_vllm(tmp_path, make_tiny_config):
+    cfg_path, cfg = _prepare(tmp_path, make_tiny_config)
+    cmd = [sys.executable, "-m", "augment", "generate", "--config", str(cfg_path), "--kind", "item"]
+    parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=2, timeout=400)
+    _check_resume(cmd, cfg, parts)
