@@ -65,8 +65,8 @@ def _error_line(exc: RequestValidationError) -> str:
 def create_app(settings: ServingSettings, holder: ScorerHolder | None = None) -> FastAPI:
     metrics = ServingMetrics()
     holder = holder or ScorerHolder(settings.workdir, settings.name, settings.threads)
-    holder._on_swap = metrics.set_model
-    holder._on_failure = lambda exc: metrics.load_failures.inc()
+    holder.on_swap = metrics.set_model
+    holder.on_failure = lambda exc: metrics.load_failures.inc()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -137,9 +137,3 @@ def create_app(settings: ServingSettings, holder: ScorerHolder | None = None) ->
 
     return app
 
-
-def main_app_from_env() -> FastAPI:  # pragma: no cover - for `uvicorn --factory` users
-    import os
-
-    return create_app(ServingSettings(Path(os.environ["SERVING_WORKDIR"]),
-                                      os.environ.get("SERVING_NAME", "ctr")))

@@ -93,9 +93,8 @@ def _vector_block(snapshot: FeatureSnapshot, key: str, ids: np.ndarray, n: int,
     for g in groups:
         table = snapshot.vector_tables[g]
         if snapshot.vector_keys[g] == key:
-            pos, miss = table.lookup(ids)
-            vectors[g] = table._vectors_at(VECTOR_FEATURE, pos, miss)
-            missing.append(miss)
+            vectors[g] = table.get_vectors(VECTOR_FEATURE, ids)  # unknown ids: the table's default vector
+            missing.append(table.lookup(ids)[1])
         else:
             dim = table.spec.feature(VECTOR_FEATURE).dim
             vectors[g] = np.zeros((n, dim), dtype=np.float32)

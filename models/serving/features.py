@@ -36,6 +36,7 @@ class FeatureSnapshot:
     items: pd.DataFrame                   # item_id + item-side attribute columns, one row per item
     vector_tables: dict[str, OnlineTable]  # vector group -> its pinned table
     vector_keys: dict[str, str]           # vector group -> "user_id" | "item_id"
+    vector_ids: dict[str, np.ndarray]     # vector group -> the int64 keys its table holds
     events: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (user, item, int64 time) of interaction_splits
 
     @classmethod
@@ -47,7 +48,7 @@ class FeatureSnapshot:
             raise ValueError(f"model manifest pins no version for table(s) {missing} (pins: {sorted(pins)})")
         versions = {t: store.resolve(t, pins[t]) for t in need}
         users, items, _ = _attributes(store, versions)
-        tables, keys = {}, {}
+        tables, keys, ids = {}, {}, {}
         for group in vector_groups:
             table = OnlineTable.load(store, group, versions[group])
             key = table.spec.join_keys
@@ -55,13 +56,14 @@ class FeatureSnapshot:
                 raise ValueError(f"vector table {group!r} (version {versions[group]}): join keys {list(key)}, "
                                  f"expected [{USER_KEY!r}] or [{ITEM_KEY!r}]")
             tables[group], keys[group] = table, key[0]
+            ids[group] = store.read(group, versions[group], columns=[key[0]]).column(key[0]).to_numpy()
         events = None
         if with_history:
             ev = store.read("interaction_splits", versions["interaction_splits"], columns=["user_id", "item_id",
                                                                                           "timestamp"])
             events = (ev.column("user_id").to_numpy(), ev.column("item_id").to_numpy().astype(np.int64),
                       ev.column("timestamp").cast(pa.int64()).to_numpy())
-        return cls(versions, users.reset_index(drop=True), items.reset_index(drop=True), tables, keys, events)
+        return cls(versions, users.reset_index(drop=True), items.reset_index(drop=True), tables, keys, ids, events)
 
     def latest_history(self, user_ids: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """Each user's last `max_len` items (oldest first, 0-padded) over all their rows, and the lengths."""
@@ -78,9 +80,8 @@ class FeatureSnapshot:
         frame = self.users if key == USER_KEY else self.items
         parts = [frame[key].to_numpy(dtype=np.int64)]
         for group, k in self.vector_keys.items():
-            table = self.vector_tables[group]
-            if k == key and table._sorted_keys is not None:
-                parts.append(table._sorted_keys.astype(np.int64))
+            if k == key:
+                parts.append(self.vector_ids[group].astype(np.int64))
         ints = [v for v in extra if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
         parts.append(np.asarray(ints, dtype=np.int64))
         return np.unique(np.concatenate(parts))

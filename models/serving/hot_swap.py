@@ -31,7 +31,7 @@ class ScorerHolder:
         self._current: Scorer | None = None
         self._lock = threading.Lock()  # one load at a time; requests never take it
         self._failed: str | None = None
-        self._on_swap, self._on_failure = on_swap, on_failure
+        self.on_swap, self.on_failure = on_swap, on_failure  # metrics hooks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
@@ -78,8 +78,8 @@ class ScorerHolder:
             self._failed, self.last_error = None, None
             log.info("serving %s (loaded in %.2fs; was %s)", path, new.info["load_seconds"],
                      old.model_version if old else None)
-            if self._on_swap:
-                self._on_swap(new)
+            if self.on_swap:
+                self.on_swap(new)
             return {"swapped": True, "model": path, "previous": old.model_version if old else None,
                     "load_seconds": new.info["load_seconds"]}
 
@@ -87,8 +87,8 @@ class ScorerHolder:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.error("could not load champion %s: %s (still serving %s)", path, self.last_error,
                   self._current.model_version if self._current else None)
-        if self._on_failure:
-            self._on_failure(exc)
+        if self.on_failure:
+            self.on_failure(exc)
         return {"swapped": False, "reason": f"load failed: {self.last_error}", "model": path}
 
     def start_polling(self, every_seconds: float) -> None:

@@ -34,3 +34,20 @@ def test_retrain_registry_gate_and_report(planted_workdir):
 
     again = retrain(cfg)  # same recipe -> same models -> the gate keeps the champion
     assert again["run_id"] == out["run_id"] and not again["promotion"]["promoted"]
+
+
+def test_cli_registry_ls_and_promote(planted_workdir, tmp_path, capsys):
+    import yaml
+
+    from models.__main__ import main
+
+    cfg = _cfg(planted_workdir)
+    out = retrain(cfg)
+    assert main(["registry", "ls", "--root", str(planted_workdir)]) == 0
+    listing = capsys.readouterr().out
+    assert "llm_kar" in listing and "True" in listing
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    weak = f"{out['model_dir']}/lightgbm/base/seed=0"
+    assert main(["promote", "--config", str(config), "--model-dir", weak]) == 3  # worse on valid: kept
+    assert '"promoted": false' in capsys.readouterr().out
