@@ -17,14 +17,15 @@ def scorers(served_workdir, model_dirs) -> dict[str, Scorer]:
 
 
 @pytest.fixture(scope="module")
-def valid_rows(served_workdir, scorers):
-    """The valid split as build_ctr_dataset builds it for training, with the same pinned versions."""
+def built(served_workdir, scorers):
+    """train/valid splits as build_ctr_dataset builds them for training, with the same pinned versions (train
+    users are in the id vocabularies; valid users are not: splits are by user)."""
     from feature_store import FeatureStore
     from models.ctr_dataset import VECTOR_TABLES, build_ctr_dataset
 
     pins = scorers["din/llm"].model.feature_tables
     return build_ctr_dataset(FeatureStore(served_workdir / "feature_store"), VECTOR_TABLES, versions=pins,
-                             history_len=5).data.valid
+                             history_len=5).data
 
 
 def _latest_history(workdir, pins, users, maxlen):
@@ -42,9 +43,11 @@ def _latest_history(workdir, pins, users, maxlen):
     return hist, lens
 
 
+@pytest.mark.parametrize("split", ["train", "valid"])
 @pytest.mark.parametrize("key", MODELS)
-def test_matches_training_features(key, scorers, valid_rows, served_workdir):
+def test_matches_training_features(key, split, scorers, built, served_workdir):
     scorer = scorers[key]
+    valid_rows = getattr(built, split)
     frame = valid_rows.frame
     for user in frame["user_id"].unique()[:4]:
         mask = (frame["user_id"] == user).to_numpy()
