@@ -88,14 +88,17 @@ def verdict(summary: pd.DataFrame, min_delta: float = MIN_DELTA, lifts: pd.DataF
             parts.append(f"{backbone}: n/a (needs an LLM variant and '{BASE}')")
             continue
         noise = _seed_std(summary, backbone, variant)
-        text = f"{backbone} {variant}: {llm:.4f} vs base {base:.4f} ({llm - base:+.4f}"
+        lift = llm - base
+        text = f"{backbone} {variant}: {llm:.4f} vs base {base:.4f} ({lift:+.4f}"
         if not math.isnan(noise):
-            text += f", seed std {noise:.4f}"
+            text += f"; seed std {noise:.4f}, lift {'exceeds' if lift > noise else 'within'} it"
         text += ")"
-        ok = llm - base > max(min_delta, 0.0 if math.isnan(noise) else noise)
+        ok = lift > max(min_delta, 0.0 if math.isnan(noise) else noise)
         if raw is not None:
-            text += f", vs raw-text control {raw:.4f} ({llm - raw:+.4f})"
-            ok = ok and llm - raw > min_delta
+            beats = llm - raw > min_delta
+            text += (f"; raw-text control {raw:.4f} ({raw - base:+.4f} vs base): LLM "
+                     f"{'beats' if beats else 'does NOT beat'} the control ({llm - raw:+.4f})")
+            ok = ok and beats
         helped[backbone] = ok
         parts.append(text)
     if not helped:

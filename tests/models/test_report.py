@@ -37,8 +37,8 @@ def test_verdict_helped_and_not():
     assert verdict(summarize(_results(0.03))).startswith("**Verdict: LLM features helped**")
     line = verdict(summarize(_results(0.005)))  # beats base, loses to raw_text
     assert line.startswith("**Verdict: LLM features did not help**")
-    assert "vs raw-text control 0.7110 (-0.0050)" in line
-    assert "seed std 0.0014" in line
+    assert "raw-text control 0.7110 (+0.0100 vs base): LLM does NOT beat the control (-0.0050)" in line
+    assert "seed std 0.0014, lift exceeds it" in line
 
 
 def test_verdict_judges_the_adaptor_when_present_and_respects_seed_noise():
