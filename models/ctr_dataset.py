@@ -62,6 +62,13 @@ def _attributes(store: FeatureStore, versions: Mapping[str, str]) -> tuple[pd.Da
     return users, out, [f"genre_{g}" for g in genres]
 
 
+def attribute_frames(store: FeatureStore, versions: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(users, items) model columns keyed by user_id / item_id, as training saw them: serving joins its
+    candidates to these (pin the versions from the model manifest's feature_tables)."""
+    users, items, _ = _attributes(store, versions)
+    return users, items
+
+
 def build_ctr_dataset(store: FeatureStore, vector_tables: tuple[str, ...] = VECTOR_TABLES,
                       versions: Mapping[str, str] | None = None, threads: int | None = None,
                       history_len: int = 20) -> BuiltDataset:

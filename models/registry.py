@@ -54,6 +54,14 @@ class ScoringModel:
         return list(self.inner.required_groups)
 
     @property
+    def frame_columns(self) -> list[str]:
+        """Columns `predict` reads from the frame (build them with models.ctr_dataset.attribute_frames)."""
+        fm = self.inner.feature_map
+        if fm["backbone"] == "lightgbm":
+            return [*fm["id_columns"], *fm["categorical_columns"], *fm["numeric_columns"]]
+        return [v["column"] for v in fm["vocabularies"]] + list(fm["scaler"]["columns"])
+
+    @property
     def needs_history(self) -> bool:
         return bool(self.inner.feature_map.get("history"))
 
@@ -66,6 +74,9 @@ class ScoringModel:
         """Click probabilities for each row. `frame` holds the categorical/numeric columns in the feature map;
         unknown ids/values are fine (they map to the 'unseen' slot)."""
         vectors = dict(vectors or {})
+        absent = [c for c in self.frame_columns if c not in frame.columns]
+        if absent:
+            raise ValueError(f"{self.model_dir}: predict needs frame column(s) {absent}")
         missing = [g for g in self.required_groups if g not in vectors]
         if missing:
             raise ValueError(f"{self.model_dir}: predict needs vector group(s) {missing}")

@@ -78,6 +78,8 @@ def test_load_champion_predicts_from_frame_and_vectors(registry, kar_data):
     assert np.array_equal(pred, load_model(dirs["strong"]).predict_split(t))
     with pytest.raises(ValueError, match="needs vector group"):
         model.predict(t.frame, {}, t.history, t.history_len)
+    with pytest.raises(ValueError, match=r"needs frame column\(s\) \['item_id'\]"):
+        model.predict(t.frame.drop(columns=["item_id"]), vectors, t.history, t.history_len)
     with pytest.raises(ValueError, match="needs history"):
         model.predict(t.frame, vectors)
 

@@ -51,3 +51,24 @@ def test_cli_registry_ls_and_promote(planted_workdir, tmp_path, capsys):
     weak = f"{out['model_dir']}/lightgbm/base/seed=0"
     assert main(["promote", "--config", str(config), "--model-dir", weak]) == 3  # worse on valid: kept
     assert '"promoted": false' in capsys.readouterr().out
+
+
+def test_champion_scores_a_serving_frame_built_from_pinned_tables(planted_workdir):
+    """The serving path: pinned attribute tables + vectors + history -> same scores as in training."""
+    import numpy as np
+
+    from feature_store import FeatureStore
+    from models.ctr_dataset import attribute_frames, build_ctr_dataset
+    from models.registry import load_champion
+
+    retrain(_cfg(planted_workdir))
+    model, manifest = load_champion(planted_workdir, "ctr")
+    store = FeatureStore(planted_workdir / "feature_store")
+    built = build_ctr_dataset(store, versions=manifest["feature_tables"], history_len=8)
+    test = built.data.test
+    users, items = attribute_frames(store, manifest["feature_tables"])
+    frame = test.frame[["user_id", "item_id"]].merge(users, on="user_id", how="left").merge(items, on="item_id",
+                                                                                              how="left")
+    pred = model.predict(frame, {g: test.vectors[g] for g in model.required_groups}, test.history,
+                         test.history_len)
+    assert np.allclose(pred, model.predict_split(test))
