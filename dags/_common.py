@@ -24,3 +24,21 @@ def load(config_path: str):
     from augment.config import load_config
 
     return load_config(config_path)
+
+
+def freeze(config_path: str) -> str:
+    """Snapshot the resolved config once per DAG run and hand its path to every task.
+
+    Tasks that each re-read the user's YAML would silently mix settings if the file changed mid-run (a shard
+    generated with one max_tokens, the publish step looking for another); the snapshot is named by its digest.
+    """
+    import json
+
+    cfg = load(config_path)
+    path = cfg.workdir_path / "run_configs" / f"{cfg.digest()}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+        os.replace(tmp, path)
+    return str(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 from airflow.sdk import Param, dag, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_ARGS, DEFAULT_CONFIG, FEATURE_ASSETS, LLM_POOL, REPO_ROOT, load  # noqa: E402
+from _common import DEFAULT_ARGS, DEFAULT_CONFIG, FEATURE_ASSETS, LLM_POOL, REPO_ROOT, freeze, load  # noqa: E402
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -22,57 +22,62 @@ if str(REPO_ROOT) not in sys.path:
      tags=["llm", "features"], doc_md=__doc__)
 def augment_features():
     @task
-    def ingest(params=None) -> dict:
-        from augment import stages
-
-        return stages.ingest(load(params["config"]))
+    def freeze_config(params=None) -> str:
+        return freeze(params["config"])
 
     @task
-    def split(_upstream: dict, params=None) -> dict:
+    def ingest(config: str) -> dict:
         from augment import stages
 
-        return stages.split(load(params["config"]))
+        return stages.ingest(load(config))
 
     @task
-    def build_prompts(_upstream: dict, params=None) -> list[int]:
+    def split(config: str, _upstream: dict) -> dict:
         from augment import stages
 
-        cfg = load(params["config"])
+        return stages.split(load(config))
+
+    @task
+    def build_prompts(config: str, _upstream: dict) -> list[int]:
+        from augment import stages
+
+        cfg = load(config)
         stages.prompts(cfg)
         return list(range(cfg.generation.shards))
 
     @task(pool=LLM_POOL, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
-    def generate(kind: str, shard: int, params=None) -> dict:
+    def generate(config: str, kind: str, shard: int) -> dict:
         from augment import stages
 
-        return stages.generate(load(params["config"]), kind, shard)[0]
+        return stages.generate(load(config), kind, shard)[0]
 
     @task
-    def publish_texts(kind: str, _shards: list, params=None) -> str:
+    def publish_texts(config: str, kind: str, _shards: list) -> str:
         from augment import stages
 
-        return stages.publish_texts(load(params["config"]), kind)
+        return stages.publish_texts(load(config), kind)
 
     @task
-    def encode(kind: str, _upstream: object = None, params=None) -> str:
+    def encode(config: str, kind: str, _upstream: object = None) -> str:
         from augment import stages
 
-        return stages.encode(load(params["config"]), kind)
+        return stages.encode(load(config), kind)
 
     @task(outlets=FEATURE_ASSETS)
     def publish_features(item: str, user: str, item_raw: str) -> dict:
         """Everything is already versioned in the store; this task marks the run's tables as ready (Assets)."""
         return {"item_knowledge_emb": item, "user_profile_emb": user, "item_raw_emb": item_raw}
 
-    shards = build_prompts(split(ingest()))
-    item_text = publish_texts.override(task_id="publish_item_text")(
-        "item", generate.override(task_id="generate_item").partial(kind="item").expand(shard=shards))
-    user_text = publish_texts.override(task_id="publish_user_text")(
-        "user", generate.override(task_id="generate_user").partial(kind="user").expand(shard=shards))
+    config = freeze_config()
+    shards = build_prompts(config, split(config, ingest(config)))
+    texts = {}
+    for kind in ("item", "user"):
+        shard_runs = generate.override(task_id=f"generate_{kind}").partial(config=config, kind=kind).expand(shard=shards)
+        texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, shard_runs)
     publish_features(
-        encode.override(task_id="encode_item")("item", item_text),
-        encode.override(task_id="encode_user")("user", user_text),
-        encode.override(task_id="encode_item_raw")("item_raw", shards),
+        encode.override(task_id="encode_item")(config, "item", texts["item"]),
+        encode.override(task_id="encode_user")(config, "user", texts["user"]),
+        encode.override(task_id="encode_item_raw")(config, "item_raw", shards),
     )
 
 

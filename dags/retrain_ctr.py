@@ -11,7 +11,7 @@ from pathlib import Path
 from airflow.sdk import Param, dag, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_ARGS, DEFAULT_CONFIG, FEATURE_ASSETS, REPO_ROOT, load  # noqa: E402
+from _common import DEFAULT_ARGS, DEFAULT_CONFIG, FEATURE_ASSETS, REPO_ROOT, freeze, load  # noqa: E402
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -22,17 +22,21 @@ if str(REPO_ROOT) not in sys.path:
      tags=["ctr", "training"], doc_md=__doc__)
 def retrain_ctr():
     @task
-    def retrain(params=None) -> dict:
+    def freeze_config(params=None) -> str:
+        return freeze(params["config"])
+
+    @task
+    def retrain(config: str) -> dict:
         from models.retrain import retrain as run
 
-        return run(load(params["config"]))
+        return run(load(config))
 
     @task
     def announce(result: dict) -> str:
         print(f"report: {result['report']}")
         return result["report"]
 
-    announce(retrain())
+    announce(retrain(freeze_config()))
 
 
 retrain_ctr()

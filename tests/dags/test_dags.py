@@ -28,12 +28,15 @@ def test_every_dag_file_imports(dagbag):
 def test_augment_features_shape(dagbag):
     dag = dagbag.dags["augment_features"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"ingest", "split", "build_prompts", "generate_item", "generate_user", "publish_item_text",
+    assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "generate_item", "generate_user", "publish_item_text",
                           "publish_user_text", "encode_item", "encode_user", "encode_item_raw", "publish_features"}
     up = {tid: set(t.upstream_task_ids) for tid, t in tasks.items()}
-    assert up["split"] == {"ingest"} and up["build_prompts"] == {"split"}
-    assert up["generate_item"] == {"build_prompts"} and up["publish_item_text"] == {"generate_item"}
-    assert up["encode_item"] == {"publish_item_text"} and up["encode_user"] == {"publish_user_text"}
+    assert up["ingest"] == {"freeze_config"}
+    assert up["split"] == {"freeze_config", "ingest"} and up["build_prompts"] == {"freeze_config", "split"}
+    assert up["generate_item"] == {"freeze_config", "build_prompts"}
+    assert up["publish_item_text"] == {"freeze_config", "generate_item"}
+    assert up["encode_item"] == {"freeze_config", "publish_item_text"}
+    assert up["encode_user"] == {"freeze_config", "publish_user_text"}
     assert up["publish_features"] == {"encode_item", "encode_user", "encode_item_raw"}
     for tid in ("generate_item", "generate_user"):
         assert tasks[tid].pool == "llm"
