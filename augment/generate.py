@@ -55,7 +55,9 @@ class ShardStats:
     engine_start_seconds: float = 0.0  # 0 when the engine was already up in this process
     llm_calls: int = 0  # chat() batches sent to the engine
     retried: int = 0  # prompts that needed more than one attempt
-    flags: dict = field(default_factory=dict)
+    retry_seconds: float = 0.0  # part of `seconds` spent on attempts 2.. (LLM work, not bookkeeping)
+    flags: dict = field(default_factory=dict)  # final verdicts
+    first_rejections: dict = field(default_factory=dict)  # why first attempts were sent back (what retries fixed)
     engine: dict = field(default_factory=dict)  # vLLM counters spent by this shard (prefix-cache hit rate etc.)
 
     @property
@@ -98,7 +100,9 @@ def read_cache(cache_dir: Path, keys: set[str] | None = None) -> pd.DataFrame:
     dataset = ds.dataset(files, schema=_CACHE_SCHEMA, format="parquet")
     filt = ds.field("gen_key").isin(sorted(keys)) if keys is not None else None
     table = dataset.to_table(filter=filt)
-    return table.to_pandas().drop_duplicates("gen_key", keep="last")
+    # A key has two rows only when a legacy (unvalidated) row was retried: the newer row is the final one.
+    frame = table.to_pandas().sort_values("created_timestamp", kind="stable")
+    return frame.drop_duplicates("gen_key", keep="last")
 
 
 def cache_rows(cache_dir: Path) -> int:
@@ -129,7 +133,7 @@ def _attempt_sampling(cfg: GenerationConfig, attempt: int) -> tuple[float, int]:
 
 
 def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schema: dict | None,
-              stats: ShardStats) -> pd.DataFrame:
+              stats: ShardStats, first_attempt: int = 1) -> pd.DataFrame:
     """Generate, validate and retry one batch; returns one final row per prompt (accepted or flagged)."""
     from augment import llm_engine
 
@@ -147,16 +151,19 @@ def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schem
             flags[i], details[i] = "prompt_too_long", f"{t} prompt tokens > {limit}"
         else:
             pending.append(i)
-    for attempt in range(1, cfg.validation.max_attempts + 1):
+    for attempt in range(first_attempt, max(cfg.validation.max_attempts, first_attempt) + 1):
         if not pending:
             break
         temperature, seed = _attempt_sampling(cfg, attempt)
+        t0 = time.perf_counter()
         results = llm_engine.chat(cfg.engine, [conversations[i] for i in pending],
                                   max_tokens=sampling["max_tokens"], temperature=temperature,
                                   top_p=sampling["top_p"], repetition_penalty=sampling["repetition_penalty"],
                                   seed=seed, json_schema=json_schema)
         stats.llm_calls += 1
-        if attempt == 2:
+        if attempt > 1:
+            stats.retry_seconds += time.perf_counter() - t0
+        if attempt == max(2, first_attempt):
             stats.retried += len(pending)
         still = []
         for i, r in zip(pending, results):
@@ -167,6 +174,8 @@ def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schem
             p_tok[i], o_tok[i], attempts[i], finish[i] = r.prompt_tokens, r.output_tokens, attempt, r.finish_reason
             if not verdict.accepted:
                 still.append(i)
+                if attempt == 1:
+                    stats.first_rejections[verdict.flag] = stats.first_rejections.get(verdict.flag, 0) + 1
         pending = still
     return pd.DataFrame({
         "gen_key": batch["gen_key"].to_numpy(), "prompt_hash": batch["prompt_hash"].to_numpy(),
@@ -191,6 +200,14 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     mine = prompts[shard_of(prompts[KEY_COLUMN[kind]], cfg.shards) == shard].copy()
     mine["gen_key"] = [generation_key(h, model, sampling) for h in mine["prompt_hash"]]
     done = read_cache(cache_dir, set(mine["gen_key"]))
+    # Rows cached before validation existed have no verdict: judge them now, keep the good ones and retry the
+    # rest from attempt 2 (their greedy attempt 1 is the cached text).
+    legacy = done[done["flag"].isna()]
+    if len(legacy):
+        ok = [check_output(t, f, cfg.validation, json_schema).accepted
+              for t, f in zip(legacy["text"], legacy["finish_reason"])]
+        done = done[~done["gen_key"].isin(legacy.loc[[not x for x in ok], "gen_key"])]
+    retry_keys = set(legacy["gen_key"]) - set(done["gen_key"])
     todo = mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
     # Sorting by prompt length keeps batches uniform (little padding work, similar finish times); the shared
     # instruction comes first in every template, so every prompt also shares a prefix for vLLM's prefix cache.
@@ -204,14 +221,16 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     started = time.perf_counter()
     before = llm_engine.engine_counters(cfg.engine)
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard}", unit="prompt") as bar:
-        for lo in range(0, len(todo), batch_size):
-            part = run_batch(todo.iloc[lo:lo + batch_size], kind, cfg, json_schema, stats)
-            part["model"] = model
-            _commit_cache_part(cache_dir, part)
-            stats.generated += len(part)
-            for flag, count in part["flag"].value_counts().items():
-                stats.flags[flag] = stats.flags.get(flag, 0) + int(count)
-            bar.update(len(part))
+        groups = ((2, todo[todo["gen_key"].isin(retry_keys)]), (1, todo[~todo["gen_key"].isin(retry_keys)]))
+        for first_attempt, group in groups:
+            for lo in range(0, len(group), batch_size):
+                part = run_batch(group.iloc[lo:lo + batch_size], kind, cfg, json_schema, stats, first_attempt)
+                part["model"] = model
+                _commit_cache_part(cache_dir, part)
+                stats.generated += len(part)
+                for flag, count in part["flag"].value_counts().items():
+                    stats.flags[flag] = stats.flags.get(flag, 0) + int(count)
+                bar.update(len(part))
     stats.seconds = time.perf_counter() - started
     if len(todo):
         stats.engine = llm_engine.counter_delta(before, llm_engine.engine_counters(cfg.engine))

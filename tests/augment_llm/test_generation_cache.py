@@ -167,3 +167,23 @@ def test_legacy_cache_rows_are_validated_when_collected(tmp_path):
     pq.write_table(legacy, tmp_path / "part-legacy.parquet")
     texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
     assert texts["flag"].tolist() == ["ok", "empty"] and texts["attempts"].tolist() == [1, 1]
+
+
+def test_legacy_rejected_rows_are_retried_from_attempt_2(tmp_path, fake):
+    """Upgrading an old cache: good legacy rows are kept (no LLM call), bad ones retried with a new seed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cfg = GenerationConfig(shards=1)
+    prompts = _prompts(3)
+    sampling = gen.sampling_settings(cfg, "item")
+    legacy = pa.table({"gen_key": [gen.generation_key(h, "m", sampling) for h in prompts["prompt_hash"]],
+                       "prompt_hash": prompts["prompt_hash"], "model": ["m"] * 3,
+                       "text": ["A fine old description of a movie.", "", "I'm sorry, I cannot do that."],
+                       "prompt_tokens": pa.array([1] * 3, pa.int32()), "output_tokens": pa.array([1] * 3, pa.int32()),
+                       "finish_reason": ["stop"] * 3, "created_timestamp": pa.array([0] * 3, pa.timestamp("us", tz="UTC"))})
+    pq.write_table(legacy, tmp_path / "part-legacy.parquet")
+    stats = gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
+    assert stats.skipped == 1 and stats.generated == 2 and fake.calls == [2] and stats.retried == 2
+    texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
+    assert texts["attempts"].tolist() == [1, 2, 2] and texts["flag"].tolist() == ["ok", "truncated", "truncated"]
