@@ -11,7 +11,6 @@ the promotion gate (models/registry.py). The report is <workdir>/reports/<run id
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

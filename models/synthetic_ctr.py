@@ -3,8 +3,8 @@
 Items carry a latent vector z_i; the vector group `signal_group` is a noisy linear image of z_i, and the click
 probability depends on z_i·w, so a model that sees that group can beat one that only sees ids and side features.
 Other groups are images of independent latents (no signal); a user group named `user_signal_group` carries a
-second, per-user signal. Rows get timestamps and each row the user's earlier items (`CtrSplit.history`). Items are many and rows per item few by default, so
-item-id embeddings cannot simply memorise the effect (the cold-start case LLM item knowledge is meant for).
+second, per-user signal. Rows get timestamps and each row the user's earlier items (`CtrSplit.history`).
+Items are many and rows per item few by default, so item-id embeddings cannot simply memorise the effect (the cold-start case LLM item knowledge is meant for).
 
     from models.synthetic_ctr import make_ctr_data
     data = make_ctr_data(n_rows=6000, n_users=200, n_items=3000, dim=16)
