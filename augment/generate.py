@@ -293,4 +293,5 @@ def flag_counts(texts: pd.DataFrame) -> dict:
 
 
 def stats_dict(stats: ShardStats) -> dict:
-    return asdict(stats) | {"output_tokens_per_s": stats.output_tokens_per_s}
+    # The stage timer overwrites "seconds" with the stage's wall time (start-up included): keep ours by name too.
+    return asdict(stats) | {"generation_seconds": stats.seconds, "output_tokens_per_s": stats.output_tokens_per_s}

@@ -155,6 +155,7 @@ def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, fl
 
 def get_pooling_engine(model_dir: str, pooling: str, max_model_len: int, seed: int = 0) -> Any:
     """A vLLM engine with the pooling runner: an encoder (MiniLM) or a decoder LLM used as one (last token)."""
+    max_model_len = min(max_model_len, _max_positions(model_dir))  # MiniLM: 256 (its max_seq_length)
     key = f"pooling|{model_dir}|{pooling}|{max_model_len}"
     if key in _ENGINES:
         return _ENGINES[key]
@@ -174,8 +175,21 @@ def get_pooling_engine(model_dir: str, pooling: str, max_model_len: int, seed: i
     return llm
 
 
+def _max_positions(model_dir: str) -> int:
+    import json
+    from pathlib import Path
+
+    # vLLM derives the limit from the position table and, for sentence-transformers dirs, max_seq_length.
+    limits = [json.loads((Path(model_dir) / "config.json").read_text()).get("max_position_embeddings")]
+    st = Path(model_dir) / "sentence_bert_config.json"
+    if st.is_file():
+        limits.append(json.loads(st.read_text()).get("max_seq_length"))
+    return int(min([x for x in limits if x] or [1 << 20]))
+
+
 def embed(model_dir: str, texts: Sequence[str], *, pooling: str, max_model_len: int) -> list[list[float]]:
-    """One vector per text from the pooling runner, in input order (no normalisation here)."""
+    """One vector per text from the pooling runner, in input order (no normalisation here); long texts are cut."""
+    max_model_len = min(max_model_len, _max_positions(model_dir))
     llm = get_pooling_engine(model_dir, pooling, max_model_len)
     outputs = llm.embed(list(texts), use_tqdm=False, tokenization_kwargs={"truncation": True,
                                                                            "max_length": max_model_len})

@@ -200,6 +200,9 @@ def _publish_text_table(cfg: RunConfig, kind: Kind, rec: dict) -> tuple[pd.DataF
     rec["rows"] = ref.rows
     rec["finish_length"] = int((texts["finish_reason"] == "length").sum())
     rec["validation"] = flag_counts(texts)
+    # Kept for the retrain report: accepted-but-truncated rows, and rows published with text "" (rejected).
+    rec["truncated"] = rec["validation"]["flags"].get("truncated", 0)
+    rec["empty"] = rec["validation"]["rejected"]
     log.info("%s text: %s", kind, rec["validation"])
     return prompt_frame, texts, ref
 

@@ -69,9 +69,8 @@ def _check_resume(cmd: list[str], cfg, parts_at_kill: int) -> None:
     done = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    # The CLI prints its JSON result last; vLLM may print its own lines (starting with "[W...") before it.
-    stats = json.loads(done.stdout[done.stdout.rindex("\n[\n") + 1:] if "\n[\n" in done.stdout
-                       else done.stdout)[0]
+    # vLLM prints its own lines around the CLI's JSON: read the stage's stats file instead.
+    stats = json.loads((stages.stats_dir(cfg) / "generate-item-000.json").read_text())
     assert cache_rows(cache) == n_prompts  # exactly one output per prompt: nothing generated twice
     assert read_cache(cache)["prompt_hash"].nunique() == n_prompts
     assert stats["skipped"] >= 2 * (parts_at_kill - 0) - 2  # at most the batch in flight was lost
