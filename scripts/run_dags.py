@@ -52,6 +52,13 @@ def run_dag(dag_id: str, config: str) -> str:
     return str(run.state)
 
 
+def stop_engines() -> None:
+    """vLLM's engine core is a live child process that would keep this interpreter from exiting."""
+    engine = sys.modules.get("augment.llm_engine")
+    if engine is not None:
+        engine.shutdown_engines()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
@@ -64,10 +71,13 @@ def main() -> int:
     env = airflow_env(cfg.workdir_path / "airflow")
     os.environ.update(env)
     migrate(env)
-    for dag_id in ("augment_features", "retrain_ctr"):
-        if run_dag(dag_id, config) != "success":
-            print(f"[run_dags] {dag_id} failed; task logs are under {env['AIRFLOW_HOME']}/logs", file=sys.stderr)
-            return 1
+    try:
+        for dag_id in ("augment_features", "retrain_ctr"):
+            if run_dag(dag_id, config) != "success":
+                print(f"[run_dags] {dag_id} failed; task logs are under {env['AIRFLOW_HOME']}/logs", file=sys.stderr)
+                return 1
+    finally:
+        stop_engines()
     report = cfg.workdir_path / "report.md"
     print(f"\n[run_dags] done. Report: {report}\n", flush=True)
     print(report.read_text().split("\n## ")[0], flush=True)
