@@ -63,10 +63,27 @@ def augment_features():
 
         return stages.encode(load(config), kind)
 
+    @task
+    def build_structured_prompts(config: str, _upstream: object) -> list[int]:
+        """ONCE/NoteLLM structured prompts; a no-op unless generation.structured.enabled (shards still listed so
+        the mapped tasks after it run and skip, rather than an empty expansion skipping the whole branch)."""
+        from augment import stages
+
+        cfg = load(config)
+        stages.structured_prompts(cfg)
+        return list(range(cfg.generation.shards))
+
+    @task
+    def publish_structured(config: str, kind: str, _shards: list) -> dict:
+        from augment import stages
+
+        return stages.publish_structured(load(config), kind)
+
     @task(outlets=FEATURE_ASSETS)
-    def publish_features(item: str, user: str, item_raw: str) -> dict:
+    def publish_features(item: str, user: str, item_raw: str, structured: list) -> dict:
         """Everything is already versioned in the store; this task marks the run's tables as ready (Assets)."""
-        return {"item_knowledge_emb": item, "user_profile_emb": user, "item_raw_emb": item_raw}
+        return {"item_knowledge_emb": item, "user_profile_emb": user, "item_raw_emb": item_raw,
+                "structured": structured}
 
     config = freeze_config()
     shards = build_prompts(config, split(config, ingest(config)))
@@ -74,10 +91,18 @@ def augment_features():
     for kind in ("item", "user"):
         shard_runs = generate.override(task_id=f"generate_{kind}").partial(config=config, kind=kind).expand(shard=shards)
         texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, shard_runs)
+    # Structured generation runs after the KAR texts so they get the llm pool first.
+    structured_shards = build_structured_prompts(config, [texts["item"], texts["user"]])
+    structured = []
+    for kind in ("item_tags", "user_interest"):
+        runs = generate.override(task_id=f"generate_{kind}").partial(config=config, kind=kind).expand(
+            shard=structured_shards)
+        structured.append(publish_structured.override(task_id=f"publish_{kind}")(config, kind, runs))
     publish_features(
         encode.override(task_id="encode_item")(config, "item", texts["item"]),
         encode.override(task_id="encode_user")(config, "user", texts["user"]),
         encode.override(task_id="encode_item_raw")(config, "item_raw", shards),
+        structured,
     )
 
 

@@ -29,7 +29,9 @@ def test_augment_features_shape(dagbag):
     dag = dagbag.dags["augment_features"]
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "generate_item", "generate_user", "publish_item_text",
-                          "publish_user_text", "encode_item", "encode_user", "encode_item_raw", "publish_features"}
+                          "publish_user_text", "encode_item", "encode_user", "encode_item_raw", "publish_features",
+                          "build_structured_prompts", "generate_item_tags", "generate_user_interest",
+                          "publish_item_tags", "publish_user_interest"}
     up = {tid: set(t.upstream_task_ids) for tid, t in tasks.items()}
     assert up["ingest"] == {"freeze_config"}
     assert up["split"] == {"freeze_config", "ingest"} and up["build_prompts"] == {"freeze_config", "split"}
@@ -37,8 +39,11 @@ def test_augment_features_shape(dagbag):
     assert up["publish_item_text"] == {"freeze_config", "generate_item"}
     assert up["encode_item"] == {"freeze_config", "publish_item_text"}
     assert up["encode_user"] == {"freeze_config", "publish_user_text"}
-    assert up["publish_features"] == {"encode_item", "encode_user", "encode_item_raw"}
-    for tid in ("generate_item", "generate_user"):
+    assert up["publish_features"] == {"encode_item", "encode_user", "encode_item_raw", "publish_item_tags",
+                                      "publish_user_interest"}
+    assert up["build_structured_prompts"] == {"freeze_config", "publish_item_text", "publish_user_text"}
+    assert up["publish_item_tags"] == {"freeze_config", "generate_item_tags"}
+    for tid in ("generate_item", "generate_user", "generate_item_tags", "generate_user_interest"):
         assert tasks[tid].pool == "llm"
         assert type(tasks[tid]).__name__.endswith("MappedOperator")  # .expand over shards
     assert {a.uri for a in tasks["publish_features"].outlets} == {
@@ -91,11 +96,14 @@ def test_end_to_end_dag_runs_on_tiny_data(dagbag, migrated_db, tmp_path, make_ti
     cfg = load_config(cfg_path)
     store = FeatureStore(cfg.workdir_path / "feature_store")
     text = store.read_pandas("item_knowledge_text")
-    assert len(text) == 20 and (text["text"].str.strip() != "").all()
-    assert text["model"].str.startswith("embedded:smollm2").all()
-    assert (text["output_tokens"] > 0).all()
-    emb = store.read("user_profile_emb")
-    assert emb.num_rows == 30 and emb.schema.field("emb").type.list_size == 384
+    assert len(text) == 20 and text["model"].str.startswith("embedded:smollm2").all()
+    accepted = text["flag"].isin(["ok", "truncated"])
+    assert accepted.sum() >= 15, text["flag"].value_counts()  # a 135M model may fail a few after retries
+    assert (text.loc[accepted, "text"].str.strip() != "").all() and (text.loc[~accepted, "text"] == "").all()
+    users = store.read_pandas("user_profile_text")
+    emb = store.read("user_profile_emb")  # rejected outputs get no vector: the join falls back to the default
+    assert emb.num_rows == users["flag"].isin(["ok", "truncated"]).sum() >= 25
+    assert emb.schema.field("emb").type.list_size == 384
     report = cfg.workdir_path / "report.md"
     assert report.is_file() and "AUC" in report.read_text()
     manifests = [json.loads(p.read_text()) for p in (cfg.workdir_path / "registry").rglob("manifest.json")]
