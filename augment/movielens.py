@@ -11,7 +11,6 @@ MovieLens terms: research use, cite Harper & Konstan 2015 (ACM TiiS 5(4)); do no
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -25,19 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 from augment.data_errors import DataError, decode_utf8
+from feature_store.store import sha256_file
 
 log = logging.getLogger(__name__)
 
 ML100K_DIR = "recbole/dataset_example/ml-100k"
 ML100K_TABLES = ("inter", "item", "user")
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_recbole_wheel(cache_dir: Path, version: str, sha256: str) -> Path:
