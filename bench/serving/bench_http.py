@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from models.registry import champion_info, promote, registry_root  # noqa: E402
 from models.serving import Scorer  # noqa: E402
-from models.serving.loadgen import run_load, wait_healthy  # noqa: E402
+from models.serving.loadgen import run_load, stop_server, wait_healthy  # noqa: E402
 
 
 def free_port() -> int:
@@ -116,11 +116,7 @@ def main() -> int:
         results["during_swaps"] = {**swap.summary(), "promotions": len(flips)}
         print("during_swaps", json.dumps(results["during_swaps"]), flush=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         log.close()
         results["uptime_after"] = os.popen("uptime").read().strip()
         tail = (tmp / "server.log").read_text()[-2000:]

@@ -114,3 +114,14 @@ def wait_healthy(port: int, timeout: float = 90.0, host: str = LOOPBACK) -> dict
             last = str(exc)
         time.sleep(0.2)
     raise TimeoutError(f"service on {host}:{port} not healthy after {timeout}s ({last})")
+
+
+def stop_server(proc: "subprocess.Popen", timeout: float = 15.0) -> None:
+    """Stop a served subprocess: SIGTERM lets uvicorn finish in-flight requests; SIGKILL if it hangs."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

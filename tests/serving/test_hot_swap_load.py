@@ -17,7 +17,7 @@ import pytest
 
 from models.registry import promote
 from models.serving import Scorer
-from models.serving.loadgen import run_load, wait_healthy
+from models.serving.loadgen import run_load, stop_server, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,11 +42,7 @@ def server(served_workdir, tmp_path):
         wait_healthy(port, timeout=90)
         yield work, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log.close()
         print((tmp_path / "server.log").read_text()[-3000:])
 
