@@ -37,8 +37,8 @@ def freeze(config_path: str) -> str:
     cfg = load(config_path)
     path = cfg.workdir_path / "run_configs" / f"{cfg.digest()}.json"
     if not path.is_file():
+        from feature_store.store import atomic_write_text
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(cfg.model_dump(mode="json"), indent=1))
     return str(path)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import resource
 import threading
 import time
 from functools import lru_cache
 from pathlib import Path
+
+from feature_store.store import atomic_write_text
 from typing import Iterator
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +71,6 @@ class _TreeSampler(threading.Thread):
         return max(self.peak, tree_rss_mb())
 
 
-def _atomic_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def stage_timer(stats_dir: Path, stage: str) -> Iterator[dict]:
     """Time a stage and write stats/<stage>.json when it succeeds; the body may add fields to the yielded dict."""
@@ -91,7 +85,8 @@ def stage_timer(stats_dir: Path, stage: str) -> Iterator[dict]:
     record["seconds"] = round(time.perf_counter() - started, 3)
     record["peak_rss_mb"] = round(max(peak_rss_mb(), tree_peak), 1)
     record["peak_tree_rss_mb"] = round(tree_peak, 1)
-    _atomic_json(stats_dir / f"{stage}.json", record)
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stats_dir / f"{stage}.json", json.dumps(record, indent=1, sort_keys=True, default=str))
 
 
 def read_stats(stats_dir: Path) -> dict[str, dict]:

@@ -106,7 +106,8 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temp file beside `path`, fsync, rename over it: readers see the old or the new file."""
     tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
     with open(tmp, "w") as f:
         f.write(text)
@@ -256,7 +257,7 @@ class FeatureStore:
             old = os.readlink(link) if link.is_symlink() else None
             os.replace(tmp_link, link)
             _fsync_path(tdir)
-            _atomic_write_text(tdir / LATEST_FILE, version + "\n")
+            atomic_write_text(tdir / LATEST_FILE, version + "\n")
         if old and Path(old).name != publish_id:
             # Readers that already resolved the old directory retry on FileNotFoundError.
             shutil.rmtree(tdir / old, ignore_errors=True)

@@ -22,7 +22,7 @@ import pandas as pd
 from augment.config import RunConfig
 from feature_store import FeatureStore, canonical_json
 from feature_store.lineage import peak_rss_mb, read_stats, source_digest, stage_timer
-from models.atomic import write_json
+from models.atomic import write_json, write_text
 from models.ctr_dataset import VECTOR_TABLES, BuiltDataset, build_ctr_dataset
 from models.metrics import auc
 from models.registry import champion_info, promote, write_model_manifest
@@ -31,13 +31,6 @@ from models.train_variants import train_variants
 from models.variants import Variant, resolve_variants
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfig) -> dict:
@@ -158,7 +151,7 @@ def retrain(cfg: RunConfig, backbones: tuple[str, ...] | None = None, promote_be
     stats["promotion"] = decision
     report_dir = work / "reports" / run_id
     report = write_report(report_dir, results, stats)
-    _atomic_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
+    write_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
     log.info("report: %s", report)
     return {"run_id": run_id, "model_dir": str(run_root), "report": str(report),
             "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results)}
