@@ -6,6 +6,7 @@
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment structured-prompts --config configs/ml100k.yaml [--force]
     python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
+    # any stage: --result-json PATH also writes the printed JSON result to PATH (what DAG tasks read back)
 
 Exit codes: 0 ok, 2 bad input (one line on stderr naming file, row/key and column), 1 anything else.
 """
@@ -15,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        p.add_argument("--result-json", metavar="PATH", help="also write the JSON result here (atomically)")
         if name == "generate":
             p.add_argument("--kind", choices=["item", "user", "item_tags", "user_interest"], required=True)
         if name == "publish-texts":
@@ -92,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()
         print(f"error: {' '.join(first[:3])}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=1, default=str))
+    text = json.dumps(result, indent=1, default=str)
+    if getattr(args, "result_json", None):
+        from feature_store.store import atomic_write_text
+
+        atomic_write_text(Path(args.result_json), text)
+    print(text)
     return 0
 
 

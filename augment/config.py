@@ -83,7 +83,10 @@ class EngineConfig(_Strict):
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
-    cpu_kvcache_space_gib: int = 1
+    # CPU builds: the KV cache each engine reserves (VLLM_CPU_KVCACHE_SPACE) and the cores it pins its threads to,
+    # claimed per engine so that engines side by side get disjoint cores (augment/cpu_slots.py).
+    cpu_kvcache_space_gib: int = Field(1, ge=1)
+    cpu_threads: int = Field(1, ge=1, description="cores per engine on CPU; engines wait while too few are free")
     enable_prefix_caching: bool = True
     seed: int = 0
 

@@ -59,6 +59,7 @@ class ShardStats:
     flags: dict = field(default_factory=dict)  # final verdicts
     first_rejections: dict = field(default_factory=dict)  # why first attempts were sent back (what retries fixed)
     engine: dict = field(default_factory=dict)  # vLLM counters spent by this shard (prefix-cache hit rate etc.)
+    engine_cores: str = ""  # CPU cores the engine was pinned to ("" on GPU or when nothing was generated)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -218,6 +219,7 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
         t0 = time.perf_counter()
         llm_engine.get_engine(cfg.engine)
         stats.engine_start_seconds = time.perf_counter() - t0
+        stats.engine_cores = llm_engine.engine_cores() or ""
     started = time.perf_counter()
     before = llm_engine.engine_counters(cfg.engine)
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard}", unit="prompt") as bar:

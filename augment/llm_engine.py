@@ -5,7 +5,11 @@ vLLM quirks live here so the rest of the code never imports vllm:
 - raw `generate` on plain text makes SmolLM2 answer with nothing, so we always go through `LLM.chat`
   (the model's chat template);
 - building an engine costs 12-46 s on CPU, so one engine per (process, engine config) is cached and reused by
-  every shard that runs in the same process (e.g. all mapped tasks under `dag.test()`);
+  every shard that runs in the same process;
+- on CPU it starts its engine core with the `spawn` start method, which re-imports the parent's `__main__`: never
+  build an engine inside an Airflow task process (augment/stage_process.py runs such stages in a child);
+- its CPU threads are pinned to cores; `auto` picks the same core for every engine on the machine, so each
+  process claims its own cores first (augment/cpu_slots.py) and the KV cache is sized from config;
 - structured outputs go through `SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))`;
 - engine counters (prompt/output tokens, prefix-cache queries/hits) need `disable_log_stats=False`;
 - the pooling runner (`runner="pooling"`) turns any model into an encoder (see augment/encode.py).
@@ -25,6 +29,7 @@ from augment.embedded_models import resolve_llm
 
 log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
+_SLOT: Any = None  # augment.cpu_slots.Slot held while this process runs CPU engines
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,36 @@ def model_id(engine: EngineConfig) -> str:
     return f"{engine.model}@{resolve_llm(engine.model).name}"
 
 
+def _pin_cpu_threads(threads: int) -> str | None:
+    """On a CPU build, give this process's engines `threads` cores no other engine on the machine holds.
+
+    The claim lasts until shutdown_engines() or process exit. A VLLM_CPU_OMP_THREADS_BIND set by the user wins."""
+    global _SLOT
+    if _has_gpu():
+        return None
+    if _SLOT is None:
+        if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+            return os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+        from augment.cpu_slots import claim
+
+        _SLOT = claim(threads)
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _SLOT.bind  # read by the engine core child it spawns
+    return _SLOT.bind
+
+
+def engine_cores() -> str | None:
+    """The cores this process's CPU engines are pinned to (None before an engine was built, or on GPU)."""
+    return None if _SLOT is None else _SLOT.bind
+
+
 def get_engine(engine: EngineConfig) -> Any:
     key = engine.model_dump_json()
     if key in _ENGINES:
         return _ENGINES[key]
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.cpu_kvcache_space_gib))
+    # Config, not whatever the shell exported, sizes each engine's KV cache: two engines side by side must fit.
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(engine.cpu_kvcache_space_gib)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _pin_cpu_threads(engine.cpu_threads)
     from vllm import LLM
 
     path = resolve_llm(engine.model)
@@ -81,6 +110,12 @@ def shutdown_engines() -> None:
             core.shutdown()
     _ENGINES.clear()
     gc.collect()
+    global _SLOT
+    if _SLOT is not None:
+        if os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == _SLOT.bind:
+            del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+        _SLOT.release()
+        _SLOT = None
 
 
 def _has_gpu() -> bool:
@@ -161,6 +196,7 @@ def get_pooling_engine(model_dir: str, pooling: str, max_model_len: int, seed: i
         return _ENGINES[key]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _pin_cpu_threads(1)
     from vllm import LLM
     from vllm.config import PoolerConfig
 

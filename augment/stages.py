@@ -125,8 +125,13 @@ def _json_schema(cfg: RunConfig, kind: Kind) -> dict | None:
     return schema_for(kind, cfg.generation)
 
 
-def _structured_off(cfg: RunConfig, kind: str, force: bool) -> bool:
+def structured_off(cfg: RunConfig, kind: str, force: bool = False) -> bool:
+    """True for a structured kind while generation.structured.enabled is off (its stages do nothing)."""
     return kind in STRUCTURED and not (force or cfg.generation.structured.enabled)
+
+
+def skipped() -> dict:
+    return dict(_SKIPPED)
 
 
 def structured_prompts(cfg: RunConfig, force: bool = False) -> dict:
@@ -165,7 +170,7 @@ def generate(cfg: RunConfig, kind: Kind, shard: int | None = None, force: bool =
     from augment.generate import generate_shard, stats_dict
     from augment.llm_engine import model_id
 
-    if _structured_off(cfg, kind, force):
+    if structured_off(cfg, kind, force):
         return [dict(_SKIPPED)]
     store = store_for(cfg)
     prompt_frame = store.read_pandas(_PROMPT_TABLE[kind])
@@ -218,7 +223,7 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, force: bool = False
     """Collect the structured outputs into *_text (raw JSON + flags) and the categorical/multi-hot feature table."""
     from augment.structured import TOPICS, item_tag_features, user_interest_features
 
-    if _structured_off(cfg, kind, force):
+    if structured_off(cfg, kind, force):
         return dict(_SKIPPED)
     with stage_timer(stats_dir(cfg), f"publish-{kind}") as rec:
         prompt_frame, texts, text_ref = _publish_text_table(cfg, kind, rec)

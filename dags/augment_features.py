@@ -1,7 +1,8 @@
 """augment_features: daily LLM feature augmentation (ingest -> split -> prompts -> vLLM generation -> encoding).
 
 Thin wiring only: every task calls the same typed function as `python -m augment <stage>`. Generation is mapped
-over shards and runs in the `llm` pool; the last task emits the feature-table Assets that schedule retrain_ctr.
+over shards and runs in the `llm` pool, each shard as `python -m augment generate` in its own interpreter (see
+augment/stage_process.py for why); the last task emits the feature-table Assets that schedule retrain_ctr.
 """
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ def augment_features():
 
     @task(pool=LLM_POOL, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
     def generate(config: str, kind: str, shard: int) -> dict:
-        from augment import stages
+        # `python -m augment generate` in a child interpreter: a vLLM engine must not start in a task process.
+        from augment import stage_process
 
-        return stages.generate(load(config), kind, shard)[0]
+        return stage_process.generate(config, kind, shard)
 
     @task
     def publish_texts(config: str, kind: str, _shards: list) -> str:
@@ -59,9 +61,9 @@ def augment_features():
 
     @task
     def encode(config: str, kind: str, _upstream: object = None) -> str:
-        from augment import stages
+        from augment import stage_process
 
-        return stages.encode(load(config), kind)
+        return stage_process.encode(config, kind)
 
     @task
     def build_structured_prompts(config: str, _upstream: object) -> list[int]:

@@ -1,0 +1,103 @@
+"""Run an augment stage that starts a vLLM engine in a child interpreter: how the DAG tasks generate and encode.
+
+Why a child: Airflow 3 runs each task in a supervised process that blocks database access by pointing
+`AIRFLOW__DATABASE__SQL_ALCHEMY_CONN` at `airflow-db-not-allowed:///`. vLLM's CPU platform forces the `spawn`
+start method for its engine core, and `spawn` re-imports the parent's `__main__`; in a task that is the `airflow`
+command, whose `import airflow` runs `settings.initialize()` -> `configure_orm()` on that URL and dies
+(`Could not parse SQLAlchemy URL`) before vLLM runs a line. A stage started as `python -m augment <stage>` has our
+CLI as `__main__`, so the engine core imports nothing of Airflow. The child also returns the engine's memory when
+the stage ends, takes the engine with it when Airflow kills the task, and claims its own CPU cores
+(augment/cpu_slots.py), so shards in an `llm` pool with several slots run side by side.
+
+The child runs exactly the command a person would type; its log goes straight into the task log.
+
+    from augment import stage_process
+    stage_process.generate("/path/run_config.json", "item", 0)   # == python -m augment generate ... --shard 0
+    stage_process.encode("/path/run_config.json", "user")        # in this process unless it needs vLLM
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+class StageFailed(RuntimeError):
+    """The child stage exited non-zero; its own error is in the log just above."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # If the task process is SIGKILLed (Airflow's kill after a timeout), the kernel sends the stage SIGTERM.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_env() -> dict[str, str]:
+    # The child must import the very code this task runs, wherever the task's cwd is.
+    import os
+
+    code_root = str(Path(__file__).resolve().parents[1])
+    path = [code_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
+
+
+def run_stage(args: Sequence[str], *, grace_seconds: float = 30.0) -> Any:
+    """`python -m augment <args>` in a child interpreter; returns the JSON result it wrote.
+
+    stdin is /dev/null: in an Airflow task, fd 0 is the supervisor's request socket and must not be inherited
+    by anything that might read it. stdout/stderr are inherited, so the child's log is the task's log."""
+    with tempfile.TemporaryDirectory(prefix="llmfa-stage-") as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "augment", *args, "--result-json", str(result)]
+        log.info("running %s", shlex.join(cmd))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=_child_env(), preexec_fn=_die_with_parent)
+        try:
+            code = proc.wait()
+        except BaseException:  # the task is being stopped (SIGTERM -> exception): stop the engine with it
+            proc.terminate()
+            try:
+                proc.wait(grace_seconds)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        if code != 0:
+            what = "bad input (exit 2)" if code == 2 else f"exit code {code}"
+            raise StageFailed(f"python -m augment {args[0]} failed: {what}; its error is in the log above")
+        return json.loads(result.read_text())
+
+
+def _config_args(config_path: str) -> list[str]:
+    return ["--config", str(config_path)]
+
+
+def generate(config_path: str, kind: str, shard: int) -> dict:
+    """One generation shard, in a child interpreter (it starts a vLLM engine unless every output is cached)."""
+    from augment import stages
+    from augment.config import load_config
+
+    if stages.structured_off(load_config(config_path), kind):
+        return stages.skipped()  # no child (and no 3 s of imports) for a branch that is switched off
+    return run_stage(["generate", *_config_args(config_path), "--kind", kind, "--shard", str(shard)])[0]
+
+
+def encode(config_path: str, kind: str) -> str:
+    """One embedding table; in a child interpreter only when the encoder is vLLM's pooling runner."""
+    from augment import stages
+    from augment.config import load_config
+
+    cfg = load_config(config_path)
+    if cfg.encode.backend != "vllm-pooling":
+        return stages.encode(cfg, kind)  # sentence-transformers spawns nothing: no reason to pay a new process
+    return run_stage(["encode", *_config_args(config_path), "--kind", kind])

@@ -1,0 +1,29 @@
+"""Stages run in a child interpreter (how DAG tasks start vLLM): results come back, failures are raised."""
+from __future__ import annotations
+
+import pytest
+
+from augment import stage_process
+
+
+@pytest.mark.timeout(120)
+def test_child_stage_returns_its_result_even_under_airflows_blocked_db_url(tiny_config_path, monkeypatch, tmp_path):
+    # What Airflow's task runner leaves in the environment; the child must not care (it never imports Airflow).
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    monkeypatch.chdir(tmp_path)  # a worker's cwd is not the repository: the child must still find the code
+    versions = stage_process.run_stage(["ingest", "--config", str(tiny_config_path)])
+    assert set(versions) == {"interactions", "items", "users"} and all(len(v) >= 12 for v in versions.values())
+
+
+@pytest.mark.timeout(120)
+def test_child_failure_is_raised_with_its_exit_code(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workdir: x\nno_such_key: 1\n")
+    with pytest.raises(stage_process.StageFailed, match=r"ingest failed: bad input \(exit 2\)"):
+        stage_process.run_stage(["ingest", "--config", str(bad)])
+
+
+@pytest.mark.timeout(60)
+def test_switched_off_structured_shards_start_no_child(tiny_config_path, monkeypatch):
+    monkeypatch.setattr(stage_process, "run_stage", lambda *a, **k: pytest.fail("started a child"))
+    assert "skipped" in stage_process.generate(str(tiny_config_path), "item_tags", 0)
