@@ -60,6 +60,7 @@ class ShardStats:
     first_rejections: dict = field(default_factory=dict)  # why first attempts were sent back (what retries fixed)
     engine: dict = field(default_factory=dict)  # vLLM counters spent by this shard (prefix-cache hit rate etc.)
     engine_cores: str = ""  # CPU cores the engine was pinned to ("" on GPU or when nothing was generated)
+    engine_window: tuple[float, float] = (0.0, 0.0)  # epoch seconds from engine request to last output (0: none)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -216,6 +217,7 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     stats = ShardStats(kind, shard, cfg.shards, len(mine), len(mine) - len(todo), 0, 0, 0, 0.0)
     log.info("%s shard %d/%d: %d prompts, %d already generated", kind, shard, cfg.shards, len(mine), stats.skipped)
     if len(todo):  # engine start-up (12-46 s on CPU, once per process) is reported apart from generation
+        since = time.time()
         t0 = time.perf_counter()
         llm_engine.get_engine(cfg.engine)
         stats.engine_start_seconds = time.perf_counter() - t0
@@ -236,6 +238,7 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     stats.seconds = time.perf_counter() - started
     if len(todo):
         stats.engine = llm_engine.counter_delta(before, llm_engine.engine_counters(cfg.engine))
+        stats.engine_window = (round(since, 3), round(time.time(), 3))
     log.info("%s shard %d: generated %d, skipped %d, %d LLM calls (%.0f output tok/s), flags %s", kind, shard,
              stats.generated, stats.skipped, stats.llm_calls, stats.output_tokens_per_s, stats.flags)
     return stats
