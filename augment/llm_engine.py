@@ -30,6 +30,7 @@ from augment.embedded_models import resolve_llm
 log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
 _SLOT: Any = None  # augment.cpu_slots.Slot held while this process runs CPU engines
+_CLAIMED = "LLMFA_CLAIMED_CPU_BIND"
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,15 @@ def _pin_cpu_threads(threads: int) -> str | None:
     if _has_gpu():
         return None
     if _SLOT is None:
-        if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
-            return os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+        bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+        # A value our own ancestor claimed is inherited, not chosen: this process needs cores of its own.
+        if bind and bind != os.environ.get(_CLAIMED):
+            return bind
         from augment.cpu_slots import claim
 
         _SLOT = claim(threads)
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _SLOT.bind  # read by the engine core child it spawns
+        # Read by the engine core child that vLLM spawns; the marker tells our own descendants it is no user's.
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = os.environ[_CLAIMED] = _SLOT.bind
     return _SLOT.bind
 
 
@@ -114,6 +118,7 @@ def shutdown_engines() -> None:
     if _SLOT is not None:
         if os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == _SLOT.bind:
             del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+        os.environ.pop(_CLAIMED, None)
         _SLOT.release()
         _SLOT = None
 
