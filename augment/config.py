@@ -76,7 +76,8 @@ class EngineConfig(_Strict):
     """vLLM engine arguments (kept apart from sampling, as in vLLM's offline examples)."""
 
     model: str = "embedded:smollm2-135m-instruct"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    # auto: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), float32 on other CPUs (augment/llm_engine.py)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int = 2048
     max_num_seqs: int = 128
     enforce_eager: bool = True

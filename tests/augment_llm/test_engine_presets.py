@@ -15,3 +15,17 @@ def test_cpu_default_is_the_cpu_preset():
     assert preset("cpu-dev") == EngineConfig()
     with pytest.raises(KeyError, match="unknown engine preset"):
         preset("tpu")
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch, tmp_path):
+    from augment import llm_engine
+
+    assert llm_engine.cpu_has_native_bf16("flags : fpu avx2 avx512f avx512_bf16 amx_tile")
+    assert not llm_engine.cpu_has_native_bf16("flags : fpu sse avx avx2 fma")
+    monkeypatch.setattr(llm_engine, "_has_gpu", lambda: False)
+    monkeypatch.setattr(llm_engine, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    assert llm_engine.engine_dtype(EngineConfig()) == "float32"
+    assert llm_engine.engine_dtype(EngineConfig(dtype="bfloat16")) == "bfloat16"  # an explicit choice stands
+    assert llm_engine.model_id(EngineConfig(model=str(tmp_path))) == f"{tmp_path}@{tmp_path.name}#float32"
+    monkeypatch.setattr(llm_engine, "_has_gpu", lambda: True)
+    assert llm_engine.engine_dtype(EngineConfig()) == "bfloat16"
