@@ -4,8 +4,8 @@ Each shard runs exactly as the DAG task runs it: `python -m augment generate --s
 (augment/stage_process.py) that starts its own vLLM engine on cores it claims (augment/cpu_slots.py). Both modes
 start from an empty generation cache in their own workdir, so each generates every prompt once.
 
-    python bench/generation/bench_parallel_shards.py                       # ML-100K item prompts, 150 users
-    python bench/generation/bench_parallel_shards.py --set data.sample_users=300 --kind user
+    python bench/generation/bench_parallel_shards.py --kind user          # ML-100K, 40 users: 40 user prompts
+    python bench/generation/bench_parallel_shards.py --set data.sample_users=100 --kind item
     # -> prints a table, writes bench/generation/results_parallel_shards.json
 """
 from __future__ import annotations
@@ -48,10 +48,12 @@ def run_mode(mode: str, config: str, sets: list[str], kind: str, root: Path) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
-    parser.add_argument("--set", action="append", default=["data.sample_users=150"], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides (default: data.sample_users=40)")
     parser.add_argument("--kind", choices=["item", "user"], default="item")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results_parallel_shards.json")))
     args = parser.parse_args()
+    args.set = args.set or ["data.sample_users=40"]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="llmfa-bench-shards-") as tmp:
         rows = [run_mode(mode, args.config, args.set, args.kind, Path(tmp)) for mode in ("sequential", "parallel")]
