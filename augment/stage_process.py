@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
 import shlex
 import signal
 import subprocess
@@ -43,8 +44,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def _child_env() -> dict[str, str]:
     # The child must import the very code this task runs, wherever the task's cwd is.
-    import os
-
     code_root = str(Path(__file__).resolve().parents[1])
     path = [code_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
