@@ -139,7 +139,7 @@ def structured_prompts(cfg: RunConfig, force: bool = False) -> dict:
     from augment.structured import build_structured_prompts
 
     if not (force or cfg.generation.structured.enabled):
-        return dict(_SKIPPED)
+        return skipped()
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "structured-prompts") as rec:
         v = {n: store.resolve(n) for n in ("items", "users", "interaction_splits", "user_cutoffs")}
@@ -171,7 +171,7 @@ def generate(cfg: RunConfig, kind: Kind, shard: int | None = None, force: bool =
     from augment.llm_engine import model_id
 
     if structured_off(cfg, kind, force):
-        return [dict(_SKIPPED)]
+        return [skipped()]
     store = store_for(cfg)
     prompt_frame = store.read_pandas(_PROMPT_TABLE[kind])
     model = model_id(cfg.generation.engine)
@@ -224,7 +224,7 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, force: bool = False
     from augment.structured import TOPICS, item_tag_features, user_interest_features
 
     if structured_off(cfg, kind, force):
-        return dict(_SKIPPED)
+        return skipped()
     with stage_timer(stats_dir(cfg), f"publish-{kind}") as rec:
         prompt_frame, texts, text_ref = _publish_text_table(cfg, kind, rec)
         if kind == "item_tags":
