@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -159,11 +159,14 @@ def test_both_dags_succeed_under_a_real_scheduler(tmp_path, make_tiny_config):
         airflow.wait_for("the api-server", lambda: airflow.api("GET", "/monitor/health"), timeout=180)
         dags = {d: airflow.wait_for(f"{d} to be parsed", lambda d=d: airflow.api("GET", f"/dags/{d}"), timeout=180)
                 for d in ("augment_features", "retrain_ctr")}
-        # Trigger today's run while the DAG is still paused, with the logical date the scheduler would give it:
-        # unpausing then starts this run instead of the scheduler adding a second one for the same interval.
-        run = airflow.api("POST", "/dags/augment_features/dagRuns", {
-            "logical_date": dags["augment_features"]["next_dagrun_logical_date"],
-            "conf": {"config": str(config_path)}})
+        # Trigger while the DAG is still paused. If the scheduler's next run is already due, take its logical date,
+        # so unpausing starts this run instead of adding a second one for the same interval; a future date would
+        # never start ("Logical date is in future"), so then trigger for now (the scheduled one is not due yet).
+        due = dags["augment_features"]["next_dagrun_logical_date"]
+        if due and datetime.fromisoformat(due) > datetime.now(timezone.utc):
+            due = None
+        run = airflow.api("POST", "/dags/augment_features/dagRuns",
+                          {"logical_date": due, "conf": {"config": str(config_path)}})
         for dag_id in dags:
             airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
         augment_run = airflow.wait_for("augment_features", lambda: _finished(airflow, "augment_features",
