@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from augment.config import EncodeConfig
+from configs import EncodeConfig
 from augment.embedded_models import EMBEDDED_LLM, resolve_encoder, resolve_llm
 
 log = logging.getLogger(__name__)

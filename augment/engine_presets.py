@@ -21,7 +21,7 @@ import sys
 
 import yaml
 
-from augment.config import EngineConfig
+from configs import EngineConfig
 
 PRESETS: dict[str, dict] = {
     "cpu-dev": {"dtype": "auto", "max_model_len": 2048, "max_num_seqs": 128, "enforce_eager": True,

@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from augment.config import GenerationConfig
+from configs import GenerationConfig
 from augment.output_validation import ACCEPTED, check_output
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augment.config import ColumnMap, DataConfig, GenericSource
+from configs import ColumnMap, DataConfig, GenericSource
 from augment.data_errors import DataError, decode_utf8
 from augment.movielens import fetch_recbole_wheel, read_ml100k
 
@@ -440,7 +440,7 @@ def source_names(cfg: DataConfig) -> dict[str, str]:
 if __name__ == "__main__":
     import sys
 
-    from augment.config import load_config
+    from configs import load_config
 
     run = load_config(sys.argv[1]) if len(sys.argv) > 1 else None
     data_cfg = run.data if run else DataConfig()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from augment.config import EngineConfig
+from configs import EngineConfig
 from augment.embedded_models import resolve_llm
 
 log = logging.getLogger(__name__)

@@ -97,7 +97,7 @@ def read_ml100k(wheel: Path) -> dict[str, pd.DataFrame]:
 
 
 if __name__ == "__main__":
-    from augment.config import DataConfig
+    from configs import DataConfig
 
     cfg = DataConfig()
     wheel = fetch_recbole_wheel(Path(sys.argv[1] if len(sys.argv) > 1 else "var/cache"),

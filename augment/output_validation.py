@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from augment.config import ValidationConfig
+from configs import ValidationConfig
 
 ACCEPTED = frozenset({"ok", "truncated"})
 FLAGS = ("ok", "truncated", "empty", "degenerate", "refusal", "schema_invalid", "prompt_too_long")

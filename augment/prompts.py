@@ -191,7 +191,7 @@ def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
 
 
 if __name__ == "__main__":
-    from augment.config import DataConfig, SplitConfig
+    from configs import DataConfig, SplitConfig
     from augment.ingest import load_movielens100k
     from augment.split import split_interactions
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from augment.config import SplitConfig
+from configs import SplitConfig
 
 SPLITS = ("train", "valid", "test")
 
@@ -61,7 +61,7 @@ def split_interactions(interactions: pd.DataFrame, cfg: SplitConfig) -> tuple[pd
 if __name__ == "__main__":
     from pathlib import Path
 
-    from augment.config import DataConfig
+    from configs import DataConfig
     from augment.ingest import load_movielens100k
 
     canon = load_movielens100k(DataConfig(), Path("var/cache"))

@@ -84,7 +84,7 @@ def _config_args(config_path: str) -> list[str]:
 def generate(config_path: str, kind: str, shard: int) -> dict:
     """One generation shard, in a child interpreter (it starts a vLLM engine unless every output is cached)."""
     from augment import stages
-    from augment.config import load_config
+    from configs import load_config
 
     if stages.structured_off(load_config(config_path), kind):
         return stages.skipped()  # no child (and no 3 s of imports) for a branch that is switched off
@@ -94,7 +94,7 @@ def generate(config_path: str, kind: str, shard: int) -> dict:
 def encode(config_path: str, kind: str) -> str:
     """One embedding table; in a child interpreter only when the encoder is vLLM's pooling runner."""
     from augment import stages
-    from augment.config import load_config
+    from configs import load_config
 
     cfg = load_config(config_path)
     if cfg.encode.backend != "vllm-pooling":

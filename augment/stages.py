@@ -22,7 +22,7 @@ from typing import Literal
 
 import pandas as pd
 
-from augment.config import REPO_ROOT, RunConfig
+from configs import REPO_ROOT, RunConfig
 from feature_store.lineage import source_digest, stage_timer
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs

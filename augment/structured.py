@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from augment.config import GenerationConfig, PromptConfig, StructuredConfig
+from configs import GenerationConfig, PromptConfig, StructuredConfig
 from augment.output_validation import ACCEPTED
 
 StructuredKind = Literal["item_tags", "user_interest"]

@@ -21,7 +21,7 @@ FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{name}")
 
 def load(config_path: str):
     """Load the run config inside a task (heavy imports stay out of DAG parsing)."""
-    from augment.config import load_config
+    from configs import load_config
 
     return load_config(config_path)
 

@@ -21,7 +21,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import DATA_DIR, FeatureStore, NotFound, sha256_file
+from .files import file_sha256
+from .store import DATA_DIR, FeatureStore, NotFound
 from .table_spec import TableSpec
 
 
@@ -50,7 +51,7 @@ def validate_version(store: FeatureStore, name: str, version: str) -> list[str]:
         if not path.is_file():
             problems.append(f"{entry['path']}: missing")
             continue
-        digest = sha256_file(path)
+        digest = file_sha256(path)
         if digest != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 {digest[:12]}… != manifest {entry['sha256'][:12]}…")
         try:

@@ -19,7 +19,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .files import atomic_write_text, canonical_json, file_sha256, fsync_path, json_default, json_digest
 from .table_spec import TableSpec, conform
 
 DATA_FILE = "part-0.parquet"
@@ -65,56 +65,10 @@ class TableRef:
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (dt.datetime, dt.date)):
-        return o.isoformat()
-    if isinstance(o, dt.timedelta):
-        return o.total_seconds()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    raise TypeError(f"value of type {type(o).__name__} is not JSON-serialisable: {o!r:.80}")
-
-
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, no NaN: the byte string a version id is hashed from."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=_json_default)
-
-
 def version_id(recipe: Mapping) -> str:
     if not isinstance(recipe, Mapping) or not recipe:
         raise ValueError("recipe must be a non-empty mapping (source checksums, model id, settings, code version)")
-    return hashlib.sha256(canonical_json(dict(recipe)).encode()).hexdigest()[:12]
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, fsync, rename over it: readers see the old or the new file."""
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
+    return json_digest(dict(recipe), 12)
 
 
 @functools.lru_cache(maxsize=1)
@@ -213,10 +167,28 @@ class FeatureStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- write
+    def existing(self, name: str, version: str) -> TableRef | None:
+        """The published version `version` of `name`, or None: a stage whose recipe gives a version that is
+        already here reuses it instead of recomputing (a version id always names the same bytes)."""
+        link = self._link(name, version)
+        try:
+            manifest = json.loads((link / MANIFEST_FILE).read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+        return TableRef(name, version, link, int(manifest["rows"]))
+
     def publish(self, spec: TableSpec, data: Any, recipe: Mapping, config: Mapping | None = None) -> TableRef:
-        """Validate `data` against `spec`, write it as version sha256(recipe)[:12] and make it `latest`."""
-        table = conform(spec, data)
+        """Validate `data` against `spec`, write it as version sha256(recipe)[:12] and make it `latest`.
+
+        If that version is already published it is kept as it is (its bytes never change) and only made
+        `latest`: the same recipe never writes a second, different file under one version id."""
         version = version_id(recipe)
+        found = self.existing(spec.name, version)
+        if found is not None:
+            with self._lock(spec.name):
+                atomic_write_text(self._table_dir(spec.name) / LATEST_FILE, version + "\n")
+            return found
+        table = conform(spec, data)
         tdir = self._table_dir(spec.name)
         data_root = tdir / DATA_DIR
         data_root.mkdir(parents=True, exist_ok=True)
@@ -229,20 +201,20 @@ class FeatureStore:
             compression = {f.name: "none" if f.dtype == "vector" else self.compression for f in spec.features}
             compression.update({c: self.compression for c in table.column_names if c not in compression})
             pq.write_table(table, data_path, compression=compression, row_group_size=self.row_group_size)
-            _fsync_path(data_path)
+            fsync_path(data_path)
             manifest = self._manifest(spec, table, version, publish_id, recipe, config, data_path)
             mpath = tmp / MANIFEST_FILE
             with open(mpath, "w") as f:
-                json.dump(manifest, f, indent=1, sort_keys=True, default=_json_default, allow_nan=False)
+                json.dump(manifest, f, indent=1, sort_keys=True, default=json_default, allow_nan=False)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_path(tmp)
+            fsync_path(tmp)
             final = data_root / publish_id
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_path(data_root)
+        fsync_path(data_root)
         self._swap_in(spec.name, version, publish_id)
         return TableRef(spec.name, version, self._link(spec.name, version), table.num_rows)
 
@@ -256,7 +228,7 @@ class FeatureStore:
         with self._lock(name):
             old = os.readlink(link) if link.is_symlink() else None
             os.replace(tmp_link, link)
-            _fsync_path(tdir)
+            fsync_path(tdir)
             atomic_write_text(tdir / LATEST_FILE, version + "\n")
         if old and Path(old).name != publish_id:
             # Readers that already resolved the old directory retry on FileNotFoundError.
@@ -280,7 +252,7 @@ class FeatureStore:
             "spec": spec.to_dict(),
             "arrow_schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema],
             "arrow_schema_ipc_hex": schema.serialize().to_pybytes().hex(),
-            "files": [{"path": DATA_FILE, "sha256": sha256_file(data_path), "bytes": data_path.stat().st_size,
+            "files": [{"path": DATA_FILE, "sha256": file_sha256(data_path), "bytes": data_path.stat().st_size,
                        "rows": table.num_rows}],
             "event_time": ev,
             "recipe": json.loads(canonical_json(dict(recipe))),

@@ -38,8 +38,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from augment.__main__ import parse_overrides
-    from augment.config import load_config
+    from configs import parse_overrides
+    from configs import load_config
     from models.retrain import retrain
 
     cfg = load_config(args.config, parse_overrides(args.set))
@@ -61,8 +61,8 @@ def _registry_ls(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from augment.__main__ import parse_overrides
-    from augment.config import load_config
+    from configs import parse_overrides
+    from configs import load_config
     from feature_store import FeatureStore
     from models.ctr_dataset import build_ctr_dataset
     from models.registry import promote

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from augment.config import RunConfig
+from configs import RunConfig
 from feature_store import FeatureStore, canonical_json
 from feature_store.lineage import peak_rss_mb, read_stats, source_digest, stage_timer
 from models.atomic import write_json, write_text

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augment.config import TrainConfig
+from configs import TrainConfig
 from models import deepctr_compat as dc
 from models.atomic import atomic_path, write_json
 from models.ctr_data import CtrData, CtrSplit, validate_ctr_data

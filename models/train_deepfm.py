@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from augment.config import TrainConfig
+from configs import TrainConfig
 from models.ctr_data import CtrData
 from models.fit_result import FitResult
 from models.train_deepctr import DeepCtrModel, DeepCtrParams, seed_everything  # noqa: F401

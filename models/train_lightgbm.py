@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from augment.config import TrainConfig
+from configs import TrainConfig
 from models.atomic import atomic_path, write_json
 from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
 from models.ctr_features import Vocabulary

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from augment.config import TrainConfig
+from configs import TrainConfig
 from models.atomic import atomic_path, write_json
 from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
 from models.fit_result import FitResult

@@ -65,7 +65,7 @@ def main() -> int:
     args = parser.parse_args()
     config = str(Path(args.config).resolve())
     sys.path.insert(0, str(REPO_ROOT))
-    from augment.config import load_config
+    from configs import load_config
 
     cfg = load_config(config)  # fail fast on a bad config, before Airflow starts
     env = airflow_env(cfg.workdir_path / "airflow")

@@ -66,7 +66,7 @@ def write_tiny_dataset(root: Path, n_users: int = 30, per_user: int = 12, seed: 
 def tiny_config(tmp: Path, **overrides) -> Path:
     """A complete run config for the tiny dataset, small enough for real vLLM on CPU in tests."""
     cfg = {
-        "run_name": "tiny", "workdir": str(tmp / "work"),
+        "workdir": str(tmp / "work"),
         "data": {"source": "generic", "generic": write_tiny_dataset(tmp / "data")},
         "split": {"seed": 1},
         "generation": {"shards": 2, "engine": {"max_num_seqs": 32, "max_model_len": 1024},

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from augment import stage_process, stages
-from augment.__main__ import parse_overrides
-from augment.config import REPO_ROOT, load_config
+from configs import parse_overrides
+from configs import REPO_ROOT, load_config
 
 
 def run_mode(mode: str, config: str, sets: list[str], kind: str, root: Path) -> dict:

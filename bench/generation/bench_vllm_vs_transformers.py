@@ -44,7 +44,7 @@ def build_prompts(n: int, data_cache: Path, out: Path) -> None:
     """n/2 item and n/2 user KAR prompts from ML-100K, as in the pipeline's prompts stage."""
     import pandas as pd
 
-    from augment.config import DataConfig, SplitConfig
+    from configs import DataConfig, SplitConfig
     from augment.ingest import load_movielens100k
     from augment.prompts import build_item_prompts, build_user_prompts, load_template
     from augment.split import split_interactions
@@ -68,7 +68,7 @@ def run_vllm(prompts_path: Path, cache_dir: Path) -> dict:
 
     from augment import generate as gen
     from augment import llm_engine
-    from augment.config import GenerationConfig
+    from configs import GenerationConfig
     from vllm import SamplingParams
 
     frames = _load(prompts_path)
@@ -124,7 +124,7 @@ def run_rerun(prompts_path: Path, cache_dir: Path, started_ns: int) -> dict:
     """A daily run where nothing changed; timed from interpreter start (started_ns passed by the parent)."""
     from augment import generate as gen
     from augment import llm_engine
-    from augment.config import GenerationConfig
+    from configs import GenerationConfig
 
     frames = _load(prompts_path)
     cfg = GenerationConfig(shards=1, engine=ENGINE)
@@ -142,7 +142,7 @@ def _hf_generate(model, tok, frames: dict, n_per_kind: int | None, batch: int) -
     import torch
 
     from augment import generate as gen
-    from augment.config import GenerationConfig
+    from configs import GenerationConfig
 
     cfg = GenerationConfig()
     out_tokens = prompt_tokens = 0

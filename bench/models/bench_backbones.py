@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from augment.config import TrainConfig  # noqa: E402
+from configs import TrainConfig  # noqa: E402
 from models import deepctr_compat as dc  # noqa: E402
 from models.atomic import write_json  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-from augment.config import TrainConfig  # noqa: E402
+from configs import TrainConfig  # noqa: E402
 from models.atomic import write_json  # noqa: E402
 from models.report import write_report  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402

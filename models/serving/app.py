@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """The service's knobs (kept out of augment.config: serving is not a pipeline stage)."""
+    """The service's knobs (kept out of configs: serving is not a pipeline stage)."""
 
     workdir: Path
     name: str = "ctr"              # registry model name

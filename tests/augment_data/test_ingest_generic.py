@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from augment.config import ColumnMap, DataConfig, GenericSource, load_config
+from configs import ColumnMap, DataConfig, GenericSource, load_config
 from augment.data_errors import DataError
 from augment.ingest import load_dataset, load_generic, source_names, validate
 

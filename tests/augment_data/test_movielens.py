@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from augment.config import DataConfig
+from configs import DataConfig
 from augment.data_errors import DataError
 from augment.ingest import load_dataset, source_names, validate
 from augment.movielens import fetch_recbole_wheel, read_ml100k, sha256_file

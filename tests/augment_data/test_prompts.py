@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from augment.config import SplitConfig
+from configs import SplitConfig
 from augment.prompts import (TITLE_MAX, build_item_prompts, build_user_prompts, load_template, profile_sentence)
 from augment.split import split_interactions
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.config import SplitConfig
+from configs import SplitConfig
 from augment.split import assign_users, split_interactions
 
 

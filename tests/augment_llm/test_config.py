@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from augment.config import REPO_ROOT, load_config
+from configs import REPO_ROOT, load_config
 
 
 def test_shipped_configs_load():

@@ -1,7 +1,7 @@
 """Every documented engine preset is a valid EngineConfig and the repo default matches the cpu-dev preset."""
 import pytest
 
-from augment.config import EngineConfig
+from configs import EngineConfig
 from augment.engine_presets import PRESETS, preset
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from augment import generate as gen
 from augment import llm_engine
-from augment.config import GenerationConfig
+from configs import GenerationConfig
 
 
 class FakeChat:

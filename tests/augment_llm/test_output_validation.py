@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from augment.config import ValidationConfig
+from configs import ValidationConfig
 from augment.output_validation import ACCEPTED, check_output, repeat_fraction, trim_to_sentence
 
 CFG = ValidationConfig()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from augment import stages
-from augment.config import REPO_ROOT, load_config
+from configs import REPO_ROOT, load_config
 from augment.generate import cache_rows, read_cache
 
 FAKE_RUNNER = '''

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from augment.config import REPO_ROOT
+from configs import REPO_ROOT
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

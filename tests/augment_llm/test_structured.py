@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.config import GenerationConfig, PromptConfig, StructuredConfig
+from configs import GenerationConfig, PromptConfig, StructuredConfig
 from augment.output_validation import check_output
 from augment.prompts import load_template
 from augment.structured import (TOPICS, build_structured_prompts, item_tag_features, item_tags_schema,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.config import EncodeConfig, GenerationConfig, SamplingConfig
+from configs import EncodeConfig, GenerationConfig, SamplingConfig
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_real_minilm_encoder():
 def test_real_structured_stages_on_tiny_data(tmp_path, make_tiny_config):
     """Tiny pipeline with structured generation on: schema-valid JSON, categorical/multi-hot tables, stats."""
     from augment import stages
-    from augment.config import load_config
+    from configs import load_config
     from augment.output_validation import FLAGS
     from augment.structured import TOPICS
 

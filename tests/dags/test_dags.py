@@ -92,7 +92,7 @@ def test_end_to_end_dag_runs_on_tiny_data(dagbag, migrated_db, tmp_path, make_ti
         run = dagbag.dags[dag_id].test(run_conf={"config": str(cfg_path)})
         assert run.state == "success", f"{dag_id} ended {run.state}"
 
-    from augment.config import load_config
+    from configs import load_config
     from feature_store import FeatureStore
 
     cfg = load_config(cfg_path)

@@ -193,7 +193,7 @@ def test_both_dags_succeed_under_a_real_scheduler(tmp_path, make_tiny_config):
         assert all(t["state"] in ("success", "skipped") for rows in tis.values() for t in rows)
 
         # Shards ran as separate processes, each engine pinned to its own cores, two at a time at most (pool).
-        from augment.config import load_config
+        from configs import load_config
         from feature_store import FeatureStore
 
         cfg = load_config(config_path)

@@ -112,7 +112,8 @@ def test_publish_rejects_bad_recipe(store, item_spec, make_items):
 
 
 def test_concurrent_reader_never_sees_partial_table(store, item_spec, make_items):
-    """A reader thread loops over latest and a fixed version while the main thread re-publishes both."""
+    """A reader thread loops over latest and a fixed version while the main thread publishes new versions and
+    re-publishes the fixed recipe (which must keep its first bytes)."""
     frames = {g: make_items(n_items=50 + 25 * g, n_times=4, gen=float(g)) for g in range(3)}
     rows_of_gen = {float(g): len(df) for g, df in frames.items()}
     store.publish(item_spec, frames[0], recipe={"fixed": True})
@@ -136,11 +137,26 @@ def test_concurrent_reader_never_sees_partial_table(store, item_spec, make_items
     try:
         for i in range(30):
             g = i % 3
-            store.publish(item_spec, frames[g], recipe={"fixed": True})  # same version replaced in place
-            store.publish(item_spec, frames[g], recipe={"gen": g})
+            store.publish(item_spec, frames[g], recipe={"fixed": True})  # reused: the bytes of gen 0 stay
+            store.publish(item_spec, frames[g], recipe={"gen": g, "i": i})  # a new version each time
     finally:
         stop.set()
         th.join()
     assert not errors, errors[:3]
     assert reads[0] > 10
     assert all(r["ok"] for r in validate(store))
+
+
+def test_same_recipe_reuses_the_version_and_its_bytes(store, item_spec, make_items):
+    first = store.publish(item_spec, make_items(n_items=10, gen=0.0), recipe={"r": 1})
+    data = (first.path / "part-0.parquet").read_bytes()
+    manifest = store.manifest("item_emb", first.version)
+    other = store.publish(item_spec, make_items(n_items=10, gen=1.0), recipe={"r": 2})
+    assert store.resolve("item_emb") == other.version
+    again = store.publish(item_spec, make_items(n_items=12, gen=5.0), recipe={"r": 1})
+    assert again.version == first.version and again.rows == 10
+    assert (again.path / "part-0.parquet").read_bytes() == data
+    assert store.manifest("item_emb", first.version)["publish_id"] == manifest["publish_id"]
+    assert store.resolve("item_emb") == first.version  # re-publishing makes it latest again
+    assert store.existing("item_emb", other.version).rows == 10
+    assert store.existing("item_emb", "0" * 12) is None

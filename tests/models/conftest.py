@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from augment.config import TrainConfig  # noqa: E402
+from configs import TrainConfig  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
 
 VARIANTS = {"base": [], "noise": ["item_noise_emb"], "signal": ["item_signal_emb"]}

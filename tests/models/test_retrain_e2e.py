@@ -3,7 +3,7 @@ table versions, gate decision in report and run.json, report verdict says LLM fe
 the same recipe keeps the champion."""
 import json
 
-from augment.config import RunConfig
+from configs import RunConfig
 from models.retrain import retrain
 
 

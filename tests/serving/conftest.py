@@ -73,7 +73,7 @@ def publish_tiny_store(root: Path, seed: int = 0) -> None:
 @pytest.fixture(scope="session")
 def served_workdir(tmp_path_factory) -> Path:
     """<tmp>/feature_store + <tmp>/registry/ctr with lightgbm/{base,llm}, deepfm/{llm,llm_kar}, din/llm."""
-    from augment.config import RunConfig
+    from configs import RunConfig
     from models.retrain import retrain
 
     work = tmp_path_factory.mktemp("serving")

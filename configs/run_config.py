@@ -1,26 +1,24 @@
 """The typed run configuration: one YAML file per run, unknown keys rejected.
 
 Every stage receives the section it needs; the whole resolved config is saved into every manifest so a table or
-model can be traced back to the exact settings that made it.
+model can be traced back to the exact settings that made it. `augment` reads the data/split/prompts/generation/
+encode sections, `models` the train section; neither imports the other.
 
-    python -m augment show-config configs/ml100k.yaml
+    python -m augment show-config configs/ml100k.yaml [--set generation.shards=4]
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from configs.strict import Strict as _Strict
+from configs.train_config import TrainConfig
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install)
 
 
 class ColumnMap(_Strict):
@@ -144,37 +142,8 @@ class EncodeConfig(_Strict):
     max_model_len: int = Field(512, ge=16)
 
 
-class TrainConfig(_Strict):
-    seeds: tuple[int, ...] = (0, 1, 2)
-    threads: int = 2
-    deepfm_epochs: int = 10
-    deepfm_batch_size: int = 1024
-    deepfm_lr: float = 1e-3
-    embedding_dim: int = 16
-    patience: int = 2
-    lgbm_rounds: int = 1000
-    lgbm_early_stopping: int = 50
-    lgbm_pca_dim: int = 16
-    # --- models/: backbones x variants x seeds of one retrain run (ablation names: models/variants.py) ---
-    # default = 3 x 11 models, ~4.5 min on a quiet 2-core box at ML-100K; the full ablation adds llm_item,
-    # llm_user (and dcnmix, autoint): see `python -m models --help`
-    backbones: tuple[str, ...] = ("lightgbm", "deepfm", "din")
-    variants: tuple[str, ...] = ("base", "raw_text", "llm", "llm_kar")
-    history_len: int = Field(20, ge=1, description="DIN: the user's most recent items before each sample")
-    sequence_backbones: tuple[str, ...] = Field(("din",), description="deepctr backbones fed the item history")
-    din_att_activation: Literal["prelu", "Dice", "sigmoid", "relu"] = "prelu"
-    kar_shared_experts: int = Field(1, ge=0)  # 1+1: adaptor within ~5% of DenseFeat speed (2+2: +45%)
-    kar_specific_experts: int = Field(1, ge=1)
-    kar_hidden: int = Field(128, ge=1)
-    kar_out_dim: int = Field(32, ge=1)
-    model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
-    promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
-
-
 class RunConfig(_Strict):
-    run_name: str = "ml100k"
     workdir: str = "var"
-    threads: int = 2
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     prompts: PromptConfig = PromptConfig()
@@ -184,14 +153,26 @@ class RunConfig(_Strict):
 
     def digest(self) -> str:
         """A stable short hash of the resolved config."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        from feature_store.files import json_digest  # lazy: DAG files import configs at parse time
+
+        return json_digest(self.model_dump(mode="json"))
 
     @property
     def workdir_path(self) -> Path:
         """Relative workdirs are relative to the repository root, so the CLI, the DAGs and any worker's CWD agree."""
         path = Path(self.workdir).expanduser()
         return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set key.path=value` pairs (values parsed as YAML) -> {dotted key: value} for load_config."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
