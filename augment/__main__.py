@@ -3,10 +3,13 @@
     python -m augment prepare-models
     python -m augment ingest --config configs/ml100k.yaml [--set data.sample_users=100]
     python -m augment all --config configs/ml100k.yaml        # every augment stage in order, no Airflow
+    python -m augment split --config configs/ml100k.yaml --input interactions=3f2a9c0d1e4b
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment structured-prompts --config configs/ml100k.yaml [--force]
     python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
-    # any stage: --result-json PATH also writes the printed JSON result to PATH (what DAG tasks read back)
+    # any stage: --input TABLE=VERSION pins an input table (repeatable); an input not pinned is read at its
+    #            latest version, which the stage logs. --result-json PATH also writes the printed JSON result
+    #            to PATH (what DAG tasks read back).
 
 Exit codes: 0 ok, 2 bad input (one line on stderr naming file, row/key and column), 1 anything else.
 """
@@ -21,6 +24,25 @@ from pathlib import Path
 import yaml
 
 
+def resolve_inputs(store, needed: tuple[str, ...], pairs: list[str]) -> dict[str, str]:
+    """--input TABLE=VERSION pairs, and `latest` (resolved now, and logged) for the needed tables not given: the
+    one place where `latest` is read. Version prefixes are resolved like `python -m feature_store`."""
+    given = {}
+    for pair in pairs:
+        table, sep, version = pair.partition("=")
+        if not sep or not table or not version:
+            raise SystemExit(f"--input expects TABLE=VERSION, got {pair!r}")
+        given[table] = version
+    unknown = sorted(set(given) - set(needed))
+    if unknown:
+        raise SystemExit(f"--input: this stage reads {list(needed)}, not {unknown}")
+    out = {name: store.resolve(name, given.get(name, "latest")) for name in needed}
+    for name in needed:
+        if name not in given:
+            logging.getLogger("augment").info("input %s: latest = %s", name, out[name])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m augment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
         p.add_argument("--result-json", metavar="PATH", help="also write the JSON result here (atomically)")
+        p.add_argument("--input", action="append", default=[], metavar="TABLE=VERSION",
+                       help="exact version of an input table (default: its latest version)")
         if name == "generate":
             p.add_argument("--kind", choices=["item", "user", "item_tags", "user_interest"], required=True)
         if name == "publish-texts":
@@ -66,18 +90,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "all":
             result = stages.run_all(cfg)
-        elif args.cmd == "generate":
-            result = stages.generate(cfg, args.kind, args.shard, force=args.force)
-        elif args.cmd == "structured-prompts":
-            result = stages.structured_prompts(cfg, force=args.force)
-        elif args.cmd == "publish-structured":
-            result = stages.publish_structured(cfg, args.kind, force=args.force)
-        elif args.cmd == "publish-texts":
-            result = stages.publish_texts(cfg, args.kind)
-        elif args.cmd == "encode":
-            result = stages.encode(cfg, args.kind)
         else:
-            result = getattr(stages, args.cmd)(cfg)
+            kind = getattr(args, "kind", None)
+            inputs = resolve_inputs(stages.store_for(cfg), stages.stage_inputs(args.cmd, kind), args.input)
+            if args.cmd == "generate":
+                result = stages.generate(cfg, kind, inputs, args.shard, force=args.force)
+            elif args.cmd == "structured-prompts":
+                result = stages.structured_prompts(cfg, inputs, force=args.force)
+            elif args.cmd == "publish-structured":
+                result = stages.publish_structured(cfg, kind, inputs, force=args.force)
+            elif args.cmd == "publish-texts":
+                result = stages.publish_texts(cfg, kind, inputs)
+            elif args.cmd == "encode":
+                result = stages.encode(cfg, kind, inputs)
+            elif args.cmd == "ingest":
+                result = stages.ingest(cfg)
+            else:
+                result = getattr(stages, args.cmd)(cfg, inputs)
     except (DataError, SchemaError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -87,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = json.dumps(result, indent=1, default=str)
     if getattr(args, "result_json", None):
-        from feature_store.store import atomic_write_text
+        from feature_store.files import atomic_write_text
 
         atomic_write_text(Path(args.result_json), text)
     print(text)

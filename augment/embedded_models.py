@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from feature_store.store import sha256_file
+from feature_store.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def minilm_dir() -> Path:
 def convert_smollm2(target_root: Path | None = None) -> Path:
     """Convert the shipped GGUF into a bf16 HF directory once; return its path (idempotent, atomic)."""
     gguf = smollm2_gguf()
-    digest = sha256_file(gguf)[:12]
+    digest = file_sha256(gguf)[:12]
     target = (target_root or cache_root() / "models") / f"smollm2-135m-instruct-bf16-{digest}"
     if (target / "config.json").is_file():
         return target

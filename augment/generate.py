@@ -1,6 +1,8 @@
 """Generation stage: run a shard of prompts through vLLM and commit the outputs before the next shard starts.
 
-Outputs are cached per *generation key* = sha256(prompt hash, model id, sampling settings). A shard only sends
+Outputs are cached per *generation key* = digest(prompt hash, output settings): the model (with its dtype), the
+engine settings that change what it writes, sampling, validation and the JSON schema (`output_settings`, which
+is also what the published *_text table's recipe records). A shard only sends
 prompts whose key has no output yet, so a killed run re-run with the same command regenerates at most the shard
 that was in flight, and a daily run pays only for prompts that changed.
 
@@ -9,7 +11,6 @@ that was in flight, and a daily run pays only for prompts that changed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,8 +26,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from configs import GenerationConfig
 from augment.output_validation import ACCEPTED, check_output
+from configs import GenerationConfig
+from feature_store.files import atomic_path, digest, json_digest
 
 log = logging.getLogger(__name__)
 # item/user: KAR free text; item_tags/user_interest: JSON-schema constrained (augment/structured.py).
@@ -36,7 +38,6 @@ _CACHE_SCHEMA = pa.schema([
     ("gen_key", pa.string()), ("prompt_hash", pa.string()), ("model", pa.string()), ("text", pa.string()),
     ("prompt_tokens", pa.int32()), ("output_tokens", pa.int32()), ("finish_reason", pa.string()),
     ("created_timestamp", pa.timestamp("us", tz="UTC")),
-    # Added with output validation; cache files written before have nulls here and are validated when read.
     ("raw_text", pa.string()), ("flag", pa.string()), ("attempts", pa.int32()), ("detail", pa.string()),
 ])
 
@@ -74,18 +75,31 @@ def max_tokens_for(cfg: GenerationConfig, kind: Kind) -> int:
 
 
 def sampling_settings(cfg: GenerationConfig, kind: Kind, json_schema: dict | None = None) -> dict:
-    """What decides the output besides the prompt and the model; part of the generation key."""
+    """The sampling arguments of the first attempt (and the schema that constrains it)."""
     s = cfg.sampling
     out = {"temperature": s.temperature, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
            "max_tokens": max_tokens_for(cfg, kind), "seed": s.seed}
     if json_schema is not None:
-        out["json_schema"] = hashlib.sha256(json.dumps(json_schema, sort_keys=True).encode()).hexdigest()[:16]
+        out["json_schema"] = json_digest(json_schema)
     return out
 
 
-def generation_key(prompt_hash: str, model: str, sampling: dict) -> str:
-    blob = json.dumps([prompt_hash, model, sampling], sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+# Engine settings that change the text a model writes. The others (max_num_seqs, data_parallel_size, memory and
+# CPU-core settings, prefix caching) change only speed, so a change to them reuses every cached output.
+OUTPUT_ENGINE_SETTINGS = ("dtype", "max_model_len", "enforce_eager", "tensor_parallel_size", "seed")
+
+
+def output_settings(cfg: GenerationConfig, kind: Kind, model: str, json_schema: dict | None = None) -> dict:
+    """Everything besides the prompt that decides a generated output: the generation cache key and the text
+    table's recipe are both made from this one dict, so neither can claim a setting the other ignores."""
+    engine = cfg.engine.model_dump(mode="json")
+    return {"model": model, "engine": {k: engine[k] for k in OUTPUT_ENGINE_SETTINGS},
+            "sampling": sampling_settings(cfg, kind, json_schema),
+            "validation": cfg.validation.model_dump(mode="json")}
+
+
+def generation_key(prompt_hash: str, settings: dict) -> str:
+    return json_digest([prompt_hash, settings], 32)
 
 
 def shard_of(keys: pd.Series, num_shards: int) -> np.ndarray:
@@ -102,7 +116,7 @@ def read_cache(cache_dir: Path, keys: set[str] | None = None) -> pd.DataFrame:
     dataset = ds.dataset(files, schema=_CACHE_SCHEMA, format="parquet")
     filt = ds.field("gen_key").isin(sorted(keys)) if keys is not None else None
     table = dataset.to_table(filter=filt)
-    # A key has two rows only when a legacy (unvalidated) row was retried: the newer row is the final one.
+    # Two runs of one shard at once may both commit a key: the newer row wins (same settings, same meaning).
     frame = table.to_pandas().sort_values("created_timestamp", kind="stable")
     return frame.drop_duplicates("gen_key", keep="last")
 
@@ -114,15 +128,9 @@ def cache_rows(cache_dir: Path) -> int:
 
 
 def _commit_cache_part(cache_dir: Path, frame: pd.DataFrame) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = cache_dir / f".tmp-{final.name}"
-    pq.write_table(pa.Table.from_pandas(frame, schema=_CACHE_SCHEMA, preserve_index=False), tmp)
-    with open(tmp, "rb") as f:
-        import os
-
-        os.fsync(f.fileno())
-    tmp.rename(final)
+    with atomic_path(final, suffix=".parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(frame, schema=_CACHE_SCHEMA, preserve_index=False), tmp)
     return final
 
 
@@ -135,7 +143,7 @@ def _attempt_sampling(cfg: GenerationConfig, attempt: int) -> tuple[float, int]:
 
 
 def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schema: dict | None,
-              stats: ShardStats, first_attempt: int = 1) -> pd.DataFrame:
+              stats: ShardStats) -> pd.DataFrame:
     """Generate, validate and retry one batch; returns one final row per prompt (accepted or flagged)."""
     from augment import llm_engine
 
@@ -153,7 +161,7 @@ def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schem
             flags[i], details[i] = "prompt_too_long", f"{t} prompt tokens > {limit}"
         else:
             pending.append(i)
-    for attempt in range(first_attempt, max(cfg.validation.max_attempts, first_attempt) + 1):
+    for attempt in range(1, cfg.validation.max_attempts + 1):
         if not pending:
             break
         temperature, seed = _attempt_sampling(cfg, attempt)
@@ -165,7 +173,7 @@ def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schem
         stats.llm_calls += 1
         if attempt > 1:
             stats.retry_seconds += time.perf_counter() - t0
-        if attempt == max(2, first_attempt):
+        if attempt == 2:
             stats.retried += len(pending)
         still = []
         for i, r in zip(pending, results):
@@ -198,18 +206,10 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     if not 0 <= shard < cfg.shards:
         raise ValueError(f"shard {shard} out of range for generation.shards={cfg.shards}")
     batch_size = batch_size or cfg.batch_size
-    sampling = sampling_settings(cfg, kind, json_schema)
+    settings = output_settings(cfg, kind, model, json_schema)
     mine = prompts[shard_of(prompts[KEY_COLUMN[kind]], cfg.shards) == shard].copy()
-    mine["gen_key"] = [generation_key(h, model, sampling) for h in mine["prompt_hash"]]
+    mine["gen_key"] = [generation_key(h, settings) for h in mine["prompt_hash"]]
     done = read_cache(cache_dir, set(mine["gen_key"]))
-    # Rows cached before validation existed have no verdict: judge them now, keep the good ones and retry the
-    # rest from attempt 2 (their greedy attempt 1 is the cached text).
-    legacy = done[done["flag"].isna()]
-    if len(legacy):
-        ok = [check_output(t, f, cfg.validation, json_schema).accepted
-              for t, f in zip(legacy["text"], legacy["finish_reason"])]
-        done = done[~done["gen_key"].isin(legacy.loc[[not x for x in ok], "gen_key"])]
-    retry_keys = set(legacy["gen_key"]) - set(done["gen_key"])
     todo = mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
     # Sorting by prompt length keeps batches uniform (little padding work, similar finish times); the shared
     # instruction comes first in every template, so every prompt also shares a prefix for vLLM's prefix cache.
@@ -225,16 +225,14 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     started = time.perf_counter()
     before = llm_engine.engine_counters(cfg.engine)
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard}", unit="prompt") as bar:
-        groups = ((2, todo[todo["gen_key"].isin(retry_keys)]), (1, todo[~todo["gen_key"].isin(retry_keys)]))
-        for first_attempt, group in groups:
-            for lo in range(0, len(group), batch_size):
-                part = run_batch(group.iloc[lo:lo + batch_size], kind, cfg, json_schema, stats, first_attempt)
-                part["model"] = model
-                _commit_cache_part(cache_dir, part)
-                stats.generated += len(part)
-                for flag, count in part["flag"].value_counts().items():
-                    stats.flags[flag] = stats.flags.get(flag, 0) + int(count)
-                bar.update(len(part))
+        for lo in range(0, len(todo), batch_size):
+            part = run_batch(todo.iloc[lo:lo + batch_size], kind, cfg, json_schema, stats)
+            part["model"] = model
+            _commit_cache_part(cache_dir, part)
+            stats.generated += len(part)
+            for flag, count in part["flag"].value_counts().items():
+                stats.flags[flag] = stats.flags.get(flag, 0) + int(count)
+            bar.update(len(part))
     stats.seconds = time.perf_counter() - started
     if len(todo):
         stats.engine = llm_engine.counter_delta(before, llm_engine.engine_counters(cfg.engine))
@@ -249,14 +247,14 @@ def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cach
     """Join every prompt with its final output; a missing output means a shard has not run (an error).
 
     Rejected outputs come back with their flag and text "" (never as knowledge)."""
-    sampling = sampling_settings(cfg, kind, json_schema)
-    keys = [generation_key(h, model, sampling) for h in prompts["prompt_hash"]]
+    settings = output_settings(cfg, kind, model, json_schema)
+    keys = [generation_key(h, settings) for h in prompts["prompt_hash"]]
     cache = read_cache(cache_dir, set(keys)).set_index("gen_key")
     missing = [k for k in keys if k not in cache.index]
     if missing:
         raise RuntimeError(f"{len(missing)} {kind} prompts have no generated text yet (first gen_key {missing[0]}); "
                            "run every generation shard before publishing")
-    hit = _validate_legacy(cache.loc[keys], cfg, json_schema)
+    hit = cache.loc[keys]
     return pd.DataFrame({
         KEY_COLUMN[kind]: prompts[KEY_COLUMN[kind]].to_numpy(),
         "text": hit["text"].to_numpy(),
@@ -272,21 +270,6 @@ def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cach
         "event_timestamp": event_timestamp.to_numpy(),
         "created_timestamp": hit["created_timestamp"].to_numpy(),
     })
-
-
-def _validate_legacy(hit: pd.DataFrame, cfg: GenerationConfig, json_schema: dict | None) -> pd.DataFrame:
-    """Rows cached before validation existed (flag null) are judged now, with one attempt on record."""
-    legacy = hit["flag"].isna().to_numpy()
-    if not legacy.any():
-        return hit
-    hit = hit.copy()
-    verdicts = [check_output(t, f, cfg.validation, json_schema)
-                for t, f in zip(hit.loc[legacy, "text"], hit.loc[legacy, "finish_reason"])]
-    hit.loc[legacy, "raw_text"] = hit.loc[legacy, "text"]
-    hit.loc[legacy, "text"] = [v.text for v in verdicts]
-    hit.loc[legacy, "flag"] = [v.flag for v in verdicts]
-    hit.loc[legacy, "attempts"] = 1
-    return hit
 
 
 def flag_counts(texts: pd.DataFrame) -> dict:

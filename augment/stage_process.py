@@ -9,25 +9,26 @@ CLI as `__main__`, so the engine core imports nothing of Airflow. The child also
 the stage ends, takes the engine with it when Airflow kills the task, and claims its own CPU cores
 (augment/cpu_slots.py), so shards in an `llm` pool with several slots run side by side.
 
-The child runs exactly the command a person would type; its log goes straight into the task log.
+The child runs exactly the command a person would type (the installed package, with the task's interpreter),
+handed the exact input versions as --input flags; its log goes straight into the task log.
 
     from augment import stage_process
-    stage_process.generate("/path/run_config.json", "item", 0)   # == python -m augment generate ... --shard 0
-    stage_process.encode("/path/run_config.json", "user")        # in this process unless it needs vLLM
+    stage_process.generate(config, "item", {"item_prompts": "3f2a9c0d1e4b"}, 0)
+        # == python -m augment generate --config CONFIG --kind item --input item_prompts=3f2a9c0d1e4b --shard 0
+    stage_process.encode(config, "user", {"user_profile_text": "..."})  # in this process unless it needs vLLM
 """
 from __future__ import annotations
 
 import ctypes
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -42,13 +43,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _child_env() -> dict[str, str]:
-    # The child must import the very code this task runs, wherever the task's cwd is.
-    code_root = str(Path(__file__).resolve().parents[1])
-    path = [code_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
-
-
 def run_stage(args: Sequence[str], *, grace_seconds: float = 30.0) -> Any:
     """`python -m augment <args>` in a child interpreter; returns the JSON result it wrote.
 
@@ -60,7 +54,7 @@ def run_stage(args: Sequence[str], *, grace_seconds: float = 30.0) -> Any:
         log.info("running %s", shlex.join(cmd))
         sys.stdout.flush()
         sys.stderr.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=_child_env(), preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         try:
             code = proc.wait()
         except BaseException:  # the task is being stopped (SIGTERM -> exception): stop the engine with it
@@ -77,26 +71,32 @@ def run_stage(args: Sequence[str], *, grace_seconds: float = 30.0) -> Any:
         return json.loads(result.read_text())
 
 
-def _config_args(config_path: str) -> list[str]:
-    return ["--config", str(config_path)]
+def _args(config_path: str, inputs: Mapping[str, str]) -> list[str]:
+    out = ["--config", str(config_path)]
+    for table, version in sorted(inputs.items()):
+        out += ["--input", f"{table}={version}"]
+    return out
 
 
-def generate(config_path: str, kind: str, shard: int) -> dict:
-    """One generation shard, in a child interpreter (it starts a vLLM engine unless every output is cached)."""
+def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int) -> dict:
+    """One generation shard of the pinned prompt table, in a child interpreter (it starts a vLLM engine unless
+    every output is cached)."""
     from augment import stages
     from configs import load_config
 
     if stages.structured_off(load_config(config_path), kind):
         return stages.skipped()  # no child (and no 3 s of imports) for a branch that is switched off
-    return run_stage(["generate", *_config_args(config_path), "--kind", kind, "--shard", str(shard)])[0]
+    pins = stages.pinned("generate", inputs, kind)
+    return run_stage(["generate", *_args(config_path, pins), "--kind", kind, "--shard", str(shard)])[0]
 
 
-def encode(config_path: str, kind: str) -> str:
-    """One embedding table; in a child interpreter only when the encoder is vLLM's pooling runner."""
+def encode(config_path: str, kind: str, inputs: Mapping[str, str]) -> dict[str, str]:
+    """One embedding table from the pinned source; in a child interpreter only for vLLM's pooling runner."""
     from augment import stages
     from configs import load_config
 
     cfg = load_config(config_path)
+    pins = stages.pinned("encode", inputs, kind)
     if cfg.encode.backend != "vllm-pooling":
-        return stages.encode(cfg, kind)  # sentence-transformers spawns nothing: no reason to pay a new process
-    return run_stage(["encode", *_config_args(config_path), "--kind", kind])
+        return stages.encode(cfg, kind, pins)  # sentence-transformers spawns nothing: no new process needed
+    return run_stage(["encode", *_args(config_path, pins), "--kind", kind])

@@ -1,10 +1,14 @@
 """The augment side of the pipeline as plain typed functions, one per stage; the CLI and the DAGs call these.
 
-Every stage reads its inputs from the feature store, writes its outputs there (atomically, versioned by a recipe
-of upstream versions + settings + code digest) and records wall time in <workdir>/stats/<stage>.json.
+Every stage takes the exact versions of the tables it reads (`inputs`: table name -> version id) and returns the
+versions it wrote; nothing here resolves `latest` (the CLI does, for people, when no --input is given). A table's
+version is the hash of its recipe: its input versions, the settings that shape it and a digest of the code that
+computes it (feature_store/lineage.py). When that version is already in the store it is reused, not recomputed, so
+a re-run of the same inputs with the same settings writes nothing and a version id always names the same bytes.
+Wall time goes to <workdir>/stats/<stage>.json.
 
     python -m augment ingest   --config configs/ml100k.yaml
-    python -m augment split    --config configs/ml100k.yaml
+    python -m augment split    --config configs/ml100k.yaml [--input interactions=<version>]
     python -m augment prompts  --config configs/ml100k.yaml
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment publish-texts --config configs/ml100k.yaml --kind item
@@ -16,19 +20,63 @@ of upstream versions + settings + code digest) and records wall time in <workdir
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal, Mapping
 
 import pandas as pd
 
 from configs import REPO_ROOT, RunConfig
-from feature_store.lineage import source_digest, stage_timer
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
+from feature_store.files import digest
+from feature_store.lineage import code_digest
+from feature_store.stage_stats import stage_timer
+from feature_store.store import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 STATIC_TIME = pd.Timestamp("1970-01-01", tz="UTC")  # item knowledge comes from catalogue data valid at all times
+
+Kind = Literal["item", "user", "item_tags", "user_interest"]
+StructuredKind = Literal["item_tags", "user_interest"]
+EncodeKind = Literal["item", "user", "item_raw"]
+STRUCTURED = ("item_tags", "user_interest")
+PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts", "item_tags": "item_tags_prompts",
+                "user_interest": "user_interest_prompts"}
+TEXT_TABLE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_tags": "item_tags_text",
+              "user_interest": "user_interest_text"}
+ENCODE_SOURCE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_raw": "items"}
+_TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, "item_tags": defs.ITEM_TAGS_TEXT,
+              "user_interest": defs.USER_INTEREST_TEXT}
+_ATTRIBUTES = ("items", "users", "interaction_splits", "user_cutoffs")
+_SKIPPED = {"skipped": "generation.structured.enabled is false"}
+# The modules whose code shapes every table (schema checks and the Parquet writer's declared format).
+_WRITER = ("augment.stages", "feature_store.table_spec", "feature_store.definitions")
+
+
+def stage_inputs(stage: str, kind: str | None = None) -> tuple[str, ...]:
+    """The tables a stage reads: what its `inputs` must pin (and what the CLI resolves for people)."""
+    if stage in ("generate", "publish-texts", "publish-structured"):
+        return (PROMPT_TABLE[kind],)
+    if stage == "encode":
+        return (ENCODE_SOURCE[kind],)
+    return {"ingest": (), "split": ("interactions",), "prompts": _ATTRIBUTES,
+            "structured-prompts": _ATTRIBUTES}[stage]
+
+
+def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None) -> dict[str, str]:
+    """The exact input versions a stage needs out of `inputs`; a missing one is an error, never `latest`."""
+    need = stage_inputs(stage, kind)
+    inputs = dict(inputs or {})
+    missing = [n for n in need if not inputs.get(n)]
+    if missing:
+        raise ValueError(f"stage {stage}{' ' + kind if kind else ''}: no version given for input table(s) "
+                         f"{missing} (have {sorted(inputs)}); pass the versions the upstream stage returned")
+    bad = [n for n in need if inputs[n] == "latest"]
+    if bad:
+        raise ValueError(f"stage {stage}: 'latest' is not a version ({bad}); resolve it first")
+    return {n: inputs[n] for n in need}
 
 
 def store_for(cfg: RunConfig) -> FeatureStore:
@@ -39,82 +87,93 @@ def stats_dir(cfg: RunConfig) -> Path:
     return cfg.workdir_path / "stats"
 
 
-def _config_json(cfg: RunConfig) -> dict:
-    return cfg.model_dump(mode="json")
+def generation_cache(cfg: RunConfig) -> Path:
+    return cfg.workdir_path / "generation_cache"
 
 
-def _publish(cfg: RunConfig, spec, frame: pd.DataFrame, recipe: dict) -> TableRef:
-    recipe = {"table": spec.name, "code": source_digest("augment", "feature_store"), **recipe}
-    ref = store_for(cfg).publish(spec, frame, recipe=recipe, config=_config_json(cfg))
-    log.info("published %s@%s (%d rows)", ref.name, ref.version, ref.rows)
+def _publish(cfg: RunConfig, spec, build: Callable[[], pd.DataFrame], recipe: dict,
+             code: tuple[str, ...]) -> TableRef:
+    """Publish the table `build()` makes under the version of its recipe; if that version exists, reuse it and
+    never call `build`."""
+    recipe = {"table": spec.name, "code": code_digest(*code, *_WRITER), "format": FORMAT_VERSION, **recipe}
+    store = store_for(cfg)
+    ref = store.publish(spec, build, recipe=recipe, config=cfg.model_dump(mode="json"))
+    log.info("%s %s@%s (%d rows)", "published" if ref.written else "reused", ref.name, ref.version, ref.rows)
     return ref
+
+
+def _versions(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
+    rec["rows"] = {k: r.rows for k, r in refs.items()}
+    rec["reused"] = sorted(k for k, r in refs.items() if not r.written)
+    return {k: r.version for k, r in refs.items()}
 
 
 def ingest(cfg: RunConfig) -> dict[str, str]:
     """Raw source -> canonical interactions/items/users tables; a DataError names file, row and column."""
-    from augment.ingest import load_dataset, source_names, validate
+    from augment.ingest import load_dataset, source_fingerprint, source_names, validate
 
     with stage_timer(stats_dir(cfg), "ingest") as rec:
-        canon = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)
-        validate(canon, source_names(cfg.data))
-        recipe = {"data": cfg.data.model_dump(mode="json")}
+        @functools.cache
+        def canon():
+            data = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)
+            validate(data, source_names(cfg.data))
+            return data
+
+        # The recipe names the source by content, so a changed file is a new version and an unchanged one is not
+        # even parsed again.
+        recipe = {"data": cfg.data.model_dump(mode="json"),
+                  "source": source_fingerprint(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)}
+        code = ("augment.ingest", "augment.movielens")
         refs = {
-            "interactions": _publish(cfg, defs.INTERACTIONS, canon.interactions, recipe),
-            "items": _publish(cfg, defs.ITEMS, canon.items, recipe),
-            "users": _publish(cfg, defs.USERS, canon.users, recipe),
+            "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code),
+            "items": _publish(cfg, defs.ITEMS, lambda: canon().items, recipe, code),
+            "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
         }
-        rec["rows"] = {k: r.rows for k, r in refs.items()}
-    return {k: r.version for k, r in refs.items()}
+        return _versions(refs, rec)
 
 
-def split(cfg: RunConfig) -> dict[str, str]:
+def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     """KAR split: prompt history vs CTR samples per user, users into train/valid/test."""
     from augment.split import split_interactions
 
+    v = pinned("split", inputs)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "split") as rec:
-        version = store.resolve("interactions")
-        rows, cutoffs = split_interactions(store.read_pandas("interactions", version), cfg.split)
-        recipe = {"interactions": version, "split": cfg.split.model_dump(mode="json")}
-        refs = {"interaction_splits": _publish(cfg, defs.INTERACTION_SPLITS, rows, recipe),
-                "user_cutoffs": _publish(cfg, defs.USER_CUTOFFS, cutoffs, recipe)}
-        samples = rows[rows["role"] == "sample"]
-        rec["rows"] = {"history": int((rows["role"] == "history").sum()),
-                       **{f"samples_{s}": int((samples["split"] == s).sum()) for s in ("train", "valid", "test")}}
-    return {k: r.version for k, r in refs.items()}
+        @functools.cache
+        def result():
+            return split_interactions(store.read_pandas("interactions", v["interactions"]), cfg.split)
+
+        recipe = {**v, "split": cfg.split.model_dump(mode="json")}
+        code = ("augment.split",)
+        refs = {"interaction_splits": _publish(cfg, defs.INTERACTION_SPLITS, lambda: result()[0], recipe, code),
+                "user_cutoffs": _publish(cfg, defs.USER_CUTOFFS, lambda: result()[1], recipe, code)}
+        return _versions(refs, rec)
 
 
-def prompts(cfg: RunConfig) -> dict[str, str]:
+def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     """Render KAR item and user prompts from the versioned templates."""
     from augment.prompts import build_item_prompts, build_user_prompts, load_template
 
+    v = pinned("prompts", inputs)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "prompts") as rec:
-        v = {n: store.resolve(n) for n in ("items", "users", "interaction_splits", "user_cutoffs")}
-        items = store.read_pandas("items", v["items"])
         item_t, user_t = load_template(cfg.prompts.item_template), load_template(cfg.prompts.user_template)
-        item_p = build_item_prompts(items, item_t)
-        user_p = build_user_prompts(store.read_pandas("interaction_splits", v["interaction_splits"]),
-                                    store.read_pandas("users", v["users"]), items,
-                                    store.read_pandas("user_cutoffs", v["user_cutoffs"]), user_t)
+        items = functools.cache(lambda: store.read_pandas("items", v["items"]))
+
+        def user_prompts() -> pd.DataFrame:
+            return build_user_prompts(store.read_pandas("interaction_splits", v["interaction_splits"]),
+                                      store.read_pandas("users", v["users"]), items(),
+                                      store.read_pandas("user_cutoffs", v["user_cutoffs"]), user_t)
+
+        settings = {"max_data_tokens": cfg.prompts.max_data_tokens}
+        code = ("augment.prompts",)
         refs = {
-            "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, item_p,
-                                     {"items": v["items"], "template": item_t.sha256}),
-            "user_prompts": _publish(cfg, defs.USER_PROMPTS, user_p,
-                                     {**v, "template": user_t.sha256}),
+            "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, lambda: build_item_prompts(items(), item_t),
+                                     {"items": v["items"], "template": item_t.sha256, **settings}, code),
+            "user_prompts": _publish(cfg, defs.USER_PROMPTS, user_prompts,
+                                     {**v, "template": user_t.sha256, **settings}, code),
         }
-        rec["rows"] = {k: r.rows for k, r in refs.items()}
-    return {k: r.version for k, r in refs.items()}
-
-
-Kind = Literal["item", "user", "item_tags", "user_interest"]
-StructuredKind = Literal["item_tags", "user_interest"]
-STRUCTURED = ("item_tags", "user_interest")
-_PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts", "item_tags": "item_tags_prompts",
-                 "user_interest": "user_interest_prompts"}
-_TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, "item_tags": defs.ITEM_TAGS_TEXT,
-              "user_interest": defs.USER_INTEREST_TEXT}
-_SKIPPED = {"skipped": "generation.structured.enabled is false"}
+        return _versions(refs, rec)
 
 
 def _json_schema(cfg: RunConfig, kind: Kind) -> dict | None:
@@ -134,36 +193,41 @@ def skipped() -> dict:
     return dict(_SKIPPED)
 
 
-def structured_prompts(cfg: RunConfig, force: bool = False) -> dict:
+def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = False) -> dict:
     """Render the ONCE-style user interest and NoteLLM-style item tag prompts (cold users per config)."""
     from augment.structured import build_structured_prompts
 
     if not (force or cfg.generation.structured.enabled):
         return skipped()
+    v = pinned("structured-prompts", inputs)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "structured-prompts") as rec:
-        v = {n: store.resolve(n) for n in ("items", "users", "interaction_splits", "user_cutoffs")}
-        items = store.read_pandas("items", v["items"])
-        item_p = build_structured_prompts("item_tags", cfg.prompts, cfg.generation, items)
-        user_p = build_structured_prompts("user_interest", cfg.prompts, cfg.generation, items,
-                                          store.read_pandas("users", v["users"]),
-                                          store.read_pandas("interaction_splits", v["interaction_splits"]),
-                                          store.read_pandas("user_cutoffs", v["user_cutoffs"]))
+        items = functools.cache(lambda: store.read_pandas("items", v["items"]))
+
+        def user_prompts() -> pd.DataFrame:
+            frame = build_structured_prompts("user_interest", cfg.prompts, cfg.generation, items(),
+                                             store.read_pandas("users", v["users"]),
+                                             store.read_pandas("interaction_splits", v["interaction_splits"]),
+                                             store.read_pandas("user_cutoffs", v["user_cutoffs"]))
+            rec["cold_users"] = int(frame["cold"].sum())
+            return frame
+
         settings = {"prompts": cfg.prompts.model_dump(mode="json"),
                     "structured": cfg.generation.structured.model_dump(mode="json")}
-        refs = {"item_tags_prompts": _publish(cfg, defs.ITEM_TAGS_PROMPTS, item_p, {"items": v["items"], **settings}),
-                "user_interest_prompts": _publish(cfg, defs.USER_INTEREST_PROMPTS, user_p, {**v, **settings})}
-        rec["rows"] = {k: r.rows for k, r in refs.items()}
-        rec["cold_users"] = int(user_p["cold"].sum())
-    return {k: r.version for k, r in refs.items()}
+        code = ("augment.structured", "augment.prompts")
+        refs = {"item_tags_prompts": _publish(
+                    cfg, defs.ITEM_TAGS_PROMPTS,
+                    lambda: build_structured_prompts("item_tags", cfg.prompts, cfg.generation, items()),
+                    {"items": v["items"], **settings}, code),
+                "user_interest_prompts": _publish(cfg, defs.USER_INTEREST_PROMPTS, user_prompts, {**v, **settings},
+                                                  code)}
+        return _versions(refs, rec)
 
 
-def generation_cache(cfg: RunConfig) -> Path:
-    return cfg.workdir_path / "generation_cache"
-
-
-def generate(cfg: RunConfig, kind: Kind, shard: int | None = None, force: bool = False) -> list[dict]:
-    """Generate one shard (or every shard in turn) with vLLM; finished batches are committed as they complete.
+def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int | None = None,
+             force: bool = False) -> list[dict]:
+    """Generate one shard (or every shard in turn) of the pinned prompt table with vLLM; finished batches are
+    committed to the generation cache as they complete (that cache is what a re-run resumes from).
 
     Each shard's stats (prompts, skipped, generated, LLM calls, retries, flags, tokens, tok/s, prefix-cache hit
     rate) go to <workdir>/stats/generate-<kind>-<shard>.json."""
@@ -172,8 +236,8 @@ def generate(cfg: RunConfig, kind: Kind, shard: int | None = None, force: bool =
 
     if structured_off(cfg, kind, force):
         return [skipped()]
-    store = store_for(cfg)
-    prompt_frame = store.read_pandas(_PROMPT_TABLE[kind])
+    v = pinned("generate", inputs, kind)
+    prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
     model = model_id(cfg.generation.engine)
     schema = _json_schema(cfg, kind)
     out = []
@@ -186,123 +250,139 @@ def generate(cfg: RunConfig, kind: Kind, shard: int | None = None, force: bool =
     return out
 
 
-def _publish_text_table(cfg: RunConfig, kind: Kind, rec: dict) -> tuple[pd.DataFrame, pd.DataFrame, TableRef]:
-    from augment.generate import collect_texts, flag_counts, sampling_settings
+def _text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> tuple[Callable, TableRef]:
+    """Publish (or reuse) the *_text table of `kind`; returns a loader of (prompts, texts) and the table."""
+    from augment.generate import collect_texts, flag_counts, output_settings
     from augment.llm_engine import model_id
 
     store = store_for(cfg)
-    pv = store.resolve(_PROMPT_TABLE[kind])
-    prompt_frame = store.read_pandas(_PROMPT_TABLE[kind], pv)
+    prompt_table = PROMPT_TABLE[kind]
     model = model_id(cfg.generation.engine)
-    user_side = kind in ("user", "user_interest")
-    event_ts = prompt_frame["cutoff"] if user_side else pd.Series(STATIC_TIME, index=prompt_frame.index)
     schema = _json_schema(cfg, kind)
-    texts = collect_texts(prompt_frame, kind, cfg.generation, generation_cache(cfg), model, event_ts, schema)
-    ref = _publish(cfg, _TEXT_SPEC[kind], texts, {
-        "prompts": pv, "model": model, "engine": cfg.generation.engine.model_dump(mode="json"),
-        "sampling": sampling_settings(cfg.generation, kind, schema),
-        "validation": cfg.generation.validation.model_dump(mode="json")})
-    rec["rows"] = ref.rows
-    rec["finish_length"] = int((texts["finish_reason"] == "length").sum())
-    rec["validation"] = flag_counts(texts)
-    # Kept for the retrain report: accepted-but-truncated rows, and rows published with text "" (rejected).
-    rec["truncated"] = rec["validation"]["flags"].get("truncated", 0)
-    rec["empty"] = rec["validation"]["rejected"]
-    log.info("%s text: %s", kind, rec["validation"])
-    return prompt_frame, texts, ref
+    prompt_frame = functools.cache(lambda: store.read_pandas(prompt_table, v[prompt_table]))
+
+    def texts() -> pd.DataFrame:
+        frame = prompt_frame()
+        user_side = kind in ("user", "user_interest")
+        event_ts = frame["cutoff"] if user_side else pd.Series(STATIC_TIME, index=frame.index)
+        out = collect_texts(frame, kind, cfg.generation, generation_cache(cfg), model, event_ts, schema)
+        rec["finish_length"] = int((out["finish_reason"] == "length").sum())
+        rec["validation"] = flag_counts(out)
+        # Kept for the retrain report: accepted-but-truncated rows, and rows published with text "" (rejected).
+        rec["truncated"] = rec["validation"]["flags"].get("truncated", 0)
+        rec["empty"] = rec["validation"]["rejected"]
+        log.info("%s text: %s", kind, rec["validation"])
+        return out
+
+    # The recipe holds exactly what the generation cache key holds (augment/generate.py output_settings).
+    recipe = {"prompts": v[prompt_table], "output": output_settings(cfg.generation, kind, model, schema)}
+    ref = _publish(cfg, _TEXT_SPEC[kind], texts, recipe,
+                   ("augment.generate", "augment.output_validation", "augment.llm_engine"))
+    return prompt_frame, ref
 
 
-def publish_texts(cfg: RunConfig, kind: Kind) -> str:
+def publish_texts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> dict[str, str]:
     """Collect every shard's output into the versioned *_text table; stats record the validation counts."""
+    v = pinned("publish-texts", inputs, kind)
     with stage_timer(stats_dir(cfg), f"publish-{kind}-text") as rec:
-        _, _, ref = _publish_text_table(cfg, kind, rec)
-    return ref.version
+        _, ref = _text_table(cfg, kind, v, rec)
+        return _versions({TEXT_TABLE[kind]: ref}, rec)
 
 
-def publish_structured(cfg: RunConfig, kind: StructuredKind, force: bool = False) -> dict:
+def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str, str],
+                       force: bool = False) -> dict:
     """Collect the structured outputs into *_text (raw JSON + flags) and the categorical/multi-hot feature table."""
     from augment.structured import TOPICS, item_tag_features, user_interest_features
 
     if structured_off(cfg, kind, force):
         return skipped()
+    v = pinned("publish-structured", inputs, kind)
+    store = store_for(cfg)
     with stage_timer(stats_dir(cfg), f"publish-{kind}") as rec:
-        prompt_frame, texts, text_ref = _publish_text_table(cfg, kind, rec)
+        prompt_frame, text_ref = _text_table(cfg, kind, v, rec)
+        texts = functools.cache(lambda: store.read_pandas(text_ref.name, text_ref.version))
         if kind == "item_tags":
-            spec, frame = defs.item_tags(len(TOPICS)), item_tag_features(texts, cfg.generation.structured)
+            spec = defs.item_tags(len(TOPICS))
+
+            def build() -> pd.DataFrame:
+                return item_tag_features(texts(), cfg.generation.structured)
         else:
             spec = defs.user_interest(len(TOPICS))
-            frame = user_interest_features(texts, prompt_frame.set_index("user_id")["cold"])
-            frame["created_timestamp"] = pd.Timestamp.now(tz="UTC")
-        ref = _publish(cfg, spec, frame, {f"{kind}_text": text_ref.version, "topics": list(TOPICS)})
-        rec["feature_rows"] = ref.rows
-    return {f"{kind}_text": text_ref.version, kind: ref.version}
+
+            def build() -> pd.DataFrame:
+                t = texts()
+                frame = user_interest_features(t, prompt_frame().set_index("user_id")["cold"])
+                # When the profile was written: the generation time of its text (an input, not the clock).
+                frame["created_timestamp"] = t.set_index("user_id")["created_timestamp"].reindex(
+                    frame["user_id"]).to_numpy()
+                return frame
+        recipe = {TEXT_TABLE[kind]: text_ref.version, "topics": list(TOPICS),
+                  "structured": cfg.generation.structured.model_dump(mode="json")}
+        ref = _publish(cfg, spec, build, recipe, ("augment.structured",))
+        return _versions({TEXT_TABLE[kind]: text_ref, kind: ref}, rec)
 
 
-EncodeKind = Literal["item", "user", "item_raw"]
-
-
-def encode(cfg: RunConfig, kind: EncodeKind) -> str:
+def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[str, str]:
     """Encode a text table (or the raw item metadata, the no-LLM control) into a vector table."""
     from augment.encode import dimension, encode_texts, encoder_id, raw_item_text
     from augment.output_validation import ACCEPTED
 
+    v = pinned("encode", inputs, kind)
+    source_name = ENCODE_SOURCE[kind]
     store = store_for(cfg)
     encoder = encoder_id(cfg.encode)
+    table = {"item": "item_knowledge_emb", "user": "user_profile_emb", "item_raw": "item_raw_emb"}[kind]
     with stage_timer(stats_dir(cfg), f"encode-{kind}") as rec:
-        if kind == "item_raw":
-            source_version = store.resolve("items")
-            items = store.read_pandas("items", source_version)
-            texts = [raw_item_text(t, y, g) for t, y, g in zip(items["title"], items["year"], items["genres"])]
-            frame = pd.DataFrame({"item_id": items["item_id"].to_numpy()})
-            spec = defs.item_raw_emb(dimension(cfg.encode))
-            source_name = "items"
-        else:
-            source_name = "item_knowledge_text" if kind == "item" else "user_profile_text"
-            source_version = store.resolve(source_name)
-            src = store.read_pandas(source_name, source_version)
-            # Rejected outputs carry text "" and a flag: they get no vector row, so the join gives the default
-            # vector and a missing flag instead of an embedding of nothing.
-            if "flag" in src:
-                rec["skipped_rejected"] = int((~src["flag"].isin(ACCEPTED)).sum())
-                src = src[src["flag"].isin(ACCEPTED)].reset_index(drop=True)
-            texts = src["text"].tolist()
-            key = "item_id" if kind == "item" else "user_id"
-            frame = pd.DataFrame({key: src[key].to_numpy(), "event_timestamp": src["event_timestamp"],
-                                  "created_timestamp": pd.Timestamp.now(tz="UTC")})
-            spec = (defs.item_knowledge_emb if kind == "item" else defs.user_profile_emb)(dimension(cfg.encode))
-        vectors = encode_texts(texts, cfg.encode)
-        frame["emb"] = list(vectors)
-        frame["encoder"] = encoder
-        frame["source_hash"] = [_text_hash(t) for t in texts]
-        ref = _publish(cfg, spec, frame, {source_name: source_version, "encoder": encoder,
-                                          "encode": cfg.encode.model_dump(mode="json")})
-        rec["rows"] = ref.rows
-        rec["dim"] = int(vectors.shape[1])
+        def build() -> pd.DataFrame:
+            src = store.read_pandas(source_name, v[source_name])
+            if kind == "item_raw":
+                texts = [raw_item_text(t, y, g) for t, y, g in zip(src["title"], src["year"], src["genres"])]
+                frame = pd.DataFrame({"item_id": src["item_id"].to_numpy()})
+            else:
+                # Rejected outputs carry text "" and a flag: they get no vector row, so the join gives the default
+                # vector and a missing flag instead of an embedding of nothing.
+                if "flag" in src:
+                    rec["skipped_rejected"] = int((~src["flag"].isin(ACCEPTED)).sum())
+                    src = src[src["flag"].isin(ACCEPTED)].reset_index(drop=True)
+                texts = src["text"].tolist()
+                key = "item_id" if kind == "item" else "user_id"
+                # created_timestamp: when the text was generated (from the input table, not the clock).
+                frame = pd.DataFrame({key: src[key].to_numpy(), "event_timestamp": src["event_timestamp"],
+                                      "created_timestamp": src["created_timestamp"]})
+            vectors = encode_texts(texts, cfg.encode)
+            frame["emb"] = list(vectors)
+            frame["encoder"] = encoder
+            frame["source_hash"] = [digest(t) for t in texts]
+            rec["dim"] = int(vectors.shape[1])
+            return frame
+
+        dim = dimension(cfg.encode)
+        spec = {"item": defs.item_knowledge_emb, "user": defs.user_profile_emb, "item_raw": defs.item_raw_emb}[kind]
+        ref = _publish(cfg, spec(dim), build, {**v, "encoder": encoder, "encode": cfg.encode.model_dump(mode="json")},
+                       ("augment.encode",))
         rec["encoder"] = encoder
-    return ref.version
+        return _versions({table: ref}, rec)
 
 
-def _text_hash(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def run_all(cfg: RunConfig) -> dict[str, Any]:
+    """Every augment stage in order in this process, each handed the versions the one before returned (the DAG
+    runs the same functions as separate tasks). Returns every table version written."""
+    out: dict[str, str] = {}
+    out.update(ingest(cfg))
+    out.update(split(cfg, out))
+    out.update(prompts(cfg, out))
+    for kind in ("item", "user"):
+        generate(cfg, kind, out)
+        out.update(publish_texts(cfg, kind, out))
+    for kind in ("item", "user", "item_raw"):
+        out.update(encode(cfg, kind, out))
+    if cfg.generation.structured.enabled:
+        out.update(structured_prompts(cfg, out))
+        for kind in STRUCTURED:
+            generate(cfg, kind, out)
+            out.update(publish_structured(cfg, kind, out))
+    return out
 
 
 __all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "encode", "structured_prompts",
-           "publish_structured", "store_for", "stats_dir"]
-
-
-def run_all(cfg: RunConfig) -> dict:
-    """Every augment stage in order in this process (the DAG runs the same functions as separate tasks)."""
-    out: dict = {"ingest": ingest(cfg), "split": split(cfg), "prompts": prompts(cfg)}
-    for kind in ("item", "user"):
-        generate(cfg, kind)
-        out[f"{kind}_text"] = publish_texts(cfg, kind)
-    for kind in ("item", "user", "item_raw"):
-        out[f"{kind}_emb"] = encode(cfg, kind)
-    if cfg.generation.structured.enabled:
-        out["structured_prompts"] = structured_prompts(cfg)
-        for kind in STRUCTURED:
-            generate(cfg, kind)
-            out[kind] = publish_structured(cfg, kind)
-    return out
+           "publish_structured", "run_all", "stage_inputs", "pinned", "store_for", "stats_dir"]

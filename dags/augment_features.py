@@ -1,30 +1,26 @@
 """augment_features: daily LLM feature augmentation (ingest -> split -> prompts -> vLLM generation -> encoding).
 
-Thin wiring only: every task calls the same typed function as `python -m augment <stage>`. Generation is mapped
-over shards and runs in the `llm` pool, each shard as `python -m augment generate` in its own interpreter (see
-augment/stage_process.py for why); the last task emits the feature-table Assets that schedule retrain_ctr.
+Thin wiring only: every task calls the same typed function as `python -m augment <stage>` and hands on what it
+returns, the exact versions of the tables it wrote; each task reads exactly the versions it is handed (XCom
+carries version ids, never data, and nothing here reads `latest`). Generation is mapped over shards and runs in
+the `llm` pool, each shard as `python -m augment generate` in its own interpreter (augment/stage_process.py says
+why); the last task emits the feature-table Assets, carrying every version, that schedule retrain_ctr.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from airflow.sdk import Param, dag, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_ARGS, DEFAULT_CONFIG, FEATURE_ASSETS, LLM_POOL, REPO_ROOT, freeze, load  # noqa: E402
-
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from configs.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, LLM_POOL, config_path, freeze, load
 
 
 @dag(dag_id="augment_features", schedule="@daily", catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,
-     params={"config": Param(DEFAULT_CONFIG, type="string", description="run config YAML")},
+     params={"config": Param("", type="string",
+                             description="run config YAML (empty: $LLMFA_CONFIG on the worker, else ml100k.yaml)")},
      tags=["llm", "features"], doc_md=__doc__)
 def augment_features():
     @task
     def freeze_config(params=None) -> str:
-        return freeze(params["config"])
+        return freeze(config_path(params))
 
     @task
     def ingest(config: str) -> dict:
@@ -33,79 +29,88 @@ def augment_features():
         return stages.ingest(load(config))
 
     @task
-    def split(config: str, _upstream: dict) -> dict:
+    def split(config: str, ingested: dict) -> dict:
         from augment import stages
 
-        return stages.split(load(config))
+        return stages.split(load(config), ingested)
 
     @task
-    def build_prompts(config: str, _upstream: dict) -> list[int]:
+    def build_prompts(config: str, ingested: dict, splits: dict) -> dict:
         from augment import stages
 
-        cfg = load(config)
-        stages.prompts(cfg)
-        return list(range(cfg.generation.shards))
+        return stages.prompts(load(config), {**ingested, **splits})
+
+    @task
+    def shard_indices(config: str) -> list[int]:
+        return list(range(load(config).generation.shards))
 
     @task(pool=LLM_POOL, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
-    def generate(config: str, kind: str, shard: int) -> dict:
+    def generate(config: str, kind: str, prompts: dict, shard: int) -> dict:
         # `python -m augment generate` in a child interpreter: a vLLM engine must not start in a task process.
         from augment import stage_process
 
-        return stage_process.generate(config, kind, shard)
+        return stage_process.generate(config, kind, prompts, shard)
 
     @task
-    def publish_texts(config: str, kind: str, _shards: list) -> str:
+    def publish_texts(config: str, kind: str, prompts: dict, _shards: list) -> dict:
         from augment import stages
 
-        return stages.publish_texts(load(config), kind)
+        return stages.publish_texts(load(config), kind, prompts)
 
     @task
-    def encode(config: str, kind: str, _upstream: object = None) -> str:
+    def encode(config: str, kind: str, source: dict) -> dict:
         from augment import stage_process
 
-        return stage_process.encode(config, kind)
+        return stage_process.encode(config, kind, source)
 
     @task
-    def build_structured_prompts(config: str, _upstream: object) -> list[int]:
-        """ONCE/NoteLLM structured prompts; a no-op unless generation.structured.enabled (shards still listed so
-        the mapped tasks after it run and skip, rather than an empty expansion skipping the whole branch)."""
+    def build_structured_prompts(config: str, ingested: dict, splits: dict, _after: list) -> dict:
+        """ONCE/NoteLLM structured prompts; a no-op unless generation.structured.enabled (the mapped shards still
+        run and skip, rather than an empty expansion skipping the whole branch)."""
         from augment import stages
 
-        cfg = load(config)
-        stages.structured_prompts(cfg)
-        return list(range(cfg.generation.shards))
+        return stages.structured_prompts(load(config), {**ingested, **splits})
 
     @task
-    def publish_structured(config: str, kind: str, _shards: list) -> dict:
+    def publish_structured(config: str, kind: str, prompts: dict, _shards: list) -> dict:
         from augment import stages
 
-        return stages.publish_structured(load(config), kind)
+        return stages.publish_structured(load(config), kind, prompts)
 
     @task(outlets=FEATURE_ASSETS)
-    def publish_features(item: str, user: str, item_raw: str, structured: list) -> dict:
-        """Everything is already versioned in the store; this task marks the run's tables as ready (Assets)."""
-        return {"item_knowledge_emb": item, "user_profile_emb": user, "item_raw_emb": item_raw,
-                "structured": structured}
+    def publish_features(ingested: dict, splits: dict, embeddings: list[dict], structured: list[dict],
+                         outlet_events=None) -> dict:
+        """Everything is already versioned in the store; this task announces the run's exact versions on the
+        Assets (retrain_ctr trains on exactly these)."""
+        versions = {**ingested, **splits}
+        for part in [*embeddings, *structured]:
+            versions.update({k: v for k, v in part.items() if k != "skipped"})
+        for asset in FEATURE_ASSETS:
+            outlet_events[asset].extra = {"versions": versions}
+        return versions
 
     config = freeze_config()
-    shards = build_prompts(config, split(config, ingest(config)))
+    ingested = ingest(config)
+    splits = split(config, ingested)
+    prompt_versions = build_prompts(config, ingested, splits)
+    shards = shard_indices(config)
     texts = {}
     for kind in ("item", "user"):
-        shard_runs = generate.override(task_id=f"generate_{kind}").partial(config=config, kind=kind).expand(shard=shards)
-        texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, shard_runs)
+        runs = generate.override(task_id=f"generate_{kind}").partial(
+            config=config, kind=kind, prompts=prompt_versions).expand(shard=shards)
+        texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, prompt_versions, runs)
     # Structured generation runs after the KAR texts so they get the llm pool first.
-    structured_shards = build_structured_prompts(config, [texts["item"], texts["user"]])
+    structured_versions = build_structured_prompts(config, ingested, splits, [texts["item"], texts["user"]])
     structured = []
     for kind in ("item_tags", "user_interest"):
-        runs = generate.override(task_id=f"generate_{kind}").partial(config=config, kind=kind).expand(
-            shard=structured_shards)
-        structured.append(publish_structured.override(task_id=f"publish_{kind}")(config, kind, runs))
-    publish_features(
-        encode.override(task_id="encode_item")(config, "item", texts["item"]),
-        encode.override(task_id="encode_user")(config, "user", texts["user"]),
-        encode.override(task_id="encode_item_raw")(config, "item_raw", shards),
-        structured,
-    )
+        runs = generate.override(task_id=f"generate_{kind}").partial(
+            config=config, kind=kind, prompts=structured_versions).expand(shard=shards)
+        structured.append(publish_structured.override(task_id=f"publish_{kind}")(
+            config, kind, structured_versions, runs))
+    embeddings = [encode.override(task_id="encode_item")(config, "item", texts["item"]),
+                  encode.override(task_id="encode_user")(config, "user", texts["user"]),
+                  encode.override(task_id="encode_item_raw")(config, "item_raw", ingested)]
+    publish_features(ingested, splits, embeddings, structured)
 
 
 augment_features()

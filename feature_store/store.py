@@ -61,6 +61,7 @@ class TableRef:
     version: str
     path: Path  # the visible version directory root/<table>/version=<id>
     rows: int
+    written: bool = True  # False when publish found this version already there and reused it
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -175,20 +176,21 @@ class FeatureStore:
             manifest = json.loads((link / MANIFEST_FILE).read_text())
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
             return None
-        return TableRef(name, version, link, int(manifest["rows"]))
+        return TableRef(name, version, link, int(manifest["rows"]), written=False)
 
     def publish(self, spec: TableSpec, data: Any, recipe: Mapping, config: Mapping | None = None) -> TableRef:
         """Validate `data` against `spec`, write it as version sha256(recipe)[:12] and make it `latest`.
 
         If that version is already published it is kept as it is (its bytes never change) and only made
-        `latest`: the same recipe never writes a second, different file under one version id."""
+        `latest`: the same recipe never writes a second, different file under one version id. `data` may be a
+        zero-argument callable, called only when the version has to be written (so a reused table costs nothing)."""
         version = version_id(recipe)
         found = self.existing(spec.name, version)
         if found is not None:
             with self._lock(spec.name):
                 atomic_write_text(self._table_dir(spec.name) / LATEST_FILE, version + "\n")
             return found
-        table = conform(spec, data)
+        table = conform(spec, data() if callable(data) else data)
         tdir = self._table_dir(spec.name)
         data_root = tdir / DATA_DIR
         data_root.mkdir(parents=True, exist_ok=True)

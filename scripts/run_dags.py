@@ -5,7 +5,8 @@ SQLite metadata DB. This is what the README's main-job command runs (inside the 
     python scripts/run_dags.py --config configs/sample.yaml      # a quick look (60 users)
 
 `dag.test()` does not fire Asset-scheduled DAGs, so retrain_ctr (scheduled on augment_features' Assets in a real
-deployment) is run explicitly after augment_features succeeds. Exit code 1 if any DAG run fails.
+deployment) is run explicitly after augment_features succeeds, with the exact table versions that run announced
+(what the asset event carries under a scheduler). Exit code 1 if any DAG run fails.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ def airflow_env(airflow_home: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
 
 
@@ -40,16 +40,16 @@ def migrate(env: dict[str, str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def run_dag(dag_id: str, config: str) -> str:
+def run_dag(dag_id: str, conf: dict):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     started = time.perf_counter()
-    run = bag.dags[dag_id].test(run_conf={"config": config})
+    run = bag.dags[dag_id].test(run_conf=conf)
     print(f"[run_dags] {dag_id}: {run.state} in {time.perf_counter() - started:.0f} s", flush=True)
-    return str(run.state)
+    return run
 
 
 def stop_engines() -> None:
@@ -64,19 +64,24 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
     args = parser.parse_args()
     config = str(Path(args.config).resolve())
-    sys.path.insert(0, str(REPO_ROOT))
     from configs import load_config
+    from configs.airflow_wiring import task_result
 
     cfg = load_config(config)  # fail fast on a bad config, before Airflow starts
     env = airflow_env(cfg.workdir_path / "airflow")
     os.environ.update(env)
     migrate(env)
+    conf: dict = {"config": config}
     try:
         for dag_id in ("augment_features", "retrain_ctr"):
-            if run_dag(dag_id, config) != "success":
+            run = run_dag(dag_id, conf)
+            if str(run.state) != "success":
                 print(f"[run_dags] {dag_id} failed; task logs are under {env['AIRFLOW_HOME']}/logs", file=sys.stderr)
                 return 1
             stop_engines()  # an idle engine core still polls (~10% CPU) and holds ~3 GiB during training
+            if dag_id == "augment_features":
+                conf["versions"] = task_result(run, "publish_features")
+                print(f"[run_dags] table versions: {conf['versions']}", flush=True)
     finally:
         stop_engines()
     report = cfg.workdir_path / "report.md"

@@ -6,7 +6,8 @@
 #   scripts/run_pipeline.sh --config configs/sample.yaml # a quick look: 60 users
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PY=$("$ROOT/scripts/env.sh" | tail -n 1)
+PY=$("$ROOT/scripts/env.sh") || { echo "error: environment set-up failed (see above)" >&2; exit 1; }
+[ -x "$PY" ] || { echo "error: scripts/env.sh printed no python ($PY)" >&2; exit 1; }
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 export LLMFA_TASK_RETRIES=${LLMFA_TASK_RETRIES:-1} LLMFA_RETRY_DELAY_S=${LLMFA_RETRY_DELAY_S:-5}
 cd "$ROOT"

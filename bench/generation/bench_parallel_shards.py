@@ -19,16 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from augment import stage_process, stages
-from configs import parse_overrides
-from configs import REPO_ROOT, load_config
+from configs import REPO_ROOT, load_config, parse_overrides
 
 
 def run_mode(mode: str, config: str, sets: list[str], kind: str, root: Path) -> dict:
     sets = [*sets, f"workdir={root / mode}", "generation.shards=2"]
     cfg = load_config(config, parse_overrides(sets))
-    stages.ingest(cfg), stages.split(cfg), stages.prompts(cfg)
+    v = stages.ingest(cfg)
+    v |= stages.split(cfg, v)
+    v |= stages.prompts(cfg, v)
+    prompt_table = stages.PROMPT_TABLE[kind]
     args = lambda shard: ["generate", "--config", config, *[x for s in sets for x in ("--set", s)],  # noqa: E731
-                          "--kind", kind, "--shard", str(shard)]
+                          "--kind", kind, "--input", f"{prompt_table}={v[prompt_table]}", "--shard", str(shard)]
     started = time.perf_counter()
     if mode == "sequential":
         results = [stage_process.run_stage(args(s))[0] for s in (0, 1)]

@@ -10,7 +10,8 @@ import pytest
 from configs import DataConfig
 from augment.data_errors import DataError
 from augment.ingest import load_dataset, source_names, validate
-from augment.movielens import fetch_recbole_wheel, read_ml100k, sha256_file
+from augment.movielens import fetch_recbole_wheel, read_ml100k
+from feature_store.files import file_sha256
 
 CFG = DataConfig()
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -45,7 +46,7 @@ def test_wrong_cached_file_is_replaced(tmp_path, monkeypatch, ml100k_cache):
     (tmp_path / WHEEL).write_bytes(b"stale cached file")
     monkeypatch.setattr(subprocess, "run", _fake_pip((ml100k_cache / WHEEL).read_bytes()))
     got = fetch_recbole_wheel(tmp_path, CFG.recbole_version, CFG.recbole_sha256)
-    assert sha256_file(got) == CFG.recbole_sha256 and [p.name for p in tmp_path.iterdir()] == [WHEEL]
+    assert file_sha256(got) == CFG.recbole_sha256 and [p.name for p in tmp_path.iterdir()] == [WHEEL]
 
 
 def test_pip_failure_is_reported(tmp_path, monkeypatch):
@@ -59,7 +60,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch):
 def test_real_fetch_from_pypi(tmp_path):
     """Really runs `pip download recbole==1.2.1` (PyPI) into a fresh dir and checks the pinned hash."""
     got = fetch_recbole_wheel(tmp_path, CFG.recbole_version, CFG.recbole_sha256)
-    assert got.name == WHEEL and sha256_file(got) == CFG.recbole_sha256
+    assert got.name == WHEEL and file_sha256(got) == CFG.recbole_sha256
     assert [p.name for p in tmp_path.iterdir()] == [WHEEL]
 
 

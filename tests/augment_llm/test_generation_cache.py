@@ -49,11 +49,29 @@ def test_shards_partition_keys_stably():
     assert min(pd.Series(a).value_counts()) > 150
 
 
-def test_generation_key_depends_on_model_and_sampling():
-    base = gen.generation_key("h", "m", {"max_tokens": 8})
-    assert base == gen.generation_key("h", "m", {"max_tokens": 8})
-    assert base != gen.generation_key("h", "m2", {"max_tokens": 8})
-    assert base != gen.generation_key("h", "m", {"max_tokens": 9})
+def test_generation_key_covers_every_output_setting_and_nothing_else():
+    """The cache key and the text table's recipe come from one dict (output_settings): what changes the text
+    changes the key; what only changes speed does not."""
+    base_cfg = GenerationConfig()
+
+    def key(cfg: GenerationConfig, model: str = "m", prompt: str = "h") -> str:
+        return gen.generation_key(prompt, gen.output_settings(cfg, "item", model))
+
+    base = key(base_cfg)
+    assert base == key(GenerationConfig())
+    assert base != key(base_cfg, model="m2") and base != key(base_cfg, prompt="h2")
+    changes_text = [{"engine": {"dtype": "float32"}}, {"engine": {"max_model_len": 1024}},
+                    {"engine": {"enforce_eager": False}}, {"engine": {"seed": 1}},
+                    {"engine": {"tensor_parallel_size": 2}}, {"sampling": {"max_tokens_item": 7}},
+                    {"sampling": {"temperature": 0.3}}, {"validation": {"max_attempts": 1}},
+                    {"validation": {"min_chars": 5}}]
+    speed_only = [{"engine": {"max_num_seqs": 4}}, {"engine": {"cpu_threads": 2}},
+                  {"engine": {"cpu_kvcache_space_gib": 3}}, {"engine": {"enable_prefix_caching": False}},
+                  {"engine": {"data_parallel_size": 2}}, {"batch_size": 7}, {"shards": 5}]
+    for change in changes_text:
+        assert key(GenerationConfig.model_validate(change)) != base, change
+    for change in speed_only:
+        assert key(GenerationConfig.model_validate(change)) == base, change
 
 
 def test_shards_resume_and_skip(tmp_path, fake):
@@ -148,42 +166,3 @@ def test_too_long_prompt_is_flagged_and_never_sent(tmp_path, fake, monkeypatch):
     prompts = _prompts(5)
     stats = gen.generate_shard(prompts, "item", 0, GenerationConfig(shards=1), tmp_path, "m")
     assert stats.flags.get("prompt_too_long") == 1 and sum(fake.calls) == 4
-
-
-def test_legacy_cache_rows_are_validated_when_collected(tmp_path):
-    """Cache files from before validation have no flag column: collect judges them instead of trusting them."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    cfg = GenerationConfig(shards=1)
-    prompts = _prompts(2)
-    sampling = gen.sampling_settings(cfg, "item")
-    legacy = pa.table({"gen_key": [gen.generation_key(h, "m", sampling) for h in prompts["prompt_hash"]],
-                       "prompt_hash": prompts["prompt_hash"], "model": ["m", "m"],
-                       "text": ["A fine old description of a movie.", ""], "prompt_tokens": pa.array([1, 1], pa.int32()),
-                       "output_tokens": pa.array([1, 1], pa.int32()), "finish_reason": ["stop", "stop"],
-                       "created_timestamp": pa.array([0, 0], pa.timestamp("us", tz="UTC"))})
-    tmp_path.mkdir(exist_ok=True)
-    pq.write_table(legacy, tmp_path / "part-legacy.parquet")
-    texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
-    assert texts["flag"].tolist() == ["ok", "empty"] and texts["attempts"].tolist() == [1, 1]
-
-
-def test_legacy_rejected_rows_are_retried_from_attempt_2(tmp_path, fake):
-    """Upgrading an old cache: good legacy rows are kept (no LLM call), bad ones retried with a new seed."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    cfg = GenerationConfig(shards=1)
-    prompts = _prompts(3)
-    sampling = gen.sampling_settings(cfg, "item")
-    legacy = pa.table({"gen_key": [gen.generation_key(h, "m", sampling) for h in prompts["prompt_hash"]],
-                       "prompt_hash": prompts["prompt_hash"], "model": ["m"] * 3,
-                       "text": ["A fine old description of a movie.", "", "I'm sorry, I cannot do that."],
-                       "prompt_tokens": pa.array([1] * 3, pa.int32()), "output_tokens": pa.array([1] * 3, pa.int32()),
-                       "finish_reason": ["stop"] * 3, "created_timestamp": pa.array([0] * 3, pa.timestamp("us", tz="UTC"))})
-    pq.write_table(legacy, tmp_path / "part-legacy.parquet")
-    stats = gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
-    assert stats.skipped == 1 and stats.generated == 2 and fake.calls == [2] and stats.retried == 2
-    texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
-    assert texts["attempts"].tolist() == [1, 2, 2] and texts["flag"].tolist() == ["ok", "truncated", "truncated"]

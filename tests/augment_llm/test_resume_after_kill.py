@@ -34,17 +34,17 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def _prepare(tmp_path: Path, make_tiny_config) -> tuple[Path, object]:
+def _prepare(tmp_path: Path, make_tiny_config) -> tuple[Path, object, dict]:
     cfg_path = make_tiny_config(tmp_path, **{"generation.batch_size": 2, "generation.shards": 1})
     cfg = load_config(cfg_path)
-    for stage in (stages.ingest, stages.split, stages.prompts):
-        stage(cfg)
-    return cfg_path, cfg
+    v = stages.ingest(cfg)
+    v |= stages.split(cfg, v)
+    v |= stages.prompts(cfg, v)
+    return cfg_path, cfg, v
 
 
 def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float) -> int:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
@@ -62,12 +62,11 @@ def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float)
     return len(list(cache.glob("part-*.parquet")))
 
 
-def _check_resume(cmd: list[str], cfg, parts_at_kill: int) -> None:
+def _check_resume(cmd: list[str], cfg, v: dict, parts_at_kill: int) -> None:
     cache = stages.generation_cache(cfg)
-    n_prompts = len(stages.store_for(cfg).read_pandas("item_prompts"))
+    n_prompts = len(stages.store_for(cfg).read_pandas("item_prompts", v["item_prompts"]))
     assert 0 < cache_rows(cache) < n_prompts  # killed mid-shard
-    done = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     # vLLM prints its own lines around the CLI's JSON: read the stage's stats file instead.
     stats = json.loads((stages.stats_dir(cfg) / "generate-item-000.json").read_text())
@@ -75,21 +74,23 @@ def _check_resume(cmd: list[str], cfg, parts_at_kill: int) -> None:
     assert read_cache(cache)["prompt_hash"].nunique() == n_prompts
     assert stats["skipped"] >= 2 * (parts_at_kill - 0) - 2  # at most the batch in flight was lost
     assert stats["generated"] + stats["skipped"] == n_prompts
-    assert stages.publish_texts(cfg, "item")  # and the table publishes
+    assert stages.publish_texts(cfg, "item", v)["item_knowledge_text"]  # and the table publishes
 
 
 def test_kill_9_mid_shard_then_rerun_fake_llm(tmp_path, make_tiny_config):
-    cfg_path, cfg = _prepare(tmp_path, make_tiny_config)
+    cfg_path, cfg, v = _prepare(tmp_path, make_tiny_config)
     runner = tmp_path / "fake_runner.py"
     runner.write_text(FAKE_RUNNER)
-    cmd = [sys.executable, str(runner), "generate", "--config", str(cfg_path), "--kind", "item"]
+    cmd = [sys.executable, str(runner), "generate", "--config", str(cfg_path), "--kind", "item",
+           "--input", f"item_prompts={v['item_prompts']}"]
     parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=3, timeout=120)
-    _check_resume(cmd, cfg, parts)
+    _check_resume(cmd, cfg, v, parts)
 
 
 @pytest.mark.slow
 def test_kill_9_mid_shard_then_rerun_real_vllm(tmp_path, make_tiny_config):
-    cfg_path, cfg = _prepare(tmp_path, make_tiny_config)
-    cmd = [sys.executable, "-m", "augment", "generate", "--config", str(cfg_path), "--kind", "item"]
+    cfg_path, cfg, v = _prepare(tmp_path, make_tiny_config)
+    cmd = [sys.executable, "-m", "augment", "generate", "--config", str(cfg_path), "--kind", "item",
+           "--input", f"item_prompts={v['item_prompts']}"]
     parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=2, timeout=400)
-    _check_resume(cmd, cfg, parts)
+    _check_resume(cmd, cfg, v, parts)

@@ -26,4 +26,4 @@ def test_child_failure_is_raised_with_its_exit_code(tmp_path):
 @pytest.mark.timeout(60)
 def test_switched_off_structured_shards_start_no_child(tiny_config_path, monkeypatch):
     monkeypatch.setattr(stage_process, "run_stage", lambda *a, **k: pytest.fail("started a child"))
-    assert "skipped" in stage_process.generate(str(tiny_config_path), "item_tags", 0)
+    assert "skipped" in stage_process.generate(str(tiny_config_path), "item_tags", {}, 0)

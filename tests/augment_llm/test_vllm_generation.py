@@ -69,14 +69,15 @@ def test_real_structured_stages_on_tiny_data(tmp_path, make_tiny_config):
     cfg = load_config(make_tiny_config(tmp_path, **{"generation.structured.enabled": True,
                                                     "generation.structured.max_tokens_item": 40,
                                                     "generation.structured.max_tokens_user": 40}))
-    for stage in (stages.ingest, stages.split, stages.prompts, stages.structured_prompts):
-        stage(cfg)
+    v = stages.ingest(cfg)
+    v |= stages.split(cfg, v)
+    v |= stages.structured_prompts(cfg, v)
     store = stages.store_for(cfg)
     for kind, key, n in (("item_tags", "item_id", 20), ("user_interest", "user_id", 30)):
-        shard_stats = stages.generate(cfg, kind)
+        shard_stats = stages.generate(cfg, kind, v)
         assert sum(s["generated"] for s in shard_stats) == n
         assert all(s["engine"].get("output_tokens", 0) > 0 for s in shard_stats if s["generated"])
-        out = stages.publish_structured(cfg, kind)
+        out = stages.publish_structured(cfg, kind, v)
         text = store.read_pandas(f"{kind}_text", out[f"{kind}_text"])
         assert set(text["flag"]) <= set(FLAGS) and (text["attempts"] >= 1).all()
         feats = store.read_pandas(kind, out[kind])
@@ -86,7 +87,7 @@ def test_real_structured_stages_on_tiny_data(tmp_path, make_tiny_config):
             assert feats["category"].isin(TOPICS).all() and (feats["category_index"] >= 1).all()
         else:
             assert all(set(t) <= set(TOPICS) and len(t) >= 1 for t in feats["topics"])
-        again = stages.generate(cfg, kind)  # nothing changed: no LLM call at all
+        again = stages.generate(cfg, kind, v)  # nothing changed: no LLM call at all
         assert sum(s["llm_calls"] for s in again) == 0 and sum(s["skipped"] for s in again) == n
 
 

@@ -55,7 +55,7 @@ def test_bad_input_exits_2_with_one_line(store, item_spec, make_items, tmp_path)
 
 def test_gc_keeps_newest_latest_and_pinned(store, item_spec, make_items, tmp_path, capsys):
     v = _publish_versions(store, item_spec, make_items, 5)  # v[4] newest
-    store.publish(item_spec, make_items(n_items=10, gen=0.0), recipe={"n": 0})  # v[0] becomes latest again
+    store.publish(item_spec, make_items(n_items=10, gen=0.0), recipe={"n": 0})  # v[0] latest again (reused)
     models = tmp_path / "models"
     (models / "ctr_a").mkdir(parents=True)
     (models / "ctr_a" / "manifest.json").write_text(json.dumps({"feature_tables": {"item_emb": v[1]}}))
@@ -67,12 +67,12 @@ def test_gc_keeps_newest_latest_and_pinned(store, item_spec, make_items, tmp_pat
     assert len(store.versions("item_emb")) == 5
     assert main(["--root", root, "gc", "--keep", "2", "--pins", str(models), "--grace-seconds", "0"]) == 0
     kept = {r["version"] for r in store.versions("item_emb")}
-    # newest two by publish time are v[0] (re-published) and v[4]; v[1] is pinned.
-    assert kept == {v[0], v[4], v[1]}
+    # newest two by publish time are v[3] and v[4]; v[0] is latest; v[1] is pinned; only v[2] goes.
+    assert kept == {v[0], v[1], v[3], v[4]}
     assert not (store.root / "item_emb" / "_data" / ".tmp-deadbeef").exists()
-    assert len(list((store.root / "item_emb" / "_data").iterdir())) == 3
+    assert len(list((store.root / "item_emb" / "_data").iterdir())) == 4
     assert main(["--root", root, "validate"]) == 0
     (models / "ctr_b").mkdir()
     (models / "ctr_b" / "manifest.json").write_text("{broken")
     assert main(["--root", root, "gc", "--keep", "1", "--pins", str(models)]) == 2  # fail closed
-    assert len(store.versions("item_emb")) == 3
+    assert len(store.versions("item_emb")) == 4

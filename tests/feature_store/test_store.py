@@ -14,7 +14,7 @@ import pytest
 
 from feature_store import FeatureStore, NotFound, vector_matrix
 from feature_store.maintenance import validate
-from feature_store.store import canonical_json
+from feature_store.files import canonical_json
 
 RECIPE = {"source_sha256": "abc", "model": "m1", "template": "item_knowledge_v1", "code": "v0"}
 
@@ -56,12 +56,12 @@ def test_latest_versions_and_prefix_resolution(store, item_spec, make_items):
     assert [v["version"] for v in store.versions("item_emb")] == [b.version, a.version]
     assert store.resolve("item_emb", a.version[:6]) == a.version
     assert store.tables() == ["item_emb"]
-    # Re-publishing the first recipe replaces that version's data exactly and makes it latest.
+    # Re-publishing the first recipe keeps that version's bytes (a version id names one table) and makes it latest.
     c = store.publish(item_spec, make_items(n_items=5, gen=3), recipe={**RECIPE, "n": 1})
-    assert c.version == a.version and store.resolve("item_emb") == a.version
+    assert c.version == a.version and not c.written and store.resolve("item_emb") == a.version
     t = store.read("item_emb", a.version)
-    assert t.num_rows == 15 and set(vector_matrix(t["emb"])[:, 0]) == {3.0}
-    assert len(list((store.root / "item_emb" / "_data").iterdir())) == 2  # the replaced data dir is gone
+    assert t.num_rows == a.rows and set(vector_matrix(t["emb"])[:, 0]) == {1.0}
+    assert len(list((store.root / "item_emb" / "_data").iterdir())) == 2  # nothing new was written
     with pytest.raises(NotFound, match="version 'ffff' not found"):
         store.resolve("item_emb", "ffff")
     with pytest.raises(NotFound, match="unknown table 'nope'"):
@@ -154,7 +154,7 @@ def test_same_recipe_reuses_the_version_and_its_bytes(store, item_spec, make_ite
     other = store.publish(item_spec, make_items(n_items=10, gen=1.0), recipe={"r": 2})
     assert store.resolve("item_emb") == other.version
     again = store.publish(item_spec, make_items(n_items=12, gen=5.0), recipe={"r": 1})
-    assert again.version == first.version and again.rows == 10
+    assert again.version == first.version and again.rows == first.rows and not again.written
     assert (again.path / "part-0.parquet").read_bytes() == data
     assert store.manifest("item_emb", first.version)["publish_id"] == manifest["publish_id"]
     assert store.resolve("item_emb") == first.version  # re-publishing makes it latest again
