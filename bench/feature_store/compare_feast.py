@@ -15,8 +15,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(HERE))
 from common import emit, make_data  # noqa: E402
 from pit_ours import SPEC  # noqa: E402
 

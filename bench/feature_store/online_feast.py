@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, emit, make_data, percentiles_ms  # noqa: E402
 from pit_feast import feast_store  # noqa: E402
 

@@ -13,8 +13,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, emit, make_data, peak_rss_mb, percentiles_ms  # noqa: E402
 
 from feature_store import FeatureStore, OnlineTable  # noqa: E402

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, emit, make_data, peak_rss_mb  # noqa: E402
 
 warnings.filterwarnings("ignore")

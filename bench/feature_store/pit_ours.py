@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, emit, make_data, peak_rss_mb  # noqa: E402
 
 from feature_store import Feature, FeatureStore, TableSpec, point_in_time_join, vector_matrix  # noqa: E402

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, DIM, Timer, emit  # noqa: E402
 
 from feature_store import Feature, FeatureStore, TableSpec  # noqa: E402

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -196,7 +195,7 @@ def run_hf(prompts_path: Path, threads: int, batch: int, probe: int) -> dict:
 def _child(part: str, args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--part", part, "--workdir", str(args.workdir), "--threads", str(args.threads),
            "--hf-batch", str(args.hf_batch), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{part} part failed:\n{proc.stderr[-3000:]}")

@@ -1,6 +1,7 @@
 """Stages through the CLI: bad input exits 2 with one line naming file/row/column and writes nothing."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -41,3 +42,56 @@ def test_unknown_config_key_exits_2(tmp_path, make_tiny_config):
     cfg = make_tiny_config(tmp_path, **{"generation.sampling.bogus": 1})
     out = _run("ingest", "--config", str(cfg))
     assert out.returncode == 2 and "bogus" in out.stderr
+
+
+def test_stages_read_the_versions_they_are_handed_and_reuse_what_exists(tmp_path, make_tiny_config, monkeypatch):
+    """A stage reads exactly the input versions it is given (not `latest`), a missing one is an error, and the
+    same inputs + settings + code give the same version, reused without recomputing."""
+    import pytest
+
+    import augment.split as split_module
+    from augment import stages
+    from configs import load_config
+
+    cfg = load_config(make_tiny_config(tmp_path))
+    first = stages.ingest(cfg)
+    store = stages.store_for(cfg)
+    n_old = len(store.read_pandas("interactions", first["interactions"]))
+    ratings = tmp_path / "data" / "ratings.csv"
+    ratings.write_text("\n".join(ratings.read_text().splitlines()[:-40]) + "\n")  # new data -> new versions
+    second = stages.ingest(cfg)
+    assert second["interactions"] != first["interactions"]
+    assert store.resolve("interactions") == second["interactions"]  # latest is the new one...
+
+    old = stages.split(cfg, first)  # ...but the stage was handed the old one
+    splits = store.read_pandas("interaction_splits", old["interaction_splits"])
+    assert len(splits) == n_old
+    assert store.manifest("interaction_splits", old["interaction_splits"])["recipe"]["interactions"] == \
+        first["interactions"]
+
+    with pytest.raises(ValueError, match=r"no version given for input table\(s\) \['interactions'\]"):
+        stages.split(cfg, {"items": first["items"]})
+    with pytest.raises(ValueError, match="'latest' is not a version"):
+        stages.split(cfg, {"interactions": "latest"})
+
+    calls = []
+    monkeypatch.setattr(split_module, "split_interactions",
+                        lambda *a, **k: calls.append(1) or pytest.fail("recomputed an existing version"))
+    again = stages.split(cfg, first)
+    assert again == old and not calls
+    assert json.loads((stages.stats_dir(cfg) / "split.json").read_text())["reused"] == ["interaction_splits",
+                                                                                        "user_cutoffs"]
+
+
+def test_cli_pins_inputs_or_reads_latest_and_says_so(tmp_path, make_tiny_config):
+    cfg = make_tiny_config(tmp_path)
+    ingest = _run("ingest", "--config", str(cfg))
+    assert ingest.returncode == 0, ingest.stderr[-2000:]
+    versions = json.loads(ingest.stdout[ingest.stdout.index("{"):])
+    pinned = _run("split", "--config", str(cfg), "--input", f"interactions={versions['interactions']}")
+    assert pinned.returncode == 0, pinned.stderr[-2000:]
+    assert "latest" not in pinned.stderr
+    latest = _run("prompts", "--config", str(cfg))
+    assert latest.returncode == 0 and "input items: latest = " + versions["items"] in latest.stderr
+    wrong = _run("split", "--config", str(cfg), "--input", "items=abc")
+    assert wrong.returncode != 0 and "this stage reads ['interactions']" in wrong.stderr

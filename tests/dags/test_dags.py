@@ -28,28 +28,49 @@ def test_every_dag_file_imports(dagbag):
 def test_augment_features_shape(dagbag):
     dag = dagbag.dags["augment_features"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "generate_item", "generate_user", "publish_item_text",
-                          "publish_user_text", "encode_item", "encode_user", "encode_item_raw", "publish_features",
-                          "build_structured_prompts", "generate_item_tags", "generate_user_interest",
-                          "publish_item_tags", "publish_user_interest"}
+    assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "shard_indices", "generate_item",
+                          "generate_user", "publish_item_text", "publish_user_text", "encode_item", "encode_user",
+                          "encode_item_raw", "publish_features", "build_structured_prompts", "generate_item_tags",
+                          "generate_user_interest", "publish_item_tags", "publish_user_interest"}
+    # Every edge carries the versions the downstream task reads: it is wired to the task that wrote them.
     up = {tid: set(t.upstream_task_ids) for tid, t in tasks.items()}
     assert up["ingest"] == {"freeze_config"}
-    assert up["split"] == {"freeze_config", "ingest"} and up["build_prompts"] == {"freeze_config", "split"}
-    assert up["generate_item"] == {"freeze_config", "build_prompts"}
-    assert up["publish_item_text"] == {"freeze_config", "generate_item"}
+    assert up["split"] == {"freeze_config", "ingest"}
+    assert up["build_prompts"] == {"freeze_config", "ingest", "split"}
+    assert up["generate_item"] == {"freeze_config", "build_prompts", "shard_indices"}
+    assert up["publish_item_text"] == {"freeze_config", "build_prompts", "generate_item"}
     assert up["encode_item"] == {"freeze_config", "publish_item_text"}
     assert up["encode_user"] == {"freeze_config", "publish_user_text"}
-    assert up["publish_features"] == {"encode_item", "encode_user", "encode_item_raw", "publish_item_tags",
-                                      "publish_user_interest"}
-    assert up["build_structured_prompts"] == {"freeze_config", "publish_item_text", "publish_user_text"}
-    assert up["publish_item_tags"] == {"freeze_config", "generate_item_tags"}
+    assert up["encode_item_raw"] == {"freeze_config", "ingest"}
+    assert up["publish_features"] == {"ingest", "split", "encode_item", "encode_user", "encode_item_raw",
+                                      "publish_item_tags", "publish_user_interest"}
+    assert up["build_structured_prompts"] == {"freeze_config", "ingest", "split", "publish_item_text",
+                                              "publish_user_text"}
+    assert up["publish_item_tags"] == {"freeze_config", "build_structured_prompts", "generate_item_tags"}
     for tid in ("generate_item", "generate_user", "generate_item_tags", "generate_user_interest"):
         assert tasks[tid].pool == "llm"
         assert type(tasks[tid]).__name__.endswith("MappedOperator")  # .expand over shards
     assert {a.uri for a in tasks["publish_features"].outlets} == {
         "llmfa://feature_store/item_knowledge_emb", "llmfa://feature_store/user_profile_emb",
         "llmfa://feature_store/item_raw_emb"}
-    assert all(t.retries >= 0 for t in dag.tasks)
+
+
+def test_task_retries_come_from_the_environment_of_the_parsing_process():
+    """Production parses with LLMFA_TASK_RETRIES unset (2 retries), tests with 0: every task must get it."""
+    code = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(DAGS)!r})
+print(json.dumps({{d: sorted({{t.retries for t in dag.tasks}}) for d, dag in bag.dags.items()}}))
+"""
+    for env_value, expected in (("3", [3]), (None, [2])):
+        env = {k: v for k, v in os.environ.items() if k != "LLMFA_TASK_RETRIES"}
+        if env_value is not None:
+            env["LLMFA_TASK_RETRIES"] = env_value
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got == {"augment_features": expected, "retrain_ctr": expected}
 
 
 def test_retrain_ctr_is_scheduled_on_feature_assets(dagbag):
@@ -57,7 +78,29 @@ def test_retrain_ctr_is_scheduled_on_feature_assets(dagbag):
     uris = {a.uri for a in dag.timetable.asset_condition.objects}
     assert uris == {"llmfa://feature_store/item_knowledge_emb", "llmfa://feature_store/user_profile_emb",
                     "llmfa://feature_store/item_raw_emb"}
-    assert {t.task_id for t in dag.tasks} >= {"retrain"}
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"freeze_config", "table_versions", "retrain", "announce"}
+    assert set(tasks["retrain"].upstream_task_ids) == {"freeze_config", "table_versions"}
+
+
+def test_retrain_trains_on_the_versions_it_was_handed():
+    """A manual run's conf wins; otherwise the newest triggering asset event's versions; never `latest`."""
+    from datetime import datetime, timezone
+
+    from configs.airflow_wiring import versions_for_retrain
+
+    class FakeEvent:  # the two fields of Airflow's AssetEventDagRunReferenceResult that we read
+        def __init__(self, day: int, versions: dict | None):
+            self.timestamp = datetime(2026, 12, day, tzinfo=timezone.utc)
+            self.extra = {"versions": versions} if versions else {}
+
+    events = {"a": [FakeEvent(1, {"items": "old"}), FakeEvent(3, {"items": "new"})], "b": [FakeEvent(4, None)]}
+    assert versions_for_retrain({"versions": {"items": "pinned"}}, events) == {"items": "pinned"}
+    assert versions_for_retrain({"versions": {}}, events) == {"items": "new"}
+    with pytest.raises(ValueError, match="needs exact table versions"):
+        versions_for_retrain({}, {"b": [FakeEvent(4, None)]})
+    with pytest.raises(ValueError, match="needs exact table versions"):
+        versions_for_retrain({}, None)
 
 
 def test_no_heavy_imports_at_parse_time():
@@ -67,7 +110,7 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder={str(DAGS)!r})
 assert not bag.import_errors, bag.import_errors
 heavy = ["vllm", "torch", "lightgbm", "deepctr_torch", "sentence_transformers", "transformers", "duckdb",
-         "augment.generate", "models.train_deepfm"]
+         "augment.generate", "models.train_deepctr", "pandas", "pyarrow"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
@@ -87,33 +130,37 @@ def test_end_to_end_dag_runs_on_tiny_data(dagbag, migrated_db, tmp_path, make_ti
     """Real vLLM (CPU), real MiniLM, real Parquet store, real LightGBM + DeepFM, driven by dag.test()."""
     if "augment.llm_engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
         sys.modules["augment.llm_engine"].shutdown_engines()
+    from configs.airflow_wiring import task_result
+
     cfg_path = make_tiny_config(tmp_path)
-    for dag_id in ("augment_features", "retrain_ctr"):
-        run = dagbag.dags[dag_id].test(run_conf={"config": str(cfg_path)})
-        assert run.state == "success", f"{dag_id} ended {run.state}"
+    run = dagbag.dags["augment_features"].test(run_conf={"config": str(cfg_path)})
+    assert run.state == "success", f"augment_features ended {run.state}"
+    announced = task_result(run, "publish_features")
+    run = dagbag.dags["retrain_ctr"].test(run_conf={"config": str(cfg_path), "versions": announced})
+    assert run.state == "success", f"retrain_ctr ended {run.state}"
 
     from configs import load_config
     from feature_store import FeatureStore
 
     cfg = load_config(cfg_path)
     store = FeatureStore(cfg.workdir_path / "feature_store")
-    text = store.read_pandas("item_knowledge_text")
+    text = store.read_pandas("item_knowledge_text", announced["item_knowledge_text"])
     assert len(text) == 20 and text["model"].str.startswith("embedded:smollm2").all()
     accepted = text["flag"].isin(["ok", "truncated"])
     assert accepted.sum() >= 15, text["flag"].value_counts()  # a 135M model may fail a few after retries
     assert (text.loc[accepted, "text"].str.strip() != "").all() and (text.loc[~accepted, "text"] == "").all()
-    users = store.read_pandas("user_profile_text")
-    emb = store.read("user_profile_emb")  # rejected outputs get no vector: the join falls back to the default
+    users = store.read_pandas("user_profile_text", announced["user_profile_text"])
+    emb = store.read("user_profile_emb", announced["user_profile_emb"])  # rejected outputs get no vector: the join falls back to the default
     assert emb.num_rows == users["flag"].isin(["ok", "truncated"]).sum() >= 25
     assert emb.schema.field("emb").type.list_size == 384
     report = cfg.workdir_path / "report.md"
     assert report.is_file() and "AUC" in report.read_text()
     manifests = [json.loads(p.read_text()) for p in (cfg.workdir_path / "registry").rglob("manifest.json")]
     assert manifests, "no model manifest in the registry"
-    for manifest in manifests:  # every model pins the exact feature-table versions it trained on
+    for manifest in manifests:  # every model pins exactly the versions augment_features announced
         pinned = manifest["feature_tables"]
         assert {"item_knowledge_emb", "user_profile_emb", "item_raw_emb"} <= set(pinned)
         for name, version in pinned.items():
-            assert store.manifest(name, version)["version"] == version
+            assert version == announced[name] and store.manifest(name, version)["version"] == version
     pngs = list((cfg.workdir_path / "reports").glob("*/report.png"))
     assert pngs and pngs[0].stat().st_size > 1000
