@@ -57,6 +57,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_real_fetch_from_pypi(tmp_path):
     """Really runs `pip download recbole==1.2.1` (PyPI) into a fresh dir and checks the pinned hash."""
     got = fetch_recbole_wheel(tmp_path, CFG.recbole_version, CFG.recbole_sha256)

@@ -88,6 +88,7 @@ def test_kill_9_mid_shard_then_rerun_fake_llm(tmp_path, make_tiny_config):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_kill_9_mid_shard_then_rerun_real_vllm(tmp_path, make_tiny_config):
     cfg_path, cfg, v = _prepare(tmp_path, make_tiny_config)
     cmd = [sys.executable, "-m", "augment", "generate", "--config", str(cfg_path), "--kind", "item",

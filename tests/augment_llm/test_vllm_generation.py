@@ -9,7 +9,8 @@ import pytest
 
 from configs import EncodeConfig, GenerationConfig, SamplingConfig
 
-pytestmark = pytest.mark.slow
+# Each test starts real models (vLLM engine start alone is ~60 s on a 2-core CPU).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,7 @@ def migrated_db():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_end_to_end_dag_runs_on_tiny_data(dagbag, migrated_db, tmp_path, make_tiny_config):
     """Real vLLM (CPU), real MiniLM, real Parquet store, real LightGBM + DeepFM, driven by dag.test()."""
     if "augment.llm_engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
