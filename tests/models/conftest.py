@@ -11,13 +11,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from configs import TrainConfig  # noqa: E402
+from models.feature_spec import Variant  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
 
-VARIANTS = {"base": [], "noise": ["item_noise_emb"], "signal": ["item_signal_emb"]}
+VARIANTS = {"base": Variant(), "noise": Variant(("item_noise_emb",)), "signal": Variant(("item_signal_emb",))}
 
 
 @pytest.fixture(scope="session")
-def variants() -> dict[str, list[str]]:
+def variants() -> dict[str, Variant]:
     return VARIANTS
 
 

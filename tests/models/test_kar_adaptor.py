@@ -7,7 +7,8 @@ import torch
 from models.kar_adaptor import HybridExpertAdaptor
 from models.metrics import auc
 from models.train_deepctr import train_deepctr
-from models.variants import ablation
+from configs import TrainConfig
+from models.feature_spec import resolve_variants
 
 
 def test_experts_gates_and_shapes():
@@ -37,7 +38,7 @@ def test_shared_experts_need_equal_dims():
 
 @pytest.fixture(scope="module")
 def kar_fits(kar_data, fast_cfg):
-    v = ablation()
+    v = resolve_variants(TrainConfig(), ["base", "raw_text", "llm_kar"])
     return {(b, name): train_deepctr(kar_data, v[name], fast_cfg, 0, b)
             for b in ("deepfm", "din") for name in ("base", "raw_text", "llm_kar")}
 
