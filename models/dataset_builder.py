@@ -22,10 +22,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from configs.train_config import DEFAULT_FEATURES, FeatureEntry
+from configs.train_config import FeatureEntry, TrainConfig
 from feature_store import FeatureStore, point_in_time_join, vector_matrix
 from models.ctr_inputs import CtrData, CtrSplit
-from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, side_frame
+from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, run_entries, side_frame
 from models.history import recent_items
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,19 @@ def require_versions(tables: Sequence[str], versions: Mapping[str, str] | None) 
 
 
 def attribute_frames(store: FeatureStore, versions: Mapping[str, str],
-                     features: Sequence[FeatureEntry] = DEFAULT_FEATURES) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     features: Sequence[FeatureEntry] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(users, items): the static scalar model columns keyed by user_id / item_id, as training saw them."""
+    features = run_entries(TrainConfig()) if features is None else features
     return side_frame(store, versions, features, USER_KEY), side_frame(store, versions, features, ITEM_KEY)
 
 
 def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
-                      features: Sequence[FeatureEntry] = DEFAULT_FEATURES, threads: int | None = None,
+                      features: Sequence[FeatureEntry] | None = None, threads: int | None = None,
                       history_len: int = 20) -> BuiltDataset:
     """CtrData with one column (or, multi-hot, several) per scalar entry, one vector group per vector entry and,
-    if the spec has a sequence entry, each sample's last `history_len` items before its timestamp."""
-    features = list(features)
+    if the spec has a sequence entry, each sample's last `history_len` items before its timestamp.
+    `features` defaults to what a default-config run reads (models.feature_spec.run_entries)."""
+    features = list(run_entries(TrainConfig()) if features is None else features)
     tables = list(dict.fromkeys([LABELS, *(f.source for f in features)]))
     pinned = require_versions(tables, versions)
     splits = store.read_pandas(LABELS, pinned[LABELS])

@@ -67,6 +67,13 @@ def used_entries(features: Sequence[FeatureEntry], variants: Iterable[Variant],
             and (sequence or f.type != "sequence")]
 
 
+def run_entries(cfg: TrainConfig, backbones: Sequence[str] | None = None) -> list[FeatureEntry]:
+    """The entries one retrain run reads: its variants' groups, and the sequence only if a backbone reads it."""
+    backbones = cfg.backbones if backbones is None else backbones
+    sequence = any(b == "din" or b in cfg.sequence_backbones for b in backbones)
+    return used_entries(cfg.features, resolve_variants(cfg).values(), sequence=sequence)
+
+
 def tables_needed(cfg: TrainConfig, variants: Iterable[Variant] | None = None) -> list[str]:
     """Feature-store tables a run over `variants` (default: cfg.variants) reads: labels + every entry's source."""
     variants = list(resolve_variants(cfg).values() if variants is None else variants)
@@ -170,7 +177,7 @@ def model_inputs(data, variant: Variant) -> ModelInputs:
     known = set(vec_group.values())
     missing = [g for g in variant.all_groups if g not in known and g not in gated.values()]
     if missing:
-        raise ValueError(f"vector group(s) {missing} not provided (have {sorted(known)})")
+        raise ValueError(f"vector group {missing[0]!r} not provided (have {sorted(known)})")
 
     def vectors(groups: Sequence[str]) -> list[str]:
         return [name for g in groups for name, vg in vec_group.items() if vg == g]

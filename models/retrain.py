@@ -28,7 +28,7 @@ from feature_store.files import atomic_write_json, atomic_write_text, canonical_
 from feature_store.lineage import peak_rss_mb, read_stats, source_digest, stage_timer
 from configs.train_config import FeatureEntry
 from models.dataset_builder import BuiltDataset, build_ctr_dataset
-from models.feature_spec import Variant, resolve_variants, tables_needed, used_entries
+from models.feature_spec import Variant, resolve_variants, run_entries, tables_needed
 from models.metrics import auc, json_safe
 from models.registry import champion_info, promote, write_model_manifest
 from models.report import write_report
@@ -124,8 +124,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
     store = FeatureStore(work / "feature_store")
     stats_path = work / "stats"
     variants = resolve_variants(tc)
-    entries = used_entries(tc.features, variants.values(),
-                           sequence=any(b == "din" or b in tc.sequence_backbones for b in backbones))
+    entries = run_entries(tc, backbones)
     with stage_timer(stats_path, "retrain") as rec:
         built = build_ctr_dataset(store, versions, entries, threads=tc.threads, history_len=tc.history_len)
         run_id = json_digest({"tables": built.versions, "train": tc.model_dump(mode="json"),
