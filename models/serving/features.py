@@ -72,8 +72,8 @@ class FeatureSnapshot:
             key = next(e.key for e in entries if e.source == table)
             static_ids[table] = store.read(table, versions[table], columns=[key]).column(key).to_numpy()
         for e in scalar_or_vector:
-            if e.source in online or any(e.source in ts for ts in static_tables.values()):
-                continue
+            if e.source in online or (e.type != "vector" and any(e.source in ts for ts in static_tables.values())):
+                continue  # static scalars come from `static`; vectors of any table from an OnlineTable
             table = OnlineTable.load(store, e.source, versions[e.source])
             if list(table.spec.join_keys) != [e.key]:
                 raise ValueError(f"table {e.source!r} (version {versions[e.source]}): join keys "
@@ -98,7 +98,8 @@ class FeatureSnapshot:
 
     def tables(self, key: str) -> list[str]:
         """Tables on `key`'s side, in the order `missing` reports them (the attribute table first)."""
-        dynamic = [t for t in dict.fromkeys(e.source for e in self.entries if e.key == key and e.source in self.online)]
+        dynamic = [t for t in dict.fromkeys(e.source for e in self.entries if e.key == key and e.source in self.online)
+                   if t not in self.static_tables[key]]
         return [*self.static_tables[key], *dynamic]
 
     def missing(self, key: str, ids: np.ndarray) -> np.ndarray:
@@ -115,7 +116,8 @@ class FeatureSnapshot:
         """key + every scalar model column of `key`'s side for `ids` (NaN / table defaults where absent)."""
         frame = pd.DataFrame({key: ids}).merge(self.static[key], on=key, how="left")
         for e in self.entries:
-            if e.key == key and e.type in ("categorical", "numeric") and e.source in self.online:
+            if (e.key == key and e.type in ("categorical", "numeric") and e.source in self.online
+                    and e.source not in self.static_tables[key]):  # timestamped: latest row per key
                 values = self.online[e.source].get(ids)[e.column]
                 frame = pd.concat([frame, apply_transform(e, pd.Series(list(values)))], axis=1)
         return frame
