@@ -43,6 +43,8 @@ def kar_fits(kar_data, fast_cfg):
             for b in ("deepfm", "din") for name in ("base", "raw_text", "llm_kar")}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("backbone", ["deepfm", "din"])
 def test_adaptor_beats_base_and_raw_text_on_planted_signal(kar_fits, kar_data, backbone):
     y = kar_data.test.frame["label"].to_numpy()
@@ -52,6 +54,8 @@ def test_adaptor_beats_base_and_raw_text_on_planted_signal(kar_fits, kar_data, b
     assert score["llm_kar"] - score["raw_text"] > 0.1, score
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_adaptor_weights_are_trained_and_saved(kar_fits, kar_data, tmp_path):
     from models.train_deepctr import DeepCtrModel
 

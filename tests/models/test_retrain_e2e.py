@@ -3,9 +3,14 @@ table versions, gate decision in report and run.json, report verdict says LLM fe
 the same recipe keeps the champion."""
 import json
 
+import pytest
+
 from configs import RunConfig
 from feature_store import FeatureStore
 from models.retrain import latest_versions, retrain
+
+# real retrain runs (3 backbones x 4 variants) on a planted store: ~10-20 s each on a quiet 2-core box
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _versions(cfg):
