@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from configs.strict import Strict as _Strict
 
@@ -135,7 +135,8 @@ class TrainConfig(_Strict):
     # llm_user (and dcnmix, autoint): see `python -m models --help`
     backbones: tuple[str, ...] = ("lightgbm", "deepfm", "din")
     variants: tuple[str, ...] = ("base", "raw_text", "llm", "llm_kar")
-    variant_defs: dict[str, VariantDef] = Field(default_factory=lambda: dict(DEFAULT_VARIANTS))
+    variant_defs: dict[str, VariantDef] = Field(default_factory=lambda: dict(DEFAULT_VARIANTS),
+                                                description="added to / replacing the built-in variants")
     features: tuple[FeatureEntry, ...] = DEFAULT_FEATURES
     history_len: int = Field(20, ge=1, description="DIN: the user's most recent items before each sample")
     sequence_backbones: tuple[str, ...] = Field(("din",), description="deepctr backbones fed the item history")
@@ -146,6 +147,14 @@ class TrainConfig(_Strict):
     kar_out_dim: int = Field(32, ge=1)
     model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
     promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
+
+    @field_validator("variant_defs", mode="before")
+    @classmethod
+    def _over_defaults(cls, value):
+        """A config names only the variants it adds or changes; the built-in ones stay defined."""
+        if isinstance(value, dict):
+            return {**DEFAULT_VARIANTS, **value}
+        return value
 
     @model_validator(mode="after")
     def _spec_is_consistent(self) -> "TrainConfig":
