@@ -123,3 +123,15 @@ def test_spec_is_validated():
         _cfg("/tmp", lightgbm={"num_leaves": 7, "nonsense": 1})
     with pytest.raises(ValueError, match="name no train.features entry"):
         _cfg("/tmp", variants=("x",), variant_defs={"x": {"groups": ["nope"]}})
+
+
+def test_cli_version_flags_pin_tables_and_the_rest_take_latest(planted_workdir):
+    from models.__main__ import _pins, _versions
+
+    store = FeatureStore(planted_workdir / "feature_store")
+    cfg = _cfg(planted_workdir)
+    latest = {t: store.resolve(t) for t in tables_needed(cfg.train)}
+    assert _versions(cfg, store, []) == latest
+    assert _versions(cfg, store, ["users=v-pinned"]) == {**latest, "users": "v-pinned"}
+    with pytest.raises(SystemExit, match="table=version"):
+        _pins(["users"])
