@@ -1,11 +1,120 @@
-"""The `train:` section of a run config: what `python -m models retrain` trains and how (read by models/ only)."""
+"""The `train:` section of a run config: what `python -m models retrain` trains and how (read by models/ only).
+
+- `features`: the ONE feature spec (models/feature_spec.py). Each entry is a categorical / numeric / sequence /
+  vector feature with its source table and key; the dataset builder, every trainer, the saved feature map and the
+  scorer read it. Entries without a `group` feed every model; entries with a `group` only the variants naming it.
+- `variant_defs`: named variants = which feature groups a model sees (plain, or behind KAR's adaptor);
+  `variants` picks the ones a run trains.
+- `lightgbm` / `deepctr`: the backbones' hyper-parameters (unknown keys rejected like everywhere else).
+"""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from configs.strict import Strict as _Strict
+
+FeatureType = Literal["categorical", "numeric", "sequence", "vector"]
+# none: the column as is (categorical strings: missing -> "unknown"; numeric: missing stays NaN)
+# age_bucket: numeric age -> "<18", "18-24", ... (categorical); decade: year -> "1990" (categorical)
+# first: first element of a list column (categorical; empty -> "none"); fill_median: numeric, NaN -> table median
+# multi_hot: list column -> one numeric 0/1 column per value seen in the table, named <name>_<value>
+Transform = Literal["none", "age_bucket", "decade", "first", "fill_median", "multi_hot"]
+
+
+class FeatureEntry(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="model column / vector group name")
+    type: FeatureType
+    source: str = Field(description="feature-store table it is read from")
+    key: Literal["user_id", "item_id"] = Field(description="the entity the value belongs to")
+    column: str = Field(description="column of the source table")
+    transform: Transform = "none"
+    group: str | None = Field(None, description="None: every model; else only variants naming this group")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FeatureEntry":
+        allowed = {"categorical": {"none", "age_bucket", "decade", "first"},
+                   "numeric": {"none", "fill_median", "multi_hot"}, "sequence": {"none"}, "vector": {"none"}}
+        if self.transform not in allowed[self.type]:
+            raise ValueError(f"feature {self.name!r}: transform {self.transform!r} does not apply to a {self.type} "
+                             f"feature (allowed: {sorted(allowed[self.type])})")
+        return self
+
+    @property
+    def feature_group(self) -> str | None:
+        """The group a variant names to switch this entry on; a vector entry is its own group unless told."""
+        return self.group or (self.name if self.type == "vector" else None)
+
+
+def _f(name: str, type_: str, source: str, key: str, column: str, transform: str = "none",
+       group: str | None = None) -> FeatureEntry:
+    return FeatureEntry(name=name, type=type_, source=source, key=key, column=column, transform=transform,
+                        group=group)
+
+
+# Today's feature set (what every model read before the spec existed) + the structured tables as a group.
+DEFAULT_FEATURES: tuple[FeatureEntry, ...] = (
+    _f("user_id", "categorical", "users", "user_id", "user_id"),
+    _f("item_id", "categorical", "items", "item_id", "item_id"),
+    _f("gender", "categorical", "users", "user_id", "gender"),
+    _f("age_bucket", "categorical", "users", "user_id", "age", "age_bucket"),
+    _f("occupation", "categorical", "users", "user_id", "occupation"),
+    _f("first_genre", "categorical", "items", "item_id", "genres", "first"),
+    _f("decade", "categorical", "items", "item_id", "year", "decade"),
+    _f("year", "numeric", "items", "item_id", "year", "fill_median"),
+    _f("genre", "numeric", "items", "item_id", "genres", "multi_hot"),
+    _f("history", "sequence", "interaction_splits", "user_id", "item_id"),
+    _f("item_raw_emb", "vector", "item_raw_emb", "item_id", "emb"),
+    _f("item_knowledge_emb", "vector", "item_knowledge_emb", "item_id", "emb"),
+    _f("user_profile_emb", "vector", "user_profile_emb", "user_id", "emb"),
+    # structured generation (generation.structured.enabled): NoteLLM-style item tags, ONCE-style user interests
+    _f("item_category", "categorical", "item_tags", "item_id", "category", group="structured"),
+    _f("item_topics", "vector", "item_tags", "item_id", "topic_multi_hot", group="structured"),
+    _f("user_top_topic", "categorical", "user_interest", "user_id", "top_topic", group="structured"),
+    _f("user_topics", "vector", "user_interest", "user_id", "topic_weights", group="structured"),
+)
+
+
+class VariantDef(_Strict):
+    groups: tuple[str, ...] = ()          # feature groups fed plainly (vectors: DenseFeat; LightGBM: PCA)
+    adaptor_groups: tuple[str, ...] = ()  # vector groups fed through KAR's adaptor (deepctr backbones only)
+
+
+DEFAULT_VARIANTS: dict[str, VariantDef] = {
+    "base": VariantDef(),
+    "raw_text": VariantDef(groups=("item_raw_emb",)),
+    "llm_item": VariantDef(groups=("item_knowledge_emb",)),
+    "llm_user": VariantDef(groups=("user_profile_emb",)),
+    "llm": VariantDef(groups=("item_knowledge_emb", "user_profile_emb")),
+    "llm_kar": VariantDef(adaptor_groups=("item_knowledge_emb", "user_profile_emb")),
+    # need the structured tables (generation.structured.enabled): not in the default `variants`
+    "structured": VariantDef(groups=("structured",)),
+    "llm_structured": VariantDef(groups=("item_knowledge_emb", "user_profile_emb", "structured")),
+}
+
+
+class LightGBMParams(_Strict):
+    """Booster settings (passed to lightgbm.train as they are)."""
+
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(63, ge=2)
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    lambda_l2: float = Field(1.0, ge=0)
+
+
+class DeepCtrParams(_Strict):
+    """deepctr-torch constructor settings shared by the backbones (each takes what it knows)."""
+
+    dnn_hidden_units: tuple[int, ...] = (256, 128)
+    dnn_dropout: float = Field(0.0, ge=0, lt=1)
+    l2_reg_linear: float = 1e-5
+    l2_reg_embedding: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    eval_batch_size: int = Field(8192, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -19,11 +128,16 @@ class TrainConfig(_Strict):
     lgbm_rounds: int = 1000
     lgbm_early_stopping: int = 50
     lgbm_pca_dim: int = 16
-    # --- models/: backbones x variants x seeds of one retrain run (ablation names: models/variants.py) ---
+    lightgbm: LightGBMParams = LightGBMParams()
+    deepctr: DeepCtrParams = DeepCtrParams()
+    # --- models/: backbones x variants x seeds of one retrain run ---
     # default = 3 x 11 models, ~4.5 min on a quiet 2-core box at ML-100K; the full ablation adds llm_item,
     # llm_user (and dcnmix, autoint): see `python -m models --help`
     backbones: tuple[str, ...] = ("lightgbm", "deepfm", "din")
     variants: tuple[str, ...] = ("base", "raw_text", "llm", "llm_kar")
+    variant_defs: dict[str, VariantDef] = Field(default_factory=lambda: dict(DEFAULT_VARIANTS),
+                                                description="added to / replacing the built-in variants")
+    features: tuple[FeatureEntry, ...] = DEFAULT_FEATURES
     history_len: int = Field(20, ge=1, description="DIN: the user's most recent items before each sample")
     sequence_backbones: tuple[str, ...] = Field(("din",), description="deepctr backbones fed the item history")
     din_att_activation: Literal["prelu", "Dice", "sigmoid", "relu"] = "prelu"
@@ -33,3 +147,35 @@ class TrainConfig(_Strict):
     kar_out_dim: int = Field(32, ge=1)
     model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
     promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
+
+    @field_validator("variant_defs", mode="before")
+    @classmethod
+    def _over_defaults(cls, value):
+        """A config names only the variants it adds or changes; the built-in ones stay defined."""
+        if isinstance(value, dict):
+            return {**DEFAULT_VARIANTS, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _spec_is_consistent(self) -> "TrainConfig":
+        names = [f.name for f in self.features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"train.features: duplicate name(s) {dup}")
+        if sum(f.type == "sequence" for f in self.features) > 1:
+            raise ValueError("train.features: at most one sequence feature (the item history)")
+        groups = {f.feature_group for f in self.features if f.feature_group}
+        unknown = [v for v in self.variants if v not in self.variant_defs]
+        if unknown:
+            raise ValueError(f"train.variants: unknown variant(s) {unknown}; known: {sorted(self.variant_defs)}")
+        vector_groups = {f.feature_group for f in self.features if f.type == "vector"}
+        for name in self.variants:
+            v = self.variant_defs[name]
+            missing = [g for g in (*v.groups, *v.adaptor_groups) if g not in groups]
+            if missing:
+                raise ValueError(f"train.variant_defs.{name}: group(s) {missing} name no train.features entry "
+                                 f"(groups: {sorted(groups)})")
+            bad = [g for g in v.adaptor_groups if g not in vector_groups]
+            if bad:
+                raise ValueError(f"train.variant_defs.{name}: adaptor group(s) {bad} hold no vector feature")
+        return self

@@ -1,6 +1,6 @@
 """Command line for models/.
 
-    python -m models retrain --config configs/ml100k.yaml [--set 'train.seeds=[0,1,2]']
+    python -m models retrain --config configs/ml100k.yaml [--set 'train.seeds=[0,1,2]'] [--version users=<ver>]
     python -m models report --results var/models/results.parquet --stats var/stats.json --out var/report
     python -m models registry ls --root var/ml100k [--name ctr]
     python -m models promote --config configs/ml100k.yaml --model-dir var/ml100k/registry/ctr/<run>/<b>/<v>/seed=0
@@ -37,13 +37,32 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pins(pairs: list[str]) -> dict[str, str]:
+    """`--version table=version` pairs -> {table: version}."""
+    out = {}
+    for pair in pairs:
+        table, sep, version = pair.partition("=")
+        if not sep or not table or not version:
+            raise SystemExit(f"--version expects table=version, got {pair!r}")
+        out[table] = version
+    return out
+
+
+def _versions(cfg, store, pairs: list[str]) -> dict[str, str]:
+    """The CLI is for people: tables not pinned with --version take their `latest` (stages never do)."""
+    from models.retrain import latest_versions
+
+    return latest_versions(store, cfg, _pins(pairs))
+
+
 def _retrain(args: argparse.Namespace) -> int:
-    from configs import parse_overrides
-    from configs import load_config
+    from configs import load_config, parse_overrides
+    from feature_store import FeatureStore
     from models.retrain import retrain
 
     cfg = load_config(args.config, parse_overrides(args.set))
-    out = retrain(cfg)
+    versions = _versions(cfg, FeatureStore(cfg.workdir_path / "feature_store"), args.version)
+    out = retrain(cfg, versions)
     print(json.dumps(out, indent=1, default=str))
     print(f"report: {out['report']}")
     return 0
@@ -61,16 +80,18 @@ def _registry_ls(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from configs import parse_overrides
-    from configs import load_config
+    from configs import load_config, parse_overrides
     from feature_store import FeatureStore
-    from models.ctr_dataset import build_ctr_dataset
+    from models.dataset_builder import build_ctr_dataset
     from models.registry import promote
     from models.retrain import make_valid_scorer
 
     cfg = load_config(args.config, parse_overrides(args.set))
     store = FeatureStore(cfg.workdir_path / "feature_store")
-    built = build_ctr_dataset(store, threads=cfg.train.threads, history_len=cfg.train.history_len)
+    versions = _versions(cfg, store, args.version)
+    # the gate needs only this run's valid rows: labels + base features
+    built = build_ctr_dataset(store, versions, [f for f in cfg.train.features if f.feature_group is None],
+                              threads=cfg.train.threads, history_len=cfg.train.history_len)
     margin = cfg.train.promotion_margin if args.margin is None else args.margin
     decision = promote(cfg.workdir_path, cfg.train.model_name, args.model_dir,
                        make_valid_scorer(store, built, cfg), margin=margin, force=args.force)
@@ -91,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ret = sub.add_parser("retrain", help="build the CTR dataset from the feature store, train, report")
     ret.add_argument("--config", required=True)
     ret.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ret.add_argument("--version", action="append", default=[], metavar="TABLE=VERSION",
+                     help="read this exact table version (repeatable); unpinned tables use their latest")
     ret.set_defaults(func=_retrain)
     reg = sub.add_parser("registry", help="inspect the model registry")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True)
@@ -101,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     pro = sub.add_parser("promote", help="run the promotion gate for one registered model (exit 3 = kept)")
     pro.add_argument("--config", required=True)
     pro.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pro.add_argument("--version", action="append", default=[], metavar="TABLE=VERSION",
+                     help="valid rows from this interaction_splits version etc. (repeatable; default latest)")
     pro.add_argument("--model-dir", required=True, type=Path)
     pro.add_argument("--margin", type=float, default=None, help="default: train.promotion_margin")
     pro.add_argument("--force", action="store_true", help="promote even if the gate fails (logged as forced)")

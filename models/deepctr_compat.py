@@ -4,7 +4,7 @@
   no-op `check_version` is put in `sys.modules` before the import, then removed so the real module stays usable.
 - Inputs pass through float32: sparse ids must be < vocabulary_size and < 2**24 (exact in float32); checked here.
 - `fit()` prints to stdout even with verbose=0 and computes sklearn metrics per batch: we train with our own loop
-  (models/train_deepfm.py) and use `quiet_stdout()` around anything in deepctr that prints.
+  (models/train_deepctr.py) and use `quiet_stdout()` around anything in deepctr that prints.
 - `y` must be a numpy array; threads are set with `set_threads` (torch has its own OpenMP pool).
 
 - DIN takes (dnn columns, history feature list) and reads the sequence named "hist_<item>"; it shares the item

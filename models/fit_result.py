@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.ctr_data import CtrSplit
+from models.ctr_inputs import CtrSplit
 
 
 class CtrModel(Protocol):

@@ -54,3 +54,14 @@ def ctr_metrics(y_true: np.ndarray, y_pred: np.ndarray, users: np.ndarray) -> di
     g = float(np.average(per_user["auc"], weights=per_user["impressions"])) if len(per_user) else float("nan")
     return {"auc": auc(y_true, y_pred), "logloss": logloss(y_true, y_pred), "gauc": g,
             "gauc_users": int(len(per_user))}
+
+
+def json_safe(obj):
+    """NaN/inf -> None, recursively (an undefined AUC is null in JSON; the shared writers reject NaN)."""
+    if isinstance(obj, float) or isinstance(obj, np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -29,8 +29,10 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from models.atomic import write_json
-from models.ctr_data import CtrSplit
+from feature_store.files import atomic_write_json
+from models.metrics import json_safe
+from models.backbones import model_class
+from models.ctr_inputs import CtrSplit
 
 log = logging.getLogger(__name__)
 CHAMPION, DECISIONS, MANIFEST = "champion.json", "decisions.jsonl", "manifest.json"
@@ -54,12 +56,14 @@ class ScoringModel:
         return list(self.inner.required_groups)
 
     @property
+    def feature_map(self) -> dict:
+        return self.inner.feature_map
+
+    @property
     def frame_columns(self) -> list[str]:
-        """Columns `predict` reads from the frame (build them with models.ctr_dataset.attribute_frames)."""
+        """Columns `predict` reads from the frame (the model columns of the feature-spec entries it uses)."""
         fm = self.inner.feature_map
-        if fm["backbone"] == "lightgbm":
-            return [*fm["id_columns"], *fm["categorical_columns"], *fm["numeric_columns"]]
-        return [v["column"] for v in fm["vocabularies"]] + list(fm["scaler"]["columns"])
+        return [*fm["categorical"], *fm["numeric"]]
 
     @property
     def needs_history(self) -> bool:
@@ -94,13 +98,11 @@ def load_model(model_dir: str | Path) -> ScoringModel:
     fmap_path = model_dir / "feature_map.json"
     if not fmap_path.is_file():
         raise FileNotFoundError(f"{model_dir}: not a saved model (no feature_map.json)")
-    backbone = json.loads(fmap_path.read_text())["backbone"]
-    if backbone == "lightgbm":
-        from models.train_lightgbm import LightGBMModel
-        inner = LightGBMModel.load(model_dir)
-    else:
-        from models.train_deepctr import DeepCtrModel
-        inner = DeepCtrModel.load(model_dir)
+    fmap = json.loads(fmap_path.read_text())
+    if fmap.get("format") != 2:
+        raise ValueError(f"{fmap_path}: feature-map format {fmap.get('format', 1)}, this code reads format 2 "
+                         "(retrain the model)")
+    inner = model_class(fmap["backbone"]).load(model_dir)
     manifest_path = model_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     return ScoringModel(inner, manifest, model_dir)
@@ -121,12 +123,12 @@ def load_champion(root: str | Path, name: str = "ctr") -> tuple[ScoringModel, di
 
 
 def write_model_manifest(model_dir: Path, manifest: dict) -> Path:
-    return write_json(Path(model_dir) / MANIFEST, manifest)
+    return atomic_write_json(Path(model_dir) / MANIFEST, json_safe(manifest))
 
 
 def _append_decision(path: Path, decision: dict) -> None:
     # one line per decision, written with a single O_APPEND write so concurrent runs cannot interleave a line
-    line = (json.dumps(decision, default=str) + "\n").encode()
+    line = (json.dumps(json_safe(decision), default=str) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -179,7 +181,7 @@ def promote(root: str | Path, name: str, challenger_dir: str | Path,
                                     f"{'>' if ok else '<='} margin {margin:g}") + ("; forced" if force and not ok
                                                                                      else ""))
     if decision["promoted"]:
-        write_json(base / CHAMPION, {"model_path": rel, "valid_auc": c_auc, "promoted_at": decision["decided_at"],
+        atomic_write_json(base / CHAMPION, {"model_path": rel, "valid_auc": c_auc, "promoted_at": decision["decided_at"],
                                      **_describe(challenger)})
     _append_decision(base / DECISIONS, decision)
     log.info("promotion gate %s: %s (%s)", name, "PROMOTED" if decision["promoted"] else "kept champion",

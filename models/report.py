@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from models.atomic import atomic_path, write_text  # noqa: E402
+from feature_store.files import atomic_path, atomic_write_text  # noqa: E402
 
 METRICS = ["valid_auc", "valid_logloss", "valid_gauc", "test_auc", "test_logloss", "test_gauc"]
 LLM, KAR, BASE, RAW = "llm", "llm_kar", "base", "raw_text"
@@ -309,4 +309,4 @@ def write_report(out_dir: Path, results: pd.DataFrame, stats: Mapping) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(results, stats or {}, out_dir / "report.png")
-    return write_text(out_dir / "report.md", render_markdown(results, stats or {}))
+    return atomic_write_text(out_dir / "report.md", render_markdown(results, stats or {}))

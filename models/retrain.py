@@ -1,9 +1,11 @@
 """Retrain stage: build the CTR dataset from pinned feature tables, train every backbone x variant, write the
-report. The DAG `retrain_ctr` calls `retrain`; so does the CLI:
+report. The DAG `retrain_ctr` calls `retrain(cfg, versions)` with the exact table versions its upstream tasks
+wrote; the CLI resolves `latest` for people (or takes `--version table=ver`):
 
-    python -m models retrain --config configs/ml100k.yaml
+    python -m models retrain --config configs/ml100k.yaml [--version item_knowledge_emb=<ver> ...]
 
-Backbones, variants (models/variants.py), seeds and the promotion margin come from cfg.train. Every model lands in
+Backbones, variants, the feature spec (models/feature_spec.py), seeds and the promotion margin come from
+cfg.train; `tables_needed(cfg.train)` lists the tables `versions` must cover. Every model lands in
 the registry, <workdir>/registry/<model_name>/<run id>/<backbone>/<variant>/seed=<s>/ (weights, feature map,
 metrics, manifest pinning the exact feature-table versions and config); the best model on VALID AUC goes through
 the promotion gate (models/registry.py). The report is <workdir>/reports/<run id>/report.md + report.png;
@@ -16,21 +18,29 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
 from configs import RunConfig
-from feature_store import FeatureStore, canonical_json
+from feature_store import FeatureStore
+from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
 from feature_store.lineage import peak_rss_mb, read_stats, source_digest, stage_timer
-from models.atomic import write_json, write_text
-from models.ctr_dataset import VECTOR_TABLES, BuiltDataset, build_ctr_dataset
-from models.metrics import auc
+from configs.train_config import FeatureEntry
+from models.dataset_builder import BuiltDataset, build_ctr_dataset
+from models.feature_spec import Variant, resolve_variants, run_entries, tables_needed
+from models.metrics import auc, json_safe
 from models.registry import champion_info, promote, write_model_manifest
 from models.report import write_report
 from models.train_variants import train_variants
-from models.variants import Variant, resolve_variants
 
 log = logging.getLogger(__name__)
+
+
+def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, str] | None = None) -> dict:
+    """For people at the CLI: `latest` of every table the config's feature spec needs, unless pinned."""
+    pinned = dict(pinned or {})
+    return {t: pinned.get(t) or store.resolve(t) for t in tables_needed(cfg.train)}
 
 
 def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfig) -> dict:
@@ -74,22 +84,26 @@ def _model_manifest(row: dict, run_id: str, built, cfg: RunConfig, variant: Vari
 def valid_fingerprint(frame: pd.DataFrame) -> str:
     """Which labelled rows form the valid set: two models are compared only on the same fingerprint."""
     cols = [c for c in ("user_id", "item_id", "timestamp", "label") if c in frame]
-    return canonical_digest({"rows": pd.util.hash_pandas_object(frame[cols], index=False).astype("int64")
-                             .tolist()})
+    return json_digest({"rows": pd.util.hash_pandas_object(frame[cols], index=False).astype("int64")
+                             .tolist()}, length=12)
 
 
 def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig):
     """valid AUC of any registered model on THIS run's valid rows, each model with its own pinned features."""
-    cache: dict[str, BuiltDataset] = {canonical_json(built.versions): built}
+    cache: dict[str, BuiltDataset] = {}
     expected = valid_fingerprint(built.data.valid.frame)
 
     def score(model) -> float:
+        # the model's own spec entries and pinned versions; this run's labels (interaction_splits)
+        entries = [FeatureEntry.model_validate({k: v for k, v in e.items() if k != "columns"})
+                   for e in model.feature_map.get("features", [])]
+        tables = {"interaction_splits", *(e.source for e in entries)}
         pins = {**model.feature_tables, "interaction_splits": built.versions["interaction_splits"]}
-        pins = {k: v for k, v in pins.items() if k in built.versions}
-        key = canonical_json(pins)
+        pins = {k: v for k, v in pins.items() if k in tables}
+        key = canonical_json({"pins": pins, "features": [e.model_dump(mode="json") for e in entries]})
         if key not in cache:
-            cache[key] = build_ctr_dataset(store, tuple(t for t in pins if t in VECTOR_TABLES), versions=pins,
-                                           threads=cfg.train.threads, history_len=cfg.train.history_len)
+            cache[key] = build_ctr_dataset(store, pins, entries, threads=cfg.train.threads,
+                                           history_len=cfg.train.history_len)
         data = cache[key].data
         if valid_fingerprint(data.valid.frame) != expected:
             raise ValueError("valid rows differ from this run's valid set")
@@ -98,19 +112,23 @@ def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig):
     return score
 
 
-def retrain(cfg: RunConfig, backbones: tuple[str, ...] | None = None, promote_best: bool = True) -> dict:
-    """Train every backbone x variant x seed on the latest (or pinned) tables, register every model, run the
-    promotion gate on the best-on-valid model, write the report; returns paths, decision and results."""
+def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, ...] | None = None,
+            promote_best: bool = True) -> dict:
+    """Train every backbone x variant x seed on EXACTLY the table versions given (table -> version; every table
+    in `tables_needed(cfg.train)` is required, extra ones are ignored), register every model, run the promotion
+    gate on the best-on-valid model, write the report. Returns run_id, model_dir (the run directory), report,
+    png, promotion (the gate decision or None), results (one row per model) and feature_tables (what was read)."""
     work = cfg.workdir_path
     tc = cfg.train
     backbones = tuple(backbones or tc.backbones)
     store = FeatureStore(work / "feature_store")
     stats_path = work / "stats"
-    variants = resolve_variants(tc.variants)
+    variants = resolve_variants(tc)
+    entries = run_entries(tc, backbones)
     with stage_timer(stats_path, "retrain") as rec:
-        built = build_ctr_dataset(store, threads=tc.threads, history_len=tc.history_len)
-        run_id = canonical_digest({"tables": built.versions, "train": tc.model_dump(mode="json"),
-                                   "backbones": backbones, "code": source_digest("models")})
+        built = build_ctr_dataset(store, versions, entries, threads=tc.threads, history_len=tc.history_len)
+        run_id = json_digest({"tables": built.versions, "train": tc.model_dump(mode="json"),
+                                   "backbones": backbones, "code": source_digest("models")}, length=12)
         reg = work / "registry" / tc.model_name
         run_root = reg / run_id
         tmp_root = reg / f".tmp-{run_id}-{os.getpid()}"
@@ -127,7 +145,7 @@ def retrain(cfg: RunConfig, backbones: tuple[str, ...] | None = None, promote_be
                         "code": {"models": source_digest("models")}, "valid_fingerprint": fp,
                         "rows": {s: len(getattr(built.data, s)) for s in ("train", "valid", "test")}}
         results.to_parquet(tmp_root / "results.parquet")
-        write_json(tmp_root / "run.json", run_manifest)
+        atomic_write_json(tmp_root / "run.json", json_safe(run_manifest))
         # The run directory becomes visible whole; a re-run of the same recipe replaces it (unless it holds the
         # champion: then the old directory stays and this run's copy is dropped, the gate sees the same model).
         champ = champion_info(work, tc.model_name)
@@ -144,23 +162,19 @@ def retrain(cfg: RunConfig, backbones: tuple[str, ...] | None = None, promote_be
             decision = promote(work, tc.model_name, best["model_dir"], make_valid_scorer(store, built, cfg),
                                margin=tc.promotion_margin)
             run_manifest["promotion"] = decision
-            write_json(run_root / "run.json", run_manifest)
+            atomic_write_json(run_root / "run.json", json_safe(run_manifest))
         rec["rows"] = run_manifest["rows"]
         rec["run_id"] = run_id
     stats = report_stats(read_stats(stats_path), built.versions, cfg)
     stats["promotion"] = decision
     report_dir = work / "reports" / run_id
     report = write_report(report_dir, results, stats)
-    write_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
+    atomic_write_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
     log.info("report: %s", report)
     return {"run_id": run_id, "model_dir": str(run_root), "report": str(report),
-            "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results)}
+            "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results),
+            "feature_tables": dict(built.versions)}
 
-
-def canonical_digest(obj: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:12]
 
 
 def results_summary(results: pd.DataFrame) -> list[dict]:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.ctr_data import CtrData, CtrSplit
+from models.ctr_inputs import CtrData, CtrSplit
 from models.history import recent_items
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Thriller"]

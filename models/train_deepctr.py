@@ -10,6 +10,8 @@ rebuilds it with `torch.load(..., weights_only=True)` and predicts identically.
 
     from models.train_deepctr import train_deepctr, DeepCtrModel
     fit = train_deepctr(data, Variant(adaptor_groups=("item_knowledge_emb", "user_profile_emb")), cfg, 0, "din")
+
+Hyper-parameters: cfg.deepctr (configs/train_config.py DeepCtrParams), saved in the feature map's "params".
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,32 +29,18 @@ import torch.nn.functional as F
 
 from configs import TrainConfig
 from models import deepctr_compat as dc
-from models.atomic import atomic_path, write_json
-from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
-from models.ctr_features import NumericScaler, Vocabulary
+from feature_store.files import atomic_path, atomic_write_json
+from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
+from models.encoders import NumericScaler, Vocabulary
+from models.feature_spec import HISTORY, Variant, common_feature_map, model_inputs
 from models.fit_result import FitResult
 from models.kar_adaptor import AdaptedNet, HybridExpertAdaptor
 from models.metrics import auc, logloss
-from models.variants import Variant, as_variant
 
 log = logging.getLogger(__name__)
 FEATURE_MAP = "feature_map.json"
 WEIGHTS = "model.pt"
 ADAPTOR_PREFIX = "kar_"
-
-
-@dataclass(frozen=True)
-class DeepCtrParams:
-    """Hyper-parameters TrainConfig does not carry (deepctr's defaults; each backbone takes what it knows)."""
-
-    model: str = "deepfm"  # a name in deepctr_compat.MODELS
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    dnn_dropout: float = 0.0
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    att_activation: str = "prelu"  # DIN; Dice is 2.5-3x slower at the same AUC (ARCHITECTURE.md)
-    eval_batch_size: int = 8192
 
 
 class DeepCtrModel:
@@ -84,7 +72,7 @@ class DeepCtrModel:
         if hist:
             item = next(c for c in sparse if c.name == hist["item"])
             cols.append(dc.history_feature(item, int(hist["maxlen"]), feature_map["params"]["model"]))
-        cols += [dc.DenseFeat(c, 1) for c in feature_map["scaler"]["columns"]]
+        cols += [dc.DenseFeat(c, 1) for c in feature_map["numeric"]]
         cols += [dc.DenseFeat(g["name"], int(g["dim"])) for g in feature_map["vector_groups"]]
         adaptor = feature_map.get("adaptor")
         if adaptor:
@@ -111,6 +99,7 @@ class DeepCtrModel:
         return model
 
     def _layout(self) -> list[tuple[str, int]]:
+        """deepctr's view of the input matrix (the adaptor's output replaces the raw knowledge columns)."""
         cols = [(v.column, 1) for v in self.vocabs]
         if self.history:
             cols += [(dc.HISTORY_PREFIX + self.history["item"], int(self.history["maxlen"])),
@@ -119,6 +108,27 @@ class DeepCtrModel:
         out_dim = (self.feature_map.get("adaptor") or {}).get("out_dim")
         cols += [(ADAPTOR_PREFIX + g, int(out_dim)) for g in self.adaptor_groups]
         return cols
+
+    def input_layout(self) -> list[tuple[str, int]]:
+        """(model column, vector group or HISTORY, width) of each block of `encode`'s output, in order."""
+        out = [(v.column, 1) for v in self.vocabs]
+        if self.history:
+            out.append((HISTORY, int(self.history["maxlen"]) + 1))
+        out += [(c, 1) for c in self.scaler.columns]
+        return out + list(self.groups.items()) + list(self.adaptor_groups.items())
+
+    def encode(self, split: CtrSplit) -> np.ndarray:
+        return self.input_matrix(split).numpy()
+
+    def forward_fn(self, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+        """encode()d rows -> click probabilities (no autograd, eval mode)."""
+        net = self.net.eval()
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return net(torch.from_numpy(x)).reshape(-1).numpy().astype(np.float64)
+
+        return forward
 
     def _check_layout(self) -> None:
         # our matrix is built in _layout order; deepctr must read its columns at the same offsets
@@ -191,7 +201,7 @@ class DeepCtrModel:
         model_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(model_dir / WEIGHTS) as tmp:
             torch.save(self.net.state_dict(), tmp)
-        write_json(model_dir / FEATURE_MAP, self.feature_map)
+        atomic_write_json(model_dir / FEATURE_MAP, self.feature_map)
 
     @classmethod
     def load(cls, model_dir: Path) -> "DeepCtrModel":
@@ -218,45 +228,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, params: DeepCtrParams) -> dict:
+def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone: str) -> dict:
     train = data.train
-    backbone = params.model
+    inputs = model_inputs(data, variant)
     use_history = backbone == "din" or backbone in cfg.sequence_backbones
     if use_history and not data.has_history:
         raise ValueError(f"backbone {backbone!r} needs each sample's item history; CtrData has none "
                          "(build it with models.history.recent_items)")
-    adaptor = None
-    if variant.adaptor_groups:
-        adaptor = {"groups": [{"name": g, "dim": int(np.asarray(train.vectors[g]).shape[1])}
-                              for g in variant.adaptor_groups],
-                   "n_shared": int(cfg.kar_shared_experts), "n_specific": int(cfg.kar_specific_experts),
-                   "hidden": int(cfg.kar_hidden), "out_dim": int(cfg.kar_out_dim)}
-    return {
-        "backbone": backbone,
-        "vocabularies": [Vocabulary.fit(train.frame[c], c).to_json() for c in data.categorical],
-        "scaler": NumericScaler.fit(train.frame, list(data.numeric)).to_json(),
-        # lists, not dicts: the order is the input-matrix column order
-        "vector_groups": [{"name": g, "dim": int(np.asarray(train.vectors[g]).shape[1])} for g in variant.groups],
-        "adaptor": adaptor,
-        "history": {"item": data.item_col, "maxlen": int(cfg.history_len)} if use_history else None,
-        "embedding_dim": int(cfg.embedding_dim),
-        "params": {**asdict(params), "dnn_hidden_units": list(params.dnn_hidden_units)},
-        "label": data.label,
-        "user_col": data.user_col,
-    }
+    fmap = common_feature_map(
+        data, inputs, backbone, int(cfg.history_len) if use_history else None,
+        NumericScaler.fit(train.frame, list(inputs.numeric)).to_json(),
+        [Vocabulary.fit(train.frame[c], c).to_json() for c in inputs.categorical])
+    if inputs.adaptor_groups:
+        fmap["adaptor"] = {"groups": [{"name": g, "dim": int(np.asarray(train.vectors[g]).shape[1])}
+                                      for g in inputs.adaptor_groups],
+                           "n_shared": int(cfg.kar_shared_experts), "n_specific": int(cfg.kar_specific_experts),
+                           "hidden": int(cfg.kar_hidden), "out_dim": int(cfg.kar_out_dim)}
+    fmap["embedding_dim"] = int(cfg.embedding_dim)
+    fmap["params"] = {**cfg.deepctr.model_dump(mode="json"), "model": backbone,
+                      "att_activation": cfg.din_att_activation}
+    return fmap
 
 
-def train_deepctr(data: CtrData, variant: Variant | list[str], cfg: TrainConfig, seed: int,
-                  backbone: str = "deepfm", params: DeepCtrParams | None = None) -> FitResult:
+def train_deepctr(data: CtrData, variant: Variant, cfg: TrainConfig, seed: int,
+                  backbone: str = "deepfm") -> FitResult:
     """Train on data.train, pick the epoch with the best valid AUC (patience cfg.patience), return that model."""
-    variant = as_variant(variant)
-    params = params or DeepCtrParams(model=backbone, att_activation=cfg.din_att_activation)
-    backbone = params.model
-    validate_ctr_data(data, variant.all_groups)
+    inputs = model_inputs(data, variant)
+    validate_ctr_data(data, [*inputs.groups, *inputs.adaptor_groups])
     started = time.perf_counter()
     dc.set_threads(cfg.threads)
     seed_everything(seed)
-    model = DeepCtrModel.build(make_feature_map(data, variant, cfg, params), seed=seed)
+    model = DeepCtrModel.build(make_feature_map(data, variant, cfg, backbone), seed=seed)
     x_train, x_valid = model.input_matrix(data.train), model.input_matrix(data.valid)
     y_train = torch.from_numpy(dc.as_label_array(data.train.frame[data.label]))
     y_valid = dc.as_label_array(data.valid.frame[data.label])

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
-from typing import Sequence
 
 import lightgbm as lgb
 import numpy as np
@@ -25,29 +25,16 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from configs import TrainConfig
-from models.atomic import atomic_path, write_json
-from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
-from models.ctr_features import Vocabulary
+from feature_store.files import atomic_path, atomic_write_json
+from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
+from models.encoders import NumericScaler, Vocabulary
+from models.feature_spec import Variant, common_feature_map, model_inputs
 from models.fit_result import FitResult
-from models.variants import Variant, as_variant
 
 log = logging.getLogger(__name__)
 FEATURE_MAP = "feature_map.json"
 BOOSTER = "model.txt"
 PCA_FILE = "pca.npz"
-
-
-@dataclass(frozen=True)
-class LightGBMParams:
-    """Booster settings TrainConfig does not carry."""
-
-    learning_rate: float = 0.05
-    num_leaves: int = 63
-    min_data_in_leaf: int = 50
-    feature_fraction: float = 0.8
-    bagging_fraction: float = 0.8
-    bagging_freq: int = 1
-    lambda_l2: float = 1.0
 
 
 @dataclass
@@ -76,16 +63,27 @@ class LightGBMModel:
         self.pcas = pcas
         self.vocabs = {v["column"]: Vocabulary.from_json(v) for v in feature_map["vocabularies"]}
 
-    def matrix(self, split: CtrSplit) -> np.ndarray:
-        return design_matrix(split, self.feature_map, self.vocabs, self.pcas)
+    def encode(self, split: CtrSplit) -> np.ndarray:
+        """The float64 design matrix (columns in `input_layout` order)."""
+        return np.ascontiguousarray(design_matrix(split, self.feature_map, self.vocabs, self.pcas), dtype=np.float64)
+
+    def input_layout(self) -> list[tuple[str, int]]:
+        """(model column or vector group, width) of each block of `encode`'s output, in order."""
+        state = self.feature_map["backbone_state"]
+        out = [(c, 1) for c in state["id_columns"] + state["categorical_columns"] + self.feature_map["numeric"]]
+        return out + [(g["name"], int(g["pca_dim"])) for g in state["pca"]]
+
+    def forward_fn(self, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+        """encode()d rows -> click probabilities."""
+        booster = self.booster
+        return lambda x: np.asarray(booster.predict(x, num_threads=threads), dtype=np.float64)
 
     @property
     def required_groups(self) -> list[str]:
         return [g["name"] for g in self.feature_map["vector_groups"]]
 
     def predict(self, split: CtrSplit) -> np.ndarray:
-        return np.asarray(self.booster.predict(self.matrix(split), num_threads=self.feature_map["threads"]),
-                          dtype=np.float64)
+        return self.forward_fn(int(self.feature_map["backbone_state"]["threads"]))(self.encode(split))
 
     def save(self, model_dir: Path) -> None:
         model_dir = Path(model_dir)
@@ -98,7 +96,7 @@ class LightGBMModel:
             arrays[f"{group}/components"] = pca.components
         with atomic_path(model_dir / PCA_FILE, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
-        write_json(model_dir / FEATURE_MAP, self.feature_map)
+        atomic_write_json(model_dir / FEATURE_MAP, self.feature_map)
 
     @classmethod
     def load(cls, model_dir: Path) -> "LightGBMModel":
@@ -106,23 +104,24 @@ class LightGBMModel:
         feature_map = json.loads((model_dir / FEATURE_MAP).read_text())
         booster = lgb.Booster(model_file=str(model_dir / BOOSTER))
         with np.load(model_dir / PCA_FILE, allow_pickle=False) as z:
-            pcas = {s["name"]: GroupPCA(z[f"{s['name']}/mean"], z[f"{s['name']}/components"])
-                    for s in feature_map["vector_groups"]}
+            pcas = {g["name"]: GroupPCA(z[f"{g['name']}/mean"], z[f"{g['name']}/components"])
+                    for g in feature_map["vector_groups"]}
         return cls(feature_map, booster, pcas)
 
 
 def design_matrix(split: CtrSplit, feature_map: dict, vocabs: dict[str, Vocabulary],
                   pcas: dict[str, GroupPCA]) -> np.ndarray:
     frame = split.frame
+    state = feature_map["backbone_state"]
     blocks = []
-    for col in feature_map["id_columns"]:
+    for col in state["id_columns"]:
         codes = vocabs[col].encode(frame[col]).astype(np.float64)
         codes[codes == 0] = np.nan  # unseen id: LightGBM's missing-value branch, not a fake neighbour
         blocks.append(codes[:, None])
-    for col in feature_map["categorical_columns"]:
+    for col in state["categorical_columns"]:
         blocks.append(vocabs[col].encode(frame[col]).astype(np.float64)[:, None])
-    if feature_map["numeric_columns"]:
-        numeric = frame[feature_map["numeric_columns"]].apply(pd.to_numeric, errors="coerce")
+    if feature_map["numeric"]:
+        numeric = frame[feature_map["numeric"]].apply(pd.to_numeric, errors="coerce")
         blocks.append(numeric.to_numpy(dtype=np.float64))
     for spec in feature_map["vector_groups"]:
         group = spec["name"]
@@ -135,54 +134,52 @@ def design_matrix(split: CtrSplit, feature_map: dict, vocabs: dict[str, Vocabula
     return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
 
 
-def make_feature_map(data: CtrData, groups: Sequence[str], pcas: dict[str, GroupPCA], cfg: TrainConfig,
-                     params: LightGBMParams) -> dict:
-    id_cols = data.id_columns
-    cat_cols = [c for c in data.categorical if c not in id_cols]
-    names = list(id_cols) + cat_cols + list(data.numeric)
+def make_feature_map(data: CtrData, variant: Variant, pcas: dict[str, GroupPCA], cfg: TrainConfig,
+                     fit_pcas: Callable | None = None) -> dict:
+    inputs = model_inputs(data, variant)
+    id_cols = [c for c in data.id_columns if c in inputs.categorical]
+    cat_cols = [c for c in inputs.categorical if c not in id_cols]
+    groups = inputs.groups
+    names = list(id_cols) + cat_cols + list(inputs.numeric)
     for g in groups:
         names += [f"{g}__pc{i}" for i in range(pcas[g].components.shape[0])]
-    return {
-        "backbone": "lightgbm",
-        "id_columns": id_cols,
-        "categorical_columns": cat_cols,
-        "numeric_columns": list(data.numeric),
-        "vocabularies": [Vocabulary.fit(data.train.frame[c], c).to_json() for c in data.categorical],
-        # a list, not a dict: the order is the design-matrix column order
-        "vector_groups": [{"name": g, "dim": int(pcas[g].components.shape[1]),
-                           "pca_dim": int(pcas[g].components.shape[0])} for g in groups],
-        "feature_names": names,
-        "params": asdict(params),
-        "threads": int(cfg.threads),
-        "label": data.label,
-        "user_col": data.user_col,
-    }
+    fmap = common_feature_map(
+        data, inputs, "lightgbm", None, NumericScaler.fit(data.train.frame, list(inputs.numeric)).to_json(),
+        [Vocabulary.fit(data.train.frame[c], c).to_json() for c in inputs.categorical])
+    fmap["params"] = cfg.lightgbm.model_dump(mode="json")
+    fmap["backbone_state"] = {
+        "id_columns": id_cols, "categorical_columns": cat_cols,
+        "pca": [{"name": g, "dim": int(pcas[g].components.shape[1]), "pca_dim": int(pcas[g].components.shape[0])}
+                for g in groups],
+        "feature_names": names, "threads": int(cfg.threads)}
+    return fmap
 
 
-def train_lightgbm(data: CtrData, groups: Variant | Sequence[str], cfg: TrainConfig, seed: int,
-                   params: LightGBMParams = LightGBMParams()) -> FitResult:
-    """Boost on data.train with early stopping on valid AUC; the returned model is cut at the best iteration."""
-    variant = as_variant(groups)
+def train_lightgbm(data: CtrData, variant: Variant, cfg: TrainConfig, seed: int) -> FitResult:
+    """Boost on data.train with early stopping on valid AUC; the returned model is cut at the best iteration.
+    Booster settings: cfg.lightgbm."""
     if variant.adaptor_groups:
         raise ValueError("lightgbm: the KAR adaptor is a neural module; use a deepctr backbone for "
                          f"{variant.describe()}")
-    groups = list(variant.groups)
+    inputs = model_inputs(data, variant)
+    groups = list(inputs.groups)
     validate_ctr_data(data, groups)
     started = time.perf_counter()
     pcas = {g: GroupPCA.fit(data.train.vectors[g], cfg.lgbm_pca_dim, seed) for g in groups}
-    feature_map = make_feature_map(data, groups, pcas, cfg, params)
+    feature_map = make_feature_map(data, variant, pcas, cfg)
     vocabs = {v["column"]: Vocabulary.from_json(v) for v in feature_map["vocabularies"]}
     x_train = design_matrix(data.train, feature_map, vocabs, pcas)
     x_valid = design_matrix(data.valid, feature_map, vocabs, pcas)
     y_train = data.train.frame[data.label].to_numpy(dtype=np.float64)
     y_valid = data.valid.frame[data.label].to_numpy(dtype=np.float64)
-    names, cats = feature_map["feature_names"], feature_map["categorical_columns"]
+    state = feature_map["backbone_state"]
+    names, cats = state["feature_names"], state["categorical_columns"]
     dtrain = lgb.Dataset(x_train, y_train, feature_name=names, categorical_feature=cats, free_raw_data=False,
                          params={"verbose": -1})
     dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain)
     booster_params = {
         "objective": "binary", "metric": "auc", "verbose": -1, "seed": seed, "deterministic": True,
-        "force_col_wise": True, "num_threads": int(cfg.threads), **asdict(params),
+        "force_col_wise": True, "num_threads": int(cfg.threads), **cfg.lightgbm.model_dump(),
     }
     evals: dict = {}
     booster = lgb.train(booster_params, dtrain, num_boost_round=cfg.lgbm_rounds, valid_sets=[dvalid],

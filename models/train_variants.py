@@ -1,7 +1,7 @@
 """Retrain every (backbone, variant, seed) on one CtrData and score it: the experiment behind the report.
 
-A variant is a `models.variants.Variant` (plain vector groups + groups behind KAR's adaptor) or, as before, a
-plain list of groups, e.g. `{"base": [], "raw_text": ["item_raw_emb"], "llm_kar": Variant(adaptor_groups=...)}`.
+A variant is a `models.feature_spec.Variant` (feature groups fed plainly + vector groups behind KAR's adaptor),
+e.g. `{"base": Variant(), "raw_text": Variant(("item_raw_emb",)), "llm_kar": Variant(adaptor_groups=...)}`.
 Adaptor variants are skipped for LightGBM (the adaptor is a neural module). Every (backbone, variant) sees the
 same splits and the same seeds, so per-seed differences are paired comparisons.
 Early stopping and model selection look at valid only; test is scored once, with the selected model.
@@ -16,36 +16,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from configs import TrainConfig
-from models.atomic import atomic_path, write_json
-from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
-from models.fit_result import FitResult
-from models.metrics import ctr_metrics
-from models.variants import Variant, as_variant
+from feature_store.files import atomic_path, atomic_write_json
+from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
+from models.backbones import BACKBONES, trainer
+from models.feature_spec import Variant, model_inputs
+from models.metrics import ctr_metrics, json_safe
 
 log = logging.getLogger(__name__)
-Trainer = Callable[[CtrData, Variant, TrainConfig, int], FitResult]
-DEEPCTR_BACKBONES = ("deepfm", "din", "dcnmix", "autoint")
-
-
-def _backbones() -> dict[str, Trainer]:
-    # imported lazily: torch + deepctr cost seconds, and a LightGBM-only run should not pay for them
-    def deepctr(name: str) -> Trainer:
-        def train(*args):
-            from models.train_deepctr import train_deepctr
-            return train_deepctr(*args, backbone=name)
-        return train
-
-    def lightgbm(*args):
-        from models.train_lightgbm import train_lightgbm
-        return train_lightgbm(*args)
-
-    return {"lightgbm": lightgbm, **{name: deepctr(name) for name in DEEPCTR_BACKBONES}}
 
 
 def score(model, split: CtrSplit, data: CtrData) -> tuple[dict[str, float], float]:
@@ -58,19 +41,21 @@ def score(model, split: CtrSplit, data: CtrData) -> tuple[dict[str, float], floa
     return ctr_metrics(y, pred, users), len(split) / max(seconds, 1e-9)
 
 
-def train_variants(data: CtrData, variants: Mapping[str, Variant | Sequence[str]], cfg: TrainConfig,
+def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainConfig,
                    out_dir: Path, backbones: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (backbone, variant, seed) with valid/test AUC, LogLoss, GAUC, timings and the model dir.
     `backbones` defaults to cfg.backbones."""
-    trainers = _backbones()
     backbones = tuple(cfg.backbones if backbones is None else backbones)
-    variants = {name: as_variant(v) for name, v in variants.items()}
-    unknown = [b for b in backbones if b not in trainers]
+    unknown = [b for b in backbones if b not in BACKBONES]
     if unknown:
-        raise ValueError(f"unknown backbone(s) {unknown}; known: {sorted(trainers)}")
+        raise ValueError(f"unknown backbone(s) {unknown}; known: {sorted(BACKBONES)}")
     if not variants:
         raise ValueError("no variants given")
-    validate_ctr_data(data, sorted({g for v in variants.values() for g in v.all_groups}))
+    needed = set()
+    for v in variants.values():
+        inputs = model_inputs(data, v)
+        needed.update([*inputs.groups, *inputs.adaptor_groups])
+    validate_ctr_data(data, sorted(needed))
     out_dir = Path(out_dir)
     jobs = [(b, v, s) for b in backbones for v in variants for s in cfg.seeds
             if not (b == "lightgbm" and variants[v].adaptor_groups)]
@@ -78,7 +63,7 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant | Sequence[str]
     for backbone, variant, seed in tqdm(jobs, desc="train variants", unit="model"):
         spec = variants[variant]
         log.info("training %s/%s seed=%d groups=%s", backbone, variant, seed, spec.describe())
-        fit = trainers[backbone](data, spec, cfg, seed)
+        fit = trainer(backbone)(data, spec, cfg, seed)
         valid, _ = score(fit.model, data.valid, data)
         test, predict_rps = score(fit.model, data.test, data)  # the only look at test
         model_dir = out_dir / backbone / variant / f"seed={seed}"
@@ -94,7 +79,7 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant | Sequence[str]
             "n_train": len(data.train), "n_valid": len(data.valid), "n_test": len(data.test),
             "model_dir": str(model_dir),
         }
-        write_json(model_dir / "metrics.json", {**row, "history": fit.history, "config": cfg.model_dump(mode="json")})
+        atomic_write_json(model_dir / "metrics.json", json_safe({**row, "history": fit.history, "config": cfg.model_dump(mode="json")}))
         log.info("%s/%s seed=%d: valid_auc=%.4f test_auc=%.4f (%.1fs, best iteration %d)", backbone, variant,
                  seed, row["valid_auc"], row["test_auc"], fit.train_seconds, fit.best_iteration)
         rows.append(row)

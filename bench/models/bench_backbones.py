@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -25,16 +23,15 @@ import torch.nn.functional as F  # noqa: E402
 
 from configs import TrainConfig  # noqa: E402
 from models import deepctr_compat as dc  # noqa: E402
-from models.atomic import write_json  # noqa: E402
+from feature_store.files import atomic_write_json  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
-from models.train_deepctr import DeepCtrModel, DeepCtrParams, make_feature_map  # noqa: E402
-from models.variants import ablation  # noqa: E402
+from models.feature_spec import resolve_variants  # noqa: E402
+from models.train_deepctr import DeepCtrModel, make_feature_map  # noqa: E402
 
 
 def deepctr_rows_per_s(data, variant, cfg: TrainConfig, backbone: str, epochs: int) -> float:
     dc.set_threads(cfg.threads)
-    params = DeepCtrParams(model=backbone, att_activation=cfg.din_att_activation)
-    model = DeepCtrModel.build(make_feature_map(data, variant, cfg, params), seed=0)
+    model = DeepCtrModel.build(make_feature_map(data, variant, cfg, backbone), seed=0)
     x = model.input_matrix(data.train)
     y = torch.from_numpy(dc.as_label_array(data.train.frame[data.label]))
     optim = torch.optim.Adam(model.net.parameters(), lr=cfg.deepfm_lr)
@@ -77,7 +74,7 @@ def main() -> None:
                          item_groups=("item_knowledge_emb", "item_raw_emb"), user_groups=("user_profile_emb",),
                          signal_group="item_knowledge_emb", user_signal_group="user_profile_emb",
                          signal_strength=1.0, history_len=20)
-    v = ablation()
+    v = resolve_variants(TrainConfig(), ["llm", "llm_kar"])
     rows = []
     for threads in args.threads:
         cfg = TrainConfig(threads=threads, sequence_backbones=("din", "autoint"))
@@ -99,7 +96,7 @@ def main() -> None:
     summary = {"kar_experts": args.kar_experts or [kar_cfg.kar_shared_experts, kar_cfg.kar_specific_experts],
                "train_rows": len(data.train), "dim": args.dim, "epochs": args.epochs, "lgbm_rounds": args.rounds,
                "batch_size": TrainConfig().deepfm_batch_size, "results": rows}
-    write_json(args.out / "bench_backbones.json", summary)
+    atomic_write_json(args.out / "bench_backbones.json", summary)
     print(f"{'backbone':10} {'thr':>3} {'dense rows/s':>13} {'kar rows/s':>11} {'kar overhead':>12}")
     for r in rows:
         kar = f"{r['kar_rows_per_s']:11,.0f} {r['kar_overhead']:+12.1%}" if "kar_rows_per_s" in r else ""

@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 from configs import TrainConfig  # noqa: E402
-from models.atomic import write_json  # noqa: E402
+from feature_store.files import atomic_write_json  # noqa: E402
 from models.report import write_report  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
 from models.train_variants import train_variants  # noqa: E402
-from models.variants import resolve_variants  # noqa: E402
+from models.feature_spec import resolve_variants  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +46,7 @@ def main() -> None:
     cfg = TrainConfig(threads=args.threads, deepfm_epochs=args.epochs, seeds=tuple(args.seeds))
     if args.backbones:
         cfg = cfg.model_copy(update={"backbones": tuple(args.backbones)})
-    variants = resolve_variants(args.variants or cfg.variants)
+    variants = resolve_variants(cfg, args.variants)
     t1 = time.perf_counter()
     results = train_variants(data, variants, cfg, args.out)
     total = time.perf_counter() - t1
@@ -61,7 +59,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "models": results[cols].round(4).to_dict(orient="records"),
     }
-    write_json(args.out / "bench.json", summary)
+    atomic_write_json(args.out / "bench.json", summary)
     write_report(args.out, results, {"rows": summary["rows"], "peak_rss_mb": summary["peak_rss_mb"],
                                      "stages": {"make_synthetic_data": made, "train_variants": total}})
     print(json.dumps(summary))

@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 

@@ -17,10 +17,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from models.registry import champion_info, registry_root  # noqa: E402
 from models.serving import Scorer  # noqa: E402
@@ -41,15 +39,19 @@ def requests(scorer: Scorer, n: int, k: int, seed: int = 0) -> list[tuple[int, n
 def naive(scorer: Scorer, user: int, ids: np.ndarray) -> np.ndarray:
     """Per-request pandas merge + the model's own encoders (what a straightforward server would do)."""
     snap = scorer.snapshot
-    frame = pd.DataFrame({"item_id": ids}).merge(snap.items, on="item_id", how="left")
-    urow = snap.users[snap.users.user_id == user]
-    for c in snap.users.columns:
-        frame[c] = urow[c].iloc[0] if len(urow) else (user if c == "user_id" else None)
-    vectors = {g: t.get_vectors("emb", ids if snap.vector_keys[g] == "item_id" else np.full(len(ids), user))
-               for g, t in snap.vector_tables.items()}
+    frame = snap.scalars("item_id", ids)
+    user_row = snap.scalars("user_id", np.asarray([user], dtype=np.int64))
+    for c in user_row.columns:
+        frame[c] = user_row[c].iloc[0]
+    vectors = {}
+    for g in scorer.model.required_groups:
+        if snap.vector_entry(g).key == "item_id":
+            vectors[g] = snap.vectors("item_id", ids, [g])[g]
+        else:
+            vectors[g] = np.repeat(snap.vectors("user_id", np.asarray([user]), [g])[g], len(ids), axis=0)
     hist = lens = None
     if scorer.model.needs_history:
-        h, l = snap.latest_history(np.asarray([user]), scorer._maxlen)
+        h, l = snap.latest_history(np.asarray([user]), int(scorer.model.feature_map["history"]["maxlen"]))
         hist, lens = np.repeat(h, len(ids), axis=0), np.repeat(l, len(ids))
     return scorer.model.predict(frame, vectors, history=hist, history_len=lens)
 

@@ -1,7 +1,7 @@
 """A registered model compiled against a feature snapshot: one precomputed input row per known item and per user.
 
 Every input column of a CTR model depends on the user OR on the item, never both (ids, attributes, vectors,
-history). So at load time we run the model's OWN encoder (vocabularies, scaler, PCA; the code that built the
+history). So at load time we run the model's OWN encoder (`model.encode`: vocabularies, scaler, PCA; the code that built the
 training matrices) once over all items and once over all users, and keep
 
     item_rows  (n_items + 1, width)   the last row = an id no table knows: every item-side default
@@ -24,11 +24,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from models.ctr_data import CtrSplit
+from models.ctr_inputs import CtrSplit
+from models.feature_spec import HISTORY, ITEM_KEY, USER_KEY, input_sides
 from models.registry import ScoringModel
-from models.serving.features import ITEM_KEY, USER_KEY, FeatureSnapshot, VECTOR_FEATURE
-
-HISTORY = "__history__"  # pseudo-column: the sequence block (ids + length) is user-side
+from models.serving.features import FeatureSnapshot
 
 
 @dataclass
@@ -36,7 +35,7 @@ class CompiledModel:
     item_keys: np.ndarray      # sorted int64 item ids with a row in item_rows
     item_rows: np.ndarray      # (len(item_keys) + 1, width)
     item_missing: np.ndarray   # (len(item_keys) + 1, n_item_tables) bool: the item has no row in that table
-    item_tables: list[str]     # item-keyed tables the model reads (attributes first, then vector groups)
+    item_tables: list[str]     # item-keyed tables the model reads (the attribute table first)
     user_keys: np.ndarray
     user_rows: np.ndarray      # (len(user_keys) + 1, len(user_cols))
     user_missing: np.ndarray   # (len(user_keys) + 1, n_user_tables)
@@ -72,95 +71,32 @@ def _sentinel(keys: np.ndarray) -> int:
     return int(min(keys.min(initial=0), 0)) - 1
 
 
-def _side_frame(snapshot: FeatureSnapshot, key: str, ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    """Attribute columns of `key`'s side for `ids` (NaN where the attribute table has no row) + missing mask."""
-    attrs = snapshot.users if key == USER_KEY else snapshot.items
-    frame = pd.DataFrame({key: ids}).merge(attrs, on=key, how="left")
-    missing = ~np.isin(ids, attrs[key].to_numpy(dtype=np.int64))
-    return frame, missing
-
-
 def _placeholder(snapshot: FeatureSnapshot, key: str, n: int) -> pd.DataFrame:
     """The other side's columns, all 'unknown' (they are overwritten or discarded)."""
-    attrs = snapshot.users if key == USER_KEY else snapshot.items
+    attrs = snapshot.scalars(key, np.zeros(0, dtype=np.int64))
     return pd.DataFrame({c: pd.Series([None] * n, dtype=object) if attrs[c].dtype.kind not in "fiu"
                          else np.full(n, np.nan) for c in attrs.columns})
 
 
-def _vector_block(snapshot: FeatureSnapshot, key: str, ids: np.ndarray, n: int,
-                  groups: list[str]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-    vectors, missing = {}, []
-    for g in groups:
-        table = snapshot.vector_tables[g]
-        if snapshot.vector_keys[g] == key:
-            vectors[g] = table.get_vectors(VECTOR_FEATURE, ids)  # unknown ids: the table's default vector
-            missing.append(table.lookup(ids)[1])
-        else:
-            dim = table.spec.feature(VECTOR_FEATURE).dim
-            vectors[g] = np.zeros((n, dim), dtype=np.float32)
-    return vectors, missing
-
-
-def _layout(model: ScoringModel) -> list[tuple[str, int]]:
-    """(source column or group, width) of every input block, in the encoder's column order."""
-    fmap = model.inner.feature_map
-    if fmap["backbone"] == "lightgbm":
-        out = [(c, 1) for c in fmap["id_columns"] + fmap["categorical_columns"] + fmap["numeric_columns"]]
-        return out + [(g["name"], int(g["pca_dim"])) for g in fmap["vector_groups"]]
-    out = [(v["column"], 1) for v in fmap["vocabularies"]]
-    if fmap.get("history"):
-        out.append((HISTORY, int(fmap["history"]["maxlen"]) + 1))
-    out += [(c, 1) for c in fmap["scaler"]["columns"]]
-    out += [(g["name"], int(g["dim"])) for g in fmap["vector_groups"]]
-    out += [(g["name"], int(g["dim"])) for g in (fmap.get("adaptor") or {}).get("groups", [])]
-    return out
-
-
-def _encoder(model: ScoringModel) -> Callable[[CtrSplit], np.ndarray]:
-    if model.inner.feature_map["backbone"] == "lightgbm":
-        return lambda split: np.ascontiguousarray(model.inner.matrix(split), dtype=np.float64)
-    return lambda split: model.inner.input_matrix(split).numpy()
-
-
-def _forward(model: ScoringModel, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    inner = model.inner
-    if inner.feature_map["backbone"] == "lightgbm":
-        booster = inner.booster
-        return lambda x: np.asarray(booster.predict(x, num_threads=threads), dtype=np.float64)
-    import torch
-
-    net = inner.net.eval()
-
-    def forward(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net(torch.from_numpy(x)).reshape(-1).numpy().astype(np.float64)
-
-    return forward
-
-
 def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int = 1) -> CompiledModel:
-    """Precompute item and user input rows of `model` from `snapshot` (see module docstring)."""
-    fmap = model.inner.feature_map
+    """Precompute item and user input rows of `model` from `snapshot` (see module docstring). The model says
+    which column or group each input block holds (`input_layout`); the feature spec says whose it is."""
+    inner = model.inner
+    fmap = inner.feature_map
     groups = model.required_groups
-    user_attr_cols = set(snapshot.users.columns)
-    item_attr_cols = set(snapshot.items.columns)
-    layout = _layout(model)
+    sides = input_sides(fmap)
     user_mask: list[bool] = []
-    for name, width in layout:
-        if name == HISTORY or name in user_attr_cols or snapshot.vector_keys.get(name) == USER_KEY:
-            side = True
-        elif name in item_attr_cols or snapshot.vector_keys.get(name) == ITEM_KEY:
-            side = False
-        else:
-            raise ValueError(f"{model.model_dir}: input column {name!r} is neither a user nor an item feature "
-                             f"of the pinned tables (users: {sorted(user_attr_cols)}, items: {len(item_attr_cols)} "
-                             f"columns, vectors: {sorted(snapshot.vector_keys)})")
-        user_mask += [side] * width
+    for name, width in inner.input_layout():
+        side = USER_KEY if name == HISTORY else sides.get(name)
+        if side not in (USER_KEY, ITEM_KEY):
+            raise ValueError(f"{model.model_dir}: input {name!r} belongs to no feature-spec entry of the model "
+                             f"(entries cover {sorted(sides)})")
+        user_mask += [side == USER_KEY] * width
     user_cols = np.flatnonzero(user_mask).astype(np.int64)
     vocabs = {v["column"]: v["values"] for v in fmap["vocabularies"]}
     hist_spec = fmap.get("history")
     maxlen = int(hist_spec["maxlen"]) if hist_spec else 0
-    encode = _encoder(model)
+    encode = inner.encode
 
     def split_for(frame: pd.DataFrame, vectors: dict, history=None, history_len=None) -> CtrSplit:
         n = len(frame)
@@ -177,12 +113,11 @@ def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int =
     # items: every id any item table or the id vocabulary knows, plus the default row
     item_keys = snapshot.key_universe(ITEM_KEY, vocabs.get(ITEM_KEY, ()))
     ids = np.append(item_keys, _sentinel(item_keys))
-    attrs, attr_missing = _side_frame(snapshot, ITEM_KEY, ids)
-    frame = pd.concat([attrs, _placeholder(snapshot, USER_KEY, len(ids))], axis=1)
-    vectors, vec_missing = _vector_block(snapshot, ITEM_KEY, ids, len(ids), groups)
-    item_rows = check_width(encode(split_for(frame, vectors)), "item")
-    item_tables = ["items"] + [g for g in groups if snapshot.vector_keys[g] == ITEM_KEY]
-    item_missing = np.stack([attr_missing, *vec_missing], axis=1)
+    frame = pd.concat([snapshot.scalars(ITEM_KEY, ids), _placeholder(snapshot, USER_KEY, len(ids))], axis=1)
+    vectors = snapshot.vectors(ITEM_KEY, ids, groups)
+    item_rows = np.ascontiguousarray(check_width(encode(split_for(frame, vectors)), "item"))
+    item_tables = snapshot.tables(ITEM_KEY)
+    item_missing = snapshot.missing(ITEM_KEY, ids)
 
     user_keys = snapshot.key_universe(USER_KEY, vocabs.get(USER_KEY, ()))
     uids = np.append(user_keys, _sentinel(user_keys))
@@ -190,22 +125,19 @@ def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int =
 
     def encode_users(user_frame: pd.DataFrame, history: np.ndarray | None,
                      history_len: np.ndarray | None) -> np.ndarray:
-        """User-side input columns for rows of user attributes (+ histories, for sequence models)."""
+        """User-side input columns for rows of user scalar columns (+ histories, for sequence models)."""
         n = len(user_frame)
         frame = pd.concat([item_placeholder.iloc[[0] * n].reset_index(drop=True),
                            user_frame.reset_index(drop=True)], axis=1)
-        vecs, _ = _vector_block(snapshot, USER_KEY, user_frame[USER_KEY].to_numpy(dtype=np.int64), n, groups)
+        vecs = snapshot.vectors(USER_KEY, user_frame[USER_KEY].to_numpy(dtype=np.int64), groups)
         x = check_width(encode(split_for(frame, vecs, history, history_len)), "user")
         return np.ascontiguousarray(x[:, user_cols])
 
-    uattrs, u_attr_missing = _side_frame(snapshot, USER_KEY, uids)
     hist, hist_len = snapshot.latest_history(uids, maxlen) if hist_spec else (None, None)
-    user_rows = encode_users(uattrs, hist, hist_len)
-    _, u_vec_missing = _vector_block(snapshot, USER_KEY, uids, len(uids), groups)
-    user_tables = ["users"] + [g for g in groups if snapshot.vector_keys[g] == USER_KEY]
-    user_missing = np.stack([u_attr_missing, *u_vec_missing], axis=1)
-    return CompiledModel(item_keys, item_rows, item_missing, item_tables, user_keys, user_rows, user_missing,
-                         user_tables, user_cols, _forward(model, threads), encode_users)
+    user_rows = encode_users(snapshot.scalars(USER_KEY, uids), hist, hist_len)
+    return CompiledModel(item_keys, item_rows, item_missing, item_tables, user_keys, user_rows,
+                         snapshot.missing(USER_KEY, uids), snapshot.tables(USER_KEY), user_cols,
+                         inner.forward_fn(threads), encode_users)
 
 
 def history_rows(item_ids: list[int], maxlen: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,16 +1,18 @@
 """The pinned feature-table versions a model needs, read once into memory for serving.
 
-`FeatureSnapshot.load(store, pins, vector_groups)` reads the users/items attribute tables through the same
-function the training dataset uses (models.ctr_dataset._attributes, so categorical buckets, genre multi-hot and
-year filling cannot drift from training), each vector table into an `OnlineTable` (latest row per key, default
-vector for unknown keys), and each user's item sequence from `interaction_splits` (for sequence models: the last
-`L` items of ALL the user's rows, i.e. the history "as of now").
+`FeatureSnapshot.load(store, pins, feature_map)` reads exactly the tables named by the feature-spec entries in the
+model's feature map (models/feature_spec.py), with the same functions the dataset builder uses, so categorical
+buckets, multi-hot columns and median filling cannot drift from training:
+
+- scalar entries of timeless tables (users, items, item_tags): `side_frame`, one row per key;
+- scalar entries of timestamped tables (user_interest) and every vector entry: an `OnlineTable` (latest row per
+  key, the table's default for unknown keys), scalars then through `apply_transform`;
+- the sequence entry: each user's item sequence from `interaction_splits` (the last `L` items of ALL the user's
+  rows, i.e. the history "as of now").
 
 Nothing here runs per request: models/serving/compiled.py turns a snapshot into per-item / per-user input rows.
 
-    from feature_store import FeatureStore
-    snap = FeatureSnapshot.load(FeatureStore("var/ml100k/feature_store"), manifest["feature_tables"],
-                                ["item_knowledge_emb", "user_profile_emb"])
+    snap = FeatureSnapshot.load(FeatureStore("var/ml100k/feature_store"), manifest["feature_tables"], feature_map)
 """
 from __future__ import annotations
 
@@ -21,49 +23,119 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from configs.train_config import FeatureEntry
 from feature_store import FeatureStore, OnlineTable
-from models.ctr_dataset import _age_bucket, _attributes
+from models.feature_spec import ITEM_KEY, USER_KEY, age_bucket, apply_transform, is_static, side_frame
 from models.history import recent_items
 
-USER_KEY, ITEM_KEY = "user_id", "item_id"
-VECTOR_FEATURE = "emb"  # the vector column of every embedding table (feature_store.definitions.embedding_spec)
+SIDES = (USER_KEY, ITEM_KEY)
+
+
+def spec_entries(feature_map: dict) -> list[FeatureEntry]:
+    """The FeatureEntry list a saved feature map records (its `columns` are derived, not part of the entry)."""
+    return [FeatureEntry.model_validate({k: v for k, v in e.items() if k != "columns"})
+            for e in feature_map.get("features", [])]
 
 
 @dataclass
 class FeatureSnapshot:
-    versions: dict[str, str]              # table -> exact version read
-    users: pd.DataFrame                   # user_id + user-side attribute columns, one row per user
-    items: pd.DataFrame                   # item_id + item-side attribute columns, one row per item
-    vector_tables: dict[str, OnlineTable]  # vector group -> its pinned table
-    vector_keys: dict[str, str]           # vector group -> "user_id" | "item_id"
-    vector_ids: dict[str, np.ndarray]     # vector group -> the int64 keys its table holds
+    versions: dict[str, str]               # table -> exact version read
+    entries: list[FeatureEntry]            # the model's feature-spec entries
+    static: dict[str, pd.DataFrame]        # side key -> key + static scalar model columns, one row per key
+    static_tables: dict[str, list[str]]    # side key -> its timeless scalar tables (the first is "users"/"items")
+    static_ids: dict[str, np.ndarray]      # timeless table -> the int64 keys it holds
+    online: dict[str, OnlineTable]         # timestamped scalar tables and every vector table
+    online_ids: dict[str, np.ndarray]      # online table -> the int64 keys it holds
     events: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (user, item, int64 time) of interaction_splits
 
     @classmethod
-    def load(cls, store: FeatureStore, pins: Mapping[str, str], vector_groups: Sequence[str],
-             with_history: bool = False) -> "FeatureSnapshot":
-        need = ["users", "items", *vector_groups] + (["interaction_splits"] if with_history else [])
+    def load(cls, store: FeatureStore, pins: Mapping[str, str], feature_map: dict) -> "FeatureSnapshot":
+        entries = spec_entries(feature_map)
+        if not entries:
+            raise ValueError("the model's feature_map.json records no feature-spec entries (trained on data not "
+                             "built by models.dataset_builder): it cannot be served")
+        need = list(dict.fromkeys(e.source for e in entries))
         missing = [t for t in need if t not in pins]
         if missing:
             raise ValueError(f"model manifest pins no version for table(s) {missing} (pins: {sorted(pins)})")
         versions = {t: store.resolve(t, pins[t]) for t in need}
-        users, items, _ = _attributes(store, versions)
-        tables, keys, ids = {}, {}, {}
-        for group in vector_groups:
-            table = OnlineTable.load(store, group, versions[group])
-            key = table.spec.join_keys
-            if len(key) != 1 or key[0] not in (USER_KEY, ITEM_KEY):
-                raise ValueError(f"vector table {group!r} (version {versions[group]}): join keys {list(key)}, "
-                                 f"expected [{USER_KEY!r}] or [{ITEM_KEY!r}]")
-            tables[group], keys[group] = table, key[0]
-            ids[group] = store.read(group, versions[group], columns=[key[0]]).column(key[0]).to_numpy()
+        seq = [e for e in entries if e.type == "sequence"] if feature_map.get("history") else []
+        scalar_or_vector = [e for e in entries if e.type != "sequence"]
+        static, static_tables, static_ids, online, online_ids = {}, {}, {}, {}, {}
+        for key in SIDES:
+            static[key] = side_frame(store, versions, scalar_or_vector, key).reset_index(drop=True)
+            tables = [e.source for e in scalar_or_vector if e.key == key and e.type != "vector"
+                      and is_static(store, e.source, versions[e.source])]
+            primary = "users" if key == USER_KEY else "items"
+            static_tables[key] = list(dict.fromkeys(sorted(tables, key=lambda t: t != primary)))
+        for table in {t for ts in static_tables.values() for t in ts}:
+            key = next(e.key for e in entries if e.source == table)
+            static_ids[table] = store.read(table, versions[table], columns=[key]).column(key).to_numpy()
+        for e in scalar_or_vector:
+            if e.source in online or (e.type != "vector" and any(e.source in ts for ts in static_tables.values())):
+                continue  # static scalars come from `static`; vectors of any table from an OnlineTable
+            table = OnlineTable.load(store, e.source, versions[e.source])
+            if list(table.spec.join_keys) != [e.key]:
+                raise ValueError(f"table {e.source!r} (version {versions[e.source]}): join keys "
+                                 f"{list(table.spec.join_keys)}, the feature spec says [{e.key!r}]")
+            online[e.source] = table
+            online_ids[e.source] = store.read(e.source, versions[e.source], columns=[e.key]).column(e.key).to_numpy()
         events = None
-        if with_history:
-            ev = store.read("interaction_splits", versions["interaction_splits"], columns=["user_id", "item_id",
-                                                                                          "timestamp"])
+        if seq:
+            v = versions[seq[0].source]
+            ev = store.read(seq[0].source, v, columns=["user_id", "item_id", "timestamp"])
             events = (ev.column("user_id").to_numpy(), ev.column("item_id").to_numpy().astype(np.int64),
                       ev.column("timestamp").cast(pa.int64()).to_numpy())
-        return cls(versions, users.reset_index(drop=True), items.reset_index(drop=True), tables, keys, ids, events)
+        return cls(versions, entries, static, static_tables, static_ids, online, online_ids, events)
+
+    @property
+    def users(self) -> pd.DataFrame:
+        return self.static[USER_KEY]
+
+    @property
+    def items(self) -> pd.DataFrame:
+        return self.static[ITEM_KEY]
+
+    def tables(self, key: str) -> list[str]:
+        """Tables on `key`'s side, in the order `missing` reports them (the attribute table first)."""
+        dynamic = [t for t in dict.fromkeys(e.source for e in self.entries if e.key == key and e.source in self.online)
+                   if t not in self.static_tables[key]]
+        return [*self.static_tables[key], *dynamic]
+
+    def missing(self, key: str, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), len(tables(key))) bool: the id has no row in that table (takes its defaults)."""
+        cols = []
+        for t in self.tables(key):
+            if t in self.online:
+                cols.append(self.online[t].lookup(ids)[1])
+            else:
+                cols.append(~np.isin(ids, self.static_ids[t].astype(np.int64)))
+        return np.stack(cols, axis=1) if cols else np.zeros((len(ids), 0), dtype=bool)
+
+    def scalars(self, key: str, ids: np.ndarray) -> pd.DataFrame:
+        """key + every scalar model column of `key`'s side for `ids` (NaN / table defaults where absent)."""
+        frame = pd.DataFrame({key: ids}).merge(self.static[key], on=key, how="left")
+        for e in self.entries:
+            if (e.key == key and e.type in ("categorical", "numeric") and e.source in self.online
+                    and e.source not in self.static_tables[key]):  # timestamped: latest row per key
+                values = self.online[e.source].get(ids)[e.column]
+                frame = pd.concat([frame, apply_transform(e, pd.Series(list(values)))], axis=1)
+        return frame
+
+    def vector_entry(self, name: str) -> FeatureEntry:
+        return next(e for e in self.entries if e.name == name and e.type == "vector")
+
+    def vectors(self, key: str, ids: np.ndarray, groups: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each vector group for `ids` if it is on `key`'s side (unknown ids: the table default), else zeros."""
+        out = {}
+        for g in groups:
+            e = self.vector_entry(g)
+            table = self.online[e.source]
+            if e.key == key:
+                out[g] = table.get_vectors(e.column, ids)
+            else:
+                out[g] = np.zeros((len(ids), table.spec.feature(e.column).dim), dtype=np.float32)
+        return out
 
     def latest_history(self, user_ids: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """Each user's last `max_len` items (oldest first, 0-padded) over all their rows, and the lengths."""
@@ -77,15 +149,13 @@ class FeatureSnapshot:
 
     def key_universe(self, key: str, extra: Sequence = ()) -> np.ndarray:
         """Sorted int64 ids known to any table on this side (plus `extra`, e.g. the model's id vocabulary)."""
-        frame = self.users if key == USER_KEY else self.items
-        parts = [frame[key].to_numpy(dtype=np.int64)]
-        for group, k in self.vector_keys.items():
-            if k == key:
-                parts.append(self.vector_ids[group].astype(np.int64))
+        parts = [self.static[key][key].to_numpy(dtype=np.int64)]
+        for t in self.tables(key):
+            if t in self.online:
+                parts.append(self.online_ids[t].astype(np.int64))
         ints = [v for v in extra if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
         parts.append(np.asarray(ints, dtype=np.int64))
         return np.unique(np.concatenate(parts))
-
 
 def user_context_frame(snapshot: FeatureSnapshot, context: Mapping) -> dict:
     """Per-request user attribute overrides -> the user-side columns they set (raw `age` -> `age_bucket`)."""
@@ -97,7 +167,7 @@ def user_context_frame(snapshot: FeatureSnapshot, context: Mapping) -> dict:
         if key == "age" and "age_bucket" in allowed:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"context['age'] = {value!r}: expected a number")
-            out["age_bucket"] = str(_age_bucket(pd.Series([value])).iloc[0])
+            out["age_bucket"] = str(age_bucket(pd.Series([value])).iloc[0])
         elif key in allowed:
             if not isinstance(value, str):
                 raise ValueError(f"context[{key!r}] = {value!r}: expected a string")

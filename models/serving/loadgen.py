@@ -42,7 +42,9 @@ class LoadStats:
 
 
 def run_load(port: int, bodies: list[dict], total: int, concurrency: int = 4, max_seconds: float = 120.0,
-             check: Callable[[int, dict], str | None] | None = None, host: str = LOOPBACK) -> LoadStats:
+             check: Callable[[int, dict], str | None] | None = None, host: str = LOOPBACK,
+             stop: threading.Event | None = None) -> LoadStats:
+    """Send up to `total` requests (or until `max_seconds` pass, or `stop` is set)."""
     if host not in (LOOPBACK, "localhost"):
         raise ValueError(f"run_load: loopback only, got host {host!r}")
     payloads = [json.dumps(b).encode() for b in bodies]
@@ -52,7 +54,7 @@ def run_load(port: int, bodies: list[dict], total: int, concurrency: int = 4, ma
 
     def worker() -> None:
         conn = http.client.HTTPConnection(host, port, timeout=30)
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not (stop is not None and stop.is_set()):
             with lock:
                 i = next(counter, None)
             if i is None:

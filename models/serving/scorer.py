@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from feature_store import FeatureStore
 from models.registry import ScoringModel, champion_info, load_model, registry_root
 from models.serving.compiled import CompiledModel, compile_model, history_rows
-from models.serving.features import USER_KEY, FeatureSnapshot, user_context_frame
+from models.feature_spec import USER_KEY
+from models.serving.features import FeatureSnapshot, user_context_frame
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Scorer:
         self.model, self.snapshot, self.compiled = model, snapshot, compiled
         self.info = info
         self.cold_start = ColdStartCounts()
-        fmap = model.inner.feature_map
+        fmap = model.feature_map
         self._maxlen = int(fmap["history"]["maxlen"]) if fmap.get("history") else 0
 
     @classmethod
@@ -92,7 +92,7 @@ class Scorer:
         if not pins:
             raise ValueError(f"{model_dir}/manifest.json: no feature_tables pinned; serving needs the versions")
         store = feature_store if isinstance(feature_store, FeatureStore) else FeatureStore(feature_store)
-        snapshot = FeatureSnapshot.load(store, pins, model.required_groups, with_history=model.needs_history)
+        snapshot = FeatureSnapshot.load(store, pins, model.feature_map)
         compiled = compile_model(model, snapshot, threads=threads)
         m = model.manifest
         description = {"model_dir": str(Path(model_dir)), **{k: m.get(k) for k in ("run_id", "backbone",
@@ -148,11 +148,7 @@ class Scorer:
         if not isinstance(context, Mapping):
             raise ValueError(f"context: expected an object, got {type(context).__name__}")
         overrides = user_context_frame(self.snapshot, context)
-        users = self.snapshot.users
-        row = users[users[USER_KEY] == user_id]
-        if row.empty:
-            row = pd.DataFrame({col: [user_id if col == USER_KEY else None] for col in users.columns})
-        row = row.reset_index(drop=True).copy()
+        row = self.snapshot.scalars(USER_KEY, np.asarray([user_id], dtype=np.int64))  # unknown user: NaN/defaults
         for col, value in overrides.items():
             row[col] = value
         hist = hist_len = None

@@ -11,13 +11,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from configs import TrainConfig  # noqa: E402
+from models.feature_spec import Variant  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
 
-VARIANTS = {"base": [], "noise": ["item_noise_emb"], "signal": ["item_signal_emb"]}
+VARIANTS = {"base": Variant(), "noise": Variant(("item_noise_emb",)), "signal": Variant(("item_signal_emb",))}
 
 
 @pytest.fixture(scope="session")
-def variants() -> dict[str, list[str]]:
+def variants() -> dict[str, Variant]:
     return VARIANTS
 
 
@@ -111,4 +112,44 @@ def publish_planted_store(root, n_users: int = 150, n_items: int = 3000, per_use
 def planted_workdir(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     publish_planted_store(work / "feature_store")
+    return work
+
+
+TOPICS = ["action", "comedy", "drama", "romance"]
+
+
+def publish_structured_tables(root, n_users: int, n_items: int, seed: int = 0) -> None:
+    """Small item_tags / user_interest tables as augment/structured.py publishes them (accepted rows only: a few
+    items and users are missing and take the table defaults)."""
+    from feature_store import FeatureStore
+    from feature_store import definitions as d
+
+    rng = np.random.default_rng(seed)
+    store = FeatureStore(root)
+    item_ids = np.arange(1, n_items + 1)[rng.random(n_items) > 0.05]
+    cats = rng.integers(0, len(TOPICS), len(item_ids))
+    hots = [np.eye(len(TOPICS), dtype=np.float32)[c] + (rng.random(len(TOPICS)) > 0.8) for c in cats]
+    tags = pd.DataFrame({"item_id": item_ids, "category": [TOPICS[c] for c in cats],
+                         "category_index": cats.astype(np.int64) + 1, "tags": [[TOPICS[c]] for c in cats],
+                         "topic_multi_hot": [np.minimum(h, 1).astype(np.float32) for h in hots], "flag": "ok"})
+    splits = store.read_pandas("interaction_splits", store.resolve("interaction_splits"))
+    cutoff = splits[splits.role == "history"].groupby("user_id")["timestamp"].max()
+    users = cutoff.index.to_numpy()[rng.random(len(cutoff)) > 0.05]
+    top = rng.integers(0, len(TOPICS), len(users))
+    interest = pd.DataFrame({"user_id": users, "event_timestamp": cutoff.loc[users].to_numpy(),
+                             "created_timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+                             "top_topic": [TOPICS[t] for t in top], "topics": [[TOPICS[t]] for t in top],
+                             "topic_weights": [np.eye(len(TOPICS), dtype=np.float32)[t] for t in top],
+                             "era": "any", "cold": False, "flag": "ok"})
+    recipe = {"structured-test": seed}
+    store.publish(d.item_tags(len(TOPICS)), tags, recipe)
+    store.publish(d.user_interest(len(TOPICS)), interest, recipe)
+
+
+@pytest.fixture(scope="session")
+def structured_workdir(tmp_path_factory):
+    """A planted store plus the structured tables (what generation.structured.enabled publishes)."""
+    work = tmp_path_factory.mktemp("structured")
+    publish_planted_store(work / "feature_store", n_users=80, n_items=400, per_user=30)
+    publish_structured_tables(work / "feature_store", n_users=80, n_items=400)
     return work

@@ -3,9 +3,9 @@ saves a state_dict and reloads to identical predictions; bad inputs give one-lin
 import numpy as np
 import pytest
 
-from models.ctr_data import CtrSplit
+from models.ctr_inputs import CtrSplit
 from models.train_deepctr import DeepCtrModel, train_deepctr
-from models.variants import Variant
+from models.feature_spec import Variant
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,7 @@ def small(kar_data):
     def cut(s, n):
         return CtrSplit(s.frame.head(n), {g: v[:n] for g, v in s.vectors.items()}, s.history[:n],
                         s.history_len[:n])
-    from models.ctr_data import CtrData
+    from models.ctr_inputs import CtrData
     return CtrData(cut(kar_data.train, 1500), cut(kar_data.valid, 400), cut(kar_data.test, 400),
                    kar_data.categorical, kar_data.numeric)
 
@@ -40,7 +40,7 @@ def test_din_att_activation_is_configurable(small, fast_cfg):
 
 
 def test_din_without_history_is_a_clear_error(ctr_data, fast_cfg):
-    from models.ctr_data import CtrData
+    from models.ctr_inputs import CtrData
     no_hist = CtrData(*[CtrSplit(s.frame, s.vectors) for s in ctr_data.splits().values()],
                       categorical=ctr_data.categorical, numeric=ctr_data.numeric)
     with pytest.raises(ValueError, match="needs each sample's item history"):

@@ -50,10 +50,13 @@ def test_bad_max_len():
 
 def test_ctr_dataset_history_precedes_each_sample(planted_workdir):
     from feature_store import FeatureStore
-    from models.ctr_dataset import build_ctr_dataset
+    from configs import TrainConfig
+    from models.dataset_builder import build_ctr_dataset
+    from models.feature_spec import tables_needed
 
     store = FeatureStore(planted_workdir / "feature_store")
-    built = build_ctr_dataset(store, history_len=8)
+    versions = {t: store.resolve(t) for t in tables_needed(TrainConfig())}
+    built = build_ctr_dataset(store, versions, history_len=8)
     events = store.read_pandas("interaction_splits", built.versions["interaction_splits"])
     when = {(u, i): t for u, i, t in zip(events.user_id, events.item_id, events.timestamp)}
     for split in built.data.splits().values():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from models import deepctr_compat
-from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
+from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
+from models.feature_spec import Variant
 from models.train_variants import train_variants
 
 
@@ -24,7 +25,7 @@ def _replace(data: CtrData, **splits) -> CtrData:
 
 def test_missing_vector_group_is_named(ctr_data, fast_cfg, tmp_path):
     with pytest.raises(ValueError, match="vector group 'nope' not provided"):
-        train_variants(ctr_data, {"x": ["nope"]}, fast_cfg, tmp_path)
+        train_variants(ctr_data, {"x": Variant(("nope",))}, fast_cfg, tmp_path)
 
 
 def test_bad_label_names_split_row_and_column(ctr_data):
@@ -44,4 +45,4 @@ def test_misaligned_vectors_are_rejected(ctr_data):
 
 def test_unknown_backbone(ctr_data, fast_cfg, tmp_path):
     with pytest.raises(ValueError, match="unknown backbone"):
-        train_variants(ctr_data, {"base": []}, fast_cfg, tmp_path, backbones=("xgboost",))
+        train_variants(ctr_data, {"base": Variant()}, fast_cfg, tmp_path, backbones=("xgboost",))

@@ -7,7 +7,8 @@ import torch
 from models.kar_adaptor import HybridExpertAdaptor
 from models.metrics import auc
 from models.train_deepctr import train_deepctr
-from models.variants import ablation
+from configs import TrainConfig
+from models.feature_spec import resolve_variants
 
 
 def test_experts_gates_and_shapes():
@@ -37,11 +38,13 @@ def test_shared_experts_need_equal_dims():
 
 @pytest.fixture(scope="module")
 def kar_fits(kar_data, fast_cfg):
-    v = ablation()
+    v = resolve_variants(TrainConfig(), ["base", "raw_text", "llm_kar"])
     return {(b, name): train_deepctr(kar_data, v[name], fast_cfg, 0, b)
             for b in ("deepfm", "din") for name in ("base", "raw_text", "llm_kar")}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("backbone", ["deepfm", "din"])
 def test_adaptor_beats_base_and_raw_text_on_planted_signal(kar_fits, kar_data, backbone):
     y = kar_data.test.frame["label"].to_numpy()
@@ -51,6 +54,8 @@ def test_adaptor_beats_base_and_raw_text_on_planted_signal(kar_fits, kar_data, b
     assert score["llm_kar"] - score["raw_text"] > 0.1, score
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_adaptor_weights_are_trained_and_saved(kar_fits, kar_data, tmp_path):
     from models.train_deepctr import DeepCtrModel
 

@@ -2,6 +2,10 @@
 import json
 
 import pandas as pd
+import pytest
+
+# trains 2 backbones x 3 variants on 6k rows (~5 s)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def test_signal_variant_beats_base_for_both_backbones(variant_run):

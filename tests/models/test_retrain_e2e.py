@@ -3,8 +3,18 @@ table versions, gate decision in report and run.json, report verdict says LLM fe
 the same recipe keeps the champion."""
 import json
 
+import pytest
+
 from configs import RunConfig
-from models.retrain import retrain
+from feature_store import FeatureStore
+from models.retrain import latest_versions, retrain
+
+# real retrain runs (3 backbones x 4 variants) on a planted store: ~10-20 s each on a quiet 2-core box
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def _versions(cfg):
+    return latest_versions(FeatureStore(cfg.workdir_path / "feature_store"), cfg)
 
 
 def _cfg(work, **train):
@@ -16,7 +26,7 @@ def _cfg(work, **train):
 
 def test_retrain_registry_gate_and_report(planted_workdir):
     cfg = _cfg(planted_workdir)
-    out = retrain(cfg)
+    out = retrain(cfg, _versions(cfg))
     rows = out["results"]
     assert len(rows) == 3 * 4 - 1  # lightgbm skips llm_kar
     reg = planted_workdir / "registry" / "ctr" / out["run_id"]
@@ -32,7 +42,7 @@ def test_retrain_registry_gate_and_report(planted_workdir):
     assert "## Promotion gate" in text and "PROMOTED" in text
     assert open(out["png"], "rb").read(4) == b"\x89PNG"
 
-    again = retrain(cfg)  # same recipe -> same models -> the gate keeps the champion
+    again = retrain(cfg, _versions(cfg))  # same recipe -> same models -> the gate keeps the champion
     assert again["run_id"] == out["run_id"] and not again["promotion"]["promoted"]
 
 
@@ -42,7 +52,7 @@ def test_cli_registry_ls_and_promote(planted_workdir, tmp_path, capsys):
     from models.__main__ import main
 
     cfg = _cfg(planted_workdir)
-    out = retrain(cfg)
+    out = retrain(cfg, _versions(cfg))
     assert main(["registry", "ls", "--root", str(planted_workdir)]) == 0
     listing = capsys.readouterr().out
     assert "llm_kar" in listing and "True" in listing
@@ -58,13 +68,14 @@ def test_champion_scores_a_serving_frame_built_from_pinned_tables(planted_workdi
     import numpy as np
 
     from feature_store import FeatureStore
-    from models.ctr_dataset import attribute_frames, build_ctr_dataset
+    from models.dataset_builder import attribute_frames, build_ctr_dataset
     from models.registry import load_champion
 
-    retrain(_cfg(planted_workdir))
+    cfg = _cfg(planted_workdir)
+    retrain(cfg, _versions(cfg))
     model, manifest = load_champion(planted_workdir, "ctr")
     store = FeatureStore(planted_workdir / "feature_store")
-    built = build_ctr_dataset(store, versions=manifest["feature_tables"], history_len=8)
+    built = build_ctr_dataset(store, manifest["feature_tables"], history_len=8)
     test = built.data.test
     users, items = attribute_frames(store, manifest["feature_tables"])
     frame = test.frame[["user_id", "item_id"]].merge(users, on="user_id", how="left").merge(items, on="item_id",

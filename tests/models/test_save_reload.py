@@ -2,21 +2,22 @@
 import numpy as np
 import pytest
 
-from models.ctr_data import CtrSplit
-from models.ctr_features import Vocabulary
-from models.train_deepfm import DeepFMModel, train_deepfm
+from models.ctr_inputs import CtrSplit
+from models.encoders import Vocabulary
+from models.feature_spec import Variant
+from models.train_deepctr import DeepCtrModel, train_deepctr
 from models.train_lightgbm import LightGBMModel, train_lightgbm
 
-GROUPS = ["item_signal_emb", "item_noise_emb"]
+GROUPS = Variant(("item_signal_emb", "item_noise_emb"))
 
 
 @pytest.fixture(scope="module")
 def fits(ctr_data, fast_cfg):
-    return {"deepfm": train_deepfm(ctr_data, GROUPS, fast_cfg, seed=0),
+    return {"deepfm": train_deepctr(ctr_data, GROUPS, fast_cfg, 0, "deepfm"),
             "lightgbm": train_lightgbm(ctr_data, GROUPS, fast_cfg, seed=0)}
 
 
-@pytest.mark.parametrize("backbone,loader", [("deepfm", DeepFMModel.load), ("lightgbm", LightGBMModel.load)])
+@pytest.mark.parametrize("backbone,loader", [("deepfm", DeepCtrModel.load), ("lightgbm", LightGBMModel.load)])
 def test_reload_gives_identical_predictions(fits, ctr_data, tmp_path, backbone, loader):
     model = fits[backbone].model
     model.save(tmp_path)
@@ -27,7 +28,7 @@ def test_reload_gives_identical_predictions(fits, ctr_data, tmp_path, backbone, 
 
 
 def test_deepfm_same_seed_same_model(ctr_data, fast_cfg, fits):
-    again = train_deepfm(ctr_data, GROUPS, fast_cfg, seed=0)
+    again = train_deepctr(ctr_data, GROUPS, fast_cfg, 0, "deepfm")
     assert np.array_equal(again.model.predict(ctr_data.valid), fits["deepfm"].model.predict(ctr_data.valid))
 
 

@@ -74,14 +74,16 @@ def publish_tiny_store(root: Path, seed: int = 0) -> None:
 def served_workdir(tmp_path_factory) -> Path:
     """<tmp>/feature_store + <tmp>/registry/ctr with lightgbm/{base,llm}, deepfm/{llm,llm_kar}, din/llm."""
     from configs import RunConfig
-    from models.retrain import retrain
+    from feature_store import FeatureStore
+    from models.retrain import latest_versions, retrain
 
     work = tmp_path_factory.mktemp("serving")
     publish_tiny_store(work / "feature_store")
     train = dict(seeds=(0,), threads=1, deepfm_epochs=2, deepfm_batch_size=256, deepfm_lr=5e-3, embedding_dim=4,
                  lgbm_rounds=30, lgbm_early_stopping=10, lgbm_pca_dim=3, backbones=("lightgbm", "deepfm", "din"),
                  variants=("base", "llm", "llm_kar"), kar_hidden=8, kar_out_dim=4, history_len=5)
-    retrain(RunConfig.model_validate({"workdir": str(work), "train": train}))
+    cfg = RunConfig.model_validate({"workdir": str(work), "train": train})
+    retrain(cfg, latest_versions(FeatureStore(work / "feature_store"), cfg))
     return work
 
 

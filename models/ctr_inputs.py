@@ -1,10 +1,11 @@
 """The input contract of `models/`: CTR samples split into train/valid/test, plus dense vector groups.
 
-The integrator builds a `CtrData` from the feature store (labels joined to features as of each label's time);
-everything in `models/` reads only this. `validate_ctr_data` turns a malformed input into a one-line error that
+models/dataset_builder.py builds a `CtrData` from the feature store (labels joined to features as of each label's
+time, columns as the feature spec in cfg.train.features says); every trainer reads only this. `features` /
+`entry_columns` / `column_groups` carry the spec (empty for synthetic data built in code). `validate_ctr_data` turns a malformed input into a one-line error that
 names the split, the column or group, and the offending row.
 
-    from models.ctr_data import CtrData, CtrSplit, validate_ctr_data
+    from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class CtrData:
     label: str = "label"
     user_col: str = "user_id"
     item_col: str = "item_id"  # with user_col: the id columns LightGBM takes as numeric, not categorical
+    features: tuple = ()  # the FeatureEntry list (configs/train_config.py) the columns were built from
+    entry_columns: dict[str, list[str]] = field(default_factory=dict)  # entry name -> its model columns/vector
+    column_groups: dict[str, str] = field(default_factory=dict)  # column/vector -> feature group (gated ones)
 
     @property
     def has_history(self) -> bool:

@@ -1,0 +1,131 @@
+"""Build the CTR training data (models/ctr_inputs.py CtrData) from EXACT feature-store versions, as the feature
+spec (cfg.train.features, models/feature_spec.py) says.
+
+Labels are the `role == "sample"` rows of `interaction_splits` (everything after each user's prompt-history
+cutoff). Scalar entries of timeless tables (users, items, item_tags) are static joins on their key; vector entries
+and scalar entries of timestamped tables (embeddings, user_interest) go through the point-in-time join, so a user
+profile written at the user's cutoff can never be joined to a label from before it. A sequence entry gives each
+sample the user's recent items strictly before its timestamp (DIN; models/history.py), taken from ALL rows of
+`interaction_splits` (prompt history and earlier samples of any split), never the sample itself or later ones.
+
+Every table read needs an exact version in `versions`: this module never resolves `latest` (the CLI does, for
+people; the DAG passes what its upstream tasks wrote).
+
+    built = build_ctr_dataset(store, versions={"interaction_splits": "v..", "users": "v..", ...}, features=...)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from configs.train_config import FeatureEntry, TrainConfig
+from feature_store import FeatureStore, point_in_time_join, vector_matrix
+from models.ctr_inputs import CtrData, CtrSplit
+from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, run_entries, side_frame
+from models.history import recent_items
+
+log = logging.getLogger(__name__)
+LABELS = "interaction_splits"
+
+
+@dataclass
+class BuiltDataset:
+    data: CtrData
+    versions: dict[str, str]          # every feature-table version read (pinned in the model manifest)
+    missing: dict[str, int]           # label rows with no feature row, per point-in-time joined table
+
+
+def require_versions(tables: Sequence[str], versions: Mapping[str, str] | None) -> dict[str, str]:
+    """The exact version of each table; a missing or 'latest' one is an error naming the table."""
+    versions = dict(versions or {})
+    missing = [t for t in tables if not versions.get(t)]
+    if missing:
+        raise ValueError(f"no version given for table(s) {missing}: pass exact versions (versions={{table: "
+                         f"version}}); only the CLI resolves 'latest' (given: {sorted(versions)})")
+    latest = [t for t in tables if versions[t] == "latest"]
+    if latest:
+        raise ValueError(f"table(s) {latest}: 'latest' is not an exact version; resolve it at the CLI")
+    return {t: versions[t] for t in tables}
+
+
+def attribute_frames(store: FeatureStore, versions: Mapping[str, str],
+                     features: Sequence[FeatureEntry] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(users, items): the static scalar model columns keyed by user_id / item_id, as training saw them."""
+    features = run_entries(TrainConfig()) if features is None else features
+    return side_frame(store, versions, features, USER_KEY), side_frame(store, versions, features, ITEM_KEY)
+
+
+def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
+                      features: Sequence[FeatureEntry] | None = None, threads: int | None = None,
+                      history_len: int = 20) -> BuiltDataset:
+    """CtrData with one column (or, multi-hot, several) per scalar entry, one vector group per vector entry and,
+    if the spec has a sequence entry, each sample's last `history_len` items before its timestamp.
+    `features` defaults to what a default-config run reads (models.feature_spec.run_entries)."""
+    features = list(run_entries(TrainConfig()) if features is None else features)
+    tables = list(dict.fromkeys([LABELS, *(f.source for f in features)]))
+    pinned = require_versions(tables, versions)
+    splits = store.read_pandas(LABELS, pinned[LABELS])
+    labels = splits[splits["role"] == "sample"][["user_id", "item_id", "label", "timestamp", "split"]]
+    labels = labels.reset_index(drop=True)
+
+    frame = labels
+    entry_columns: dict[str, list[str]] = {}
+    for key in (USER_KEY, ITEM_KEY):
+        side = side_frame(store, pinned, features, key)
+        frame = frame.merge(side.drop(columns=[c for c in side.columns if c in frame.columns and c != key]),
+                            on=key, how="left")
+    pit_scalars = pit_scalar_entries(store, pinned, features)
+    vector_entries = [f for f in features if f.type == "vector"]
+    pit_tables = list(dict.fromkeys([f.source for f in (*pit_scalars, *vector_entries)]))
+    missing: dict[str, int] = {}
+    vectors: dict[str, np.ndarray] = {}
+    if pit_tables:
+        joined = point_in_time_join(labels[["user_id", "item_id", "timestamp"]], store,
+                                    {t: pinned[t] for t in pit_tables}, timestamp_col="timestamp",
+                                    prefix_features=True, threads=threads)
+        for e in pit_scalars:
+            raw = pd.Series(joined[f"{e.source}__{e.column}"].to_pylist(), name=e.column)
+            frame = pd.concat([frame, apply_transform(e, raw)], axis=1)
+        vectors = {e.name: vector_matrix(joined[f"{e.source}__{e.column}"]) for e in vector_entries}
+        missing = {t: int(np.asarray(joined[f"{t}__missing"]).sum()) for t in pit_tables}
+        for t, n in missing.items():
+            if n:
+                log.warning("%s: %d of %d label rows have no feature row (default used)", t, n, len(labels))
+    categorical, numeric, column_groups = [], [], {}
+    for e in features:
+        if e.type in ("categorical", "numeric"):
+            cols = ([c for c in frame.columns if c.startswith(f"{e.name}_") and c not in entry_columns]
+                    if e.transform == "multi_hot" else [e.name])
+            (categorical if e.type == "categorical" else numeric).extend(cols)
+        elif e.type == "vector":
+            cols = [e.name]
+        else:
+            cols = []
+        entry_columns[e.name] = cols
+        if e.feature_group is not None:
+            column_groups.update({c: e.feature_group for c in cols})
+    sequence = [f for f in features if f.type == "sequence"]
+    hist = hist_len = None
+    if sequence:
+        seq = sequence[0]
+        if seq.source != LABELS or seq.column != ITEM_KEY or seq.key != USER_KEY:
+            raise ValueError(f"feature {seq.name!r}: the sequence is the user's item history "
+                             f"(source {LABELS}, key user_id, column item_id)")
+        hist, hist_len = recent_items(splits["user_id"].to_numpy(), splits["item_id"].to_numpy(),
+                                      splits["timestamp"].to_numpy(), labels["user_id"].to_numpy(),
+                                      labels["timestamp"].to_numpy(), history_len)
+    parts = {}
+    for name in ("train", "valid", "test"):
+        mask = (frame["split"] == name).to_numpy()
+        parts[name] = CtrSplit(frame[mask].reset_index(drop=True), {t: v[mask] for t, v in vectors.items()},
+                               history=None if hist is None else hist[mask],
+                               history_len=None if hist_len is None else hist_len[mask])
+    data = CtrData(parts["train"], parts["valid"], parts["test"], categorical=categorical, numeric=numeric,
+                   features=tuple(features), entry_columns=entry_columns, column_groups=column_groups)
+    log.info("CTR data: train %d, valid %d, test %d rows; %d categorical, %d numeric, %d vector inputs",
+             len(data.train), len(data.valid), len(data.test), len(categorical), len(numeric), len(vectors))
+    return BuiltDataset(data, pinned, missing)
