@@ -25,7 +25,8 @@ import pandas as pd
 from configs import RunConfig
 from feature_store import FeatureStore
 from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
-from feature_store.lineage import peak_rss_mb, read_stats, source_digest, stage_timer
+from feature_store.lineage import code_digest
+from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
 from configs.train_config import FeatureEntry
 from models.dataset_builder import BuiltDataset, build_ctr_dataset
 from models.feature_spec import Variant, resolve_variants, run_entries, tables_needed
@@ -35,6 +36,14 @@ from models.report import write_report
 from models.train_variants import train_variants
 
 log = logging.getLogger(__name__)
+# The modules whose code decides what a trained model is: the run id and every manifest carry their digest.
+MODEL_CODE = ("models.retrain", "models.dataset_builder", "models.feature_spec", "models.ctr_inputs",
+              "models.encoders", "models.history", "models.train_variants", "models.backbones",
+              "models.train_lightgbm", "models.train_deepctr", "models.kar_adaptor", "models.deepctr_compat")
+
+
+def model_code_digest() -> str:
+    return code_digest(*MODEL_CODE)
 
 
 def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, str] | None = None) -> dict:
@@ -77,7 +86,7 @@ def _model_manifest(row: dict, run_id: str, built, cfg: RunConfig, variant: Vari
             "groups": list(variant.groups), "adaptor_groups": list(variant.adaptor_groups),
             "feature_tables": dict(built.versions), "valid_fingerprint": valid_fp,
             "metrics": {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))},
-            "config": cfg.model_dump(mode="json"), "code": {"models": source_digest("models")},
+            "config": cfg.model_dump(mode="json"), "code": {"models": model_code_digest()},
             "weights": sorted(p.name for p in Path(row["model_dir"]).iterdir())}
 
 
@@ -128,7 +137,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
     with stage_timer(stats_path, "retrain") as rec:
         built = build_ctr_dataset(store, versions, entries, threads=tc.threads, history_len=tc.history_len)
         run_id = json_digest({"tables": built.versions, "train": tc.model_dump(mode="json"),
-                                   "backbones": backbones, "code": source_digest("models")}, length=12)
+                                   "backbones": backbones, "code": model_code_digest()}, length=12)
         reg = work / "registry" / tc.model_name
         run_root = reg / run_id
         tmp_root = reg / f".tmp-{run_id}-{os.getpid()}"
@@ -142,7 +151,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
         run_manifest = {"run_id": run_id, "feature_tables": built.versions,
                         "variants": {k: asdict(v) for k, v in variants.items()}, "backbones": list(backbones),
                         "missing_feature_rows": built.missing, "config": cfg.model_dump(mode="json"),
-                        "code": {"models": source_digest("models")}, "valid_fingerprint": fp,
+                        "code": {"models": model_code_digest()}, "valid_fingerprint": fp,
                         "rows": {s: len(getattr(built.data, s)) for s in ("train", "valid", "test")}}
         results.to_parquet(tmp_root / "results.parquet")
         atomic_write_json(tmp_root / "run.json", json_safe(run_manifest))
