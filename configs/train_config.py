@@ -1,6 +1,6 @@
 """The `train:` section of a run config: what `python -m models retrain` trains and how (read by models/ only).
 
-- `features`: the ONE feature spec (models/feature_spec.py). Each entry is a categorical / numeric / sequence /
+- `features` (+ `add_features`, appended to it): the ONE feature spec (models/feature_spec.py). Each entry is a categorical / numeric / sequence /
   vector feature with its source table and key; the dataset builder, every trainer, the saved feature map and the
   scorer read it. Entries without a `group` feed every model; entries with a `group` only the variants naming it.
 - `variant_defs`: named variants = which feature groups a model sees (plain, or behind KAR's adaptor);
@@ -147,6 +147,18 @@ class TrainConfig(_Strict):
     kar_out_dim: int = Field(32, ge=1)
     model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
     promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _add_features(cls, data):
+        """`add_features: [...]` appends entries to `features` (the defaults unless `features` is given), so a new
+        feature group is one entry in a config. It is folded in here: the saved config lists every feature."""
+        if isinstance(data, dict) and "add_features" in data:
+            data = dict(data)
+            extra = data.pop("add_features") or []
+            base = data.get("features", DEFAULT_FEATURES)
+            data["features"] = [*base, *extra]
+        return data
 
     @field_validator("variant_defs", mode="before")
     @classmethod

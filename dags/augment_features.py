@@ -78,12 +78,12 @@ def augment_features():
         return stages.publish_structured(load(config), kind, prompts)
 
     @task(outlets=FEATURE_ASSETS)
-    def publish_features(ingested: dict, splits: dict, embeddings: list[dict], structured: list[dict],
-                         outlet_events=None) -> dict:
+    def publish_features(ingested: dict, splits: dict, texts: list[dict], embeddings: list[dict],
+                         structured: list[dict], outlet_events=None) -> dict:
         """Everything is already versioned in the store; this task announces the run's exact versions on the
         Assets (retrain_ctr trains on exactly these)."""
         versions = {**ingested, **splits}
-        for part in [*embeddings, *structured]:
+        for part in [*texts, *embeddings, *structured]:
             versions.update({k: v for k, v in part.items() if k != "skipped"})
         for asset in FEATURE_ASSETS:
             outlet_events[asset].extra = {"versions": versions}
@@ -110,7 +110,7 @@ def augment_features():
     embeddings = [encode.override(task_id="encode_item")(config, "item", texts["item"]),
                   encode.override(task_id="encode_user")(config, "user", texts["user"]),
                   encode.override(task_id="encode_item_raw")(config, "item_raw", ingested)]
-    publish_features(ingested, splits, embeddings, structured)
+    publish_features(ingested, splits, [texts["item"], texts["user"]], embeddings, structured)
 
 
 augment_features()

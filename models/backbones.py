@@ -16,6 +16,12 @@ DEEPCTR_BACKBONES = ("deepfm", "din", "dcnmix", "autoint")
 BACKBONES = ("lightgbm", *DEEPCTR_BACKBONES)
 
 
+def supports_adaptor(name: str) -> bool:
+    """Whether the backbone can take KAR's adaptor (a torch module): the deepctr ones can, LightGBM cannot."""
+    _check(name)
+    return name in DEEPCTR_BACKBONES
+
+
 def _check(name: str) -> None:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from configs import TrainConfig
 from feature_store.files import atomic_path, atomic_write_json
 from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
-from models.backbones import BACKBONES, trainer
+from models.backbones import BACKBONES, supports_adaptor, trainer
 from models.feature_spec import Variant, model_inputs
 from models.metrics import ctr_metrics, json_safe
 
@@ -58,7 +58,7 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainCon
     validate_ctr_data(data, sorted(needed))
     out_dir = Path(out_dir)
     jobs = [(b, v, s) for b in backbones for v in variants for s in cfg.seeds
-            if not (b == "lightgbm" and variants[v].adaptor_groups)]
+            if supports_adaptor(b) or not variants[v].adaptor_groups]
     rows = []
     for backbone, variant, seed in tqdm(jobs, desc="train variants", unit="model"):
         spec = variants[variant]

@@ -42,8 +42,8 @@ def test_augment_features_shape(dagbag):
     assert up["encode_item"] == {"freeze_config", "publish_item_text"}
     assert up["encode_user"] == {"freeze_config", "publish_user_text"}
     assert up["encode_item_raw"] == {"freeze_config", "ingest"}
-    assert up["publish_features"] == {"ingest", "split", "encode_item", "encode_user", "encode_item_raw",
-                                      "publish_item_tags", "publish_user_interest"}
+    assert up["publish_features"] == {"ingest", "split", "publish_item_text", "publish_user_text", "encode_item",
+                                      "encode_user", "encode_item_raw", "publish_item_tags", "publish_user_interest"}
     assert up["build_structured_prompts"] == {"freeze_config", "ingest", "split", "publish_item_text",
                                               "publish_user_text"}
     assert up["publish_item_tags"] == {"freeze_config", "build_structured_prompts", "generate_item_tags"}

@@ -77,10 +77,9 @@ def test_one_config_entry_adds_a_feature_end_to_end(planted_workdir, tmp_path):
 
     work = tmp_path / "w"
     shutil.copytree(planted_workdir / "feature_store", work / "feature_store", symlinks=True)
-    default = RunConfig().train.features
     extra = {"name": "user_age", "type": "numeric", "source": "users", "key": "user_id", "column": "age"}
-    cfg = _cfg(work, backbones=("lightgbm", "deepfm"), variants=("base",),
-               features=[f.model_dump() for f in default] + [extra])
+    cfg = _cfg(work, backbones=("lightgbm", "deepfm"), variants=("base",), add_features=[extra])
+    assert [f.name for f in cfg.train.features] == [f.name for f in RunConfig().train.features] + ["user_age"]
     out = retrain(cfg, latest_versions(FeatureStore(work / "feature_store"), cfg), promote_best=False)
     for backbone in ("lightgbm", "deepfm"):
         model_dir = work / "registry" / "ctr" / out["run_id"] / backbone / "base" / "seed=0"
