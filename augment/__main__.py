@@ -27,12 +27,9 @@ import yaml
 def resolve_inputs(store, needed: tuple[str, ...], pairs: list[str]) -> dict[str, str]:
     """--input TABLE=VERSION pairs, and `latest` (resolved now, and logged) for the needed tables not given: the
     one place where `latest` is read. Version prefixes are resolved like `python -m feature_store`."""
-    given = {}
-    for pair in pairs:
-        table, sep, version = pair.partition("=")
-        if not sep or not table or not version:
-            raise SystemExit(f"--input expects TABLE=VERSION, got {pair!r}")
-        given[table] = version
+    from feature_store.pins import parse_pins
+
+    given = parse_pins(pairs, flag="--input")
     unknown = sorted(set(given) - set(needed))
     if unknown:
         raise SystemExit(f"--input: this stage reads {list(needed)}, not {unknown}")

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from augment.output_validation import ACCEPTED, check_output
 from configs import GenerationConfig
-from feature_store.files import atomic_path, digest, json_digest
+from feature_store.files import atomic_path, json_digest
 
 log = logging.getLogger(__name__)
 # item/user: KAR free text; item_tags/user_interest: JSON-schema constrained (augment/structured.py).

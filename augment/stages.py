@@ -32,6 +32,7 @@ from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
 from feature_store.files import digest
 from feature_store.lineage import code_digest
+from feature_store.pins import require_versions
 from feature_store.stage_stats import stage_timer
 from feature_store.store import FORMAT_VERSION
 
@@ -67,16 +68,7 @@ def stage_inputs(stage: str, kind: str | None = None) -> tuple[str, ...]:
 
 def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None) -> dict[str, str]:
     """The exact input versions a stage needs out of `inputs`; a missing one is an error, never `latest`."""
-    need = stage_inputs(stage, kind)
-    inputs = dict(inputs or {})
-    missing = [n for n in need if not inputs.get(n)]
-    if missing:
-        raise ValueError(f"stage {stage}{' ' + kind if kind else ''}: no version given for input table(s) "
-                         f"{missing} (have {sorted(inputs)}); pass the versions the upstream stage returned")
-    bad = [n for n in need if inputs[n] == "latest"]
-    if bad:
-        raise ValueError(f"stage {stage}: 'latest' is not a version ({bad}); resolve it first")
-    return {n: inputs[n] for n in need}
+    return require_versions(stage_inputs(stage, kind), inputs, who=f"stage {stage}{' ' + kind if kind else ''}")
 
 
 def store_for(cfg: RunConfig) -> FeatureStore:

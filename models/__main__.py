@@ -39,13 +39,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _pins(pairs: list[str]) -> dict[str, str]:
     """`--version table=version` pairs -> {table: version}."""
-    out = {}
-    for pair in pairs:
-        table, sep, version = pair.partition("=")
-        if not sep or not table or not version:
-            raise SystemExit(f"--version expects table=version, got {pair!r}")
-        out[table] = version
-    return out
+    from feature_store.pins import parse_pins
+
+    return parse_pins(pairs, flag="--version")
 
 
 def _versions(cfg, store, pairs: list[str]) -> dict[str, str]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from configs.train_config import FeatureEntry, TrainConfig
 from feature_store import FeatureStore, point_in_time_join, vector_matrix
+from feature_store import pins
 from models.ctr_inputs import CtrData, CtrSplit
 from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, run_entries, side_frame
 from models.history import recent_items
@@ -41,15 +42,7 @@ class BuiltDataset:
 
 def require_versions(tables: Sequence[str], versions: Mapping[str, str] | None) -> dict[str, str]:
     """The exact version of each table; a missing or 'latest' one is an error naming the table."""
-    versions = dict(versions or {})
-    missing = [t for t in tables if not versions.get(t)]
-    if missing:
-        raise ValueError(f"no version given for table(s) {missing}: pass exact versions (versions={{table: "
-                         f"version}}); only the CLI resolves 'latest' (given: {sorted(versions)})")
-    latest = [t for t in tables if versions[t] == "latest"]
-    if latest:
-        raise ValueError(f"table(s) {latest}: 'latest' is not an exact version; resolve it at the CLI")
-    return {t: versions[t] for t in tables}
+    return pins.require_versions(tables, versions, who="CTR dataset")
 
 
 def attribute_frames(store: FeatureStore, versions: Mapping[str, str],

@@ -45,7 +45,7 @@ def _import_deepctr() -> types.ModuleType:
 
 
 _deepctr = _import_deepctr()
-from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat, build_input_features  # noqa: E402
+from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat, build_input_features  # noqa: E402,F401 (re-exported, see above)
 from deepctr_torch.models import DIN, AutoInt, DCNMix, DeepFM  # noqa: E402
 
 # backbones reachable by name, and the constructor keywords each one accepts

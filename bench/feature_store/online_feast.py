@@ -9,7 +9,6 @@ import sys
 import time
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 

@@ -7,7 +7,6 @@ Prints a RESULT JSON line: seconds for point_in_time_join (labels already in mem
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 

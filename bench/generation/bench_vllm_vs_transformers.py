@@ -63,7 +63,6 @@ def _load(prompts_path: Path):
 
 
 def run_vllm(prompts_path: Path, cache_dir: Path) -> dict:
-    import pandas as pd
 
     from augment import generate as gen
     from augment import llm_engine

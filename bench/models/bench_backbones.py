@@ -16,17 +16,15 @@ import json
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from configs import TrainConfig  # noqa: E402
-from models import deepctr_compat as dc  # noqa: E402
-from feature_store.files import atomic_write_json  # noqa: E402
-from models.synthetic_ctr import make_ctr_data  # noqa: E402
-from models.feature_spec import resolve_variants  # noqa: E402
-from models.train_deepctr import DeepCtrModel, make_feature_map  # noqa: E402
+from configs import TrainConfig
+from models import deepctr_compat as dc
+from feature_store.files import atomic_write_json
+from models.synthetic_ctr import make_ctr_data
+from models.feature_spec import resolve_variants
+from models.train_deepctr import DeepCtrModel, make_feature_map
 
 
 def deepctr_rows_per_s(data, variant, cfg: TrainConfig, backbone: str, epochs: int) -> float:

@@ -10,6 +10,7 @@ response names). Used by tests/serving and bench/serving.
 from __future__ import annotations
 
 import http.client
+import subprocess
 import json
 import threading
 import time
@@ -120,8 +121,6 @@ def wait_healthy(port: int, timeout: float = 90.0, host: str = LOOPBACK) -> dict
 
 def stop_server(proc: "subprocess.Popen", timeout: float = 15.0) -> None:
     """Stop a served subprocess: SIGTERM lets uvicorn finish in-flight requests; SIGKILL if it hangs."""
-    import subprocess
-
     proc.terminate()
     try:
         proc.wait(timeout=timeout)

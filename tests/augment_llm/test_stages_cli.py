@@ -69,9 +69,9 @@ def test_stages_read_the_versions_they_are_handed_and_reuse_what_exists(tmp_path
     assert store.manifest("interaction_splits", old["interaction_splits"])["recipe"]["interactions"] == \
         first["interactions"]
 
-    with pytest.raises(ValueError, match=r"no version given for input table\(s\) \['interactions'\]"):
+    with pytest.raises(ValueError, match=r"no version given for table\(s\) \['interactions'\]"):
         stages.split(cfg, {"items": first["items"]})
-    with pytest.raises(ValueError, match="'latest' is not a version"):
+    with pytest.raises(ValueError, match="'latest' is not an exact version"):
         stages.split(cfg, {"interactions": "latest"})
 
     calls = []

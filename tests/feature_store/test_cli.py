@@ -22,7 +22,7 @@ def test_ls_inspect_validate_diff(store, item_spec, make_items, capsys):
     v = _publish_versions(store, item_spec, make_items, 2)
     root = str(store.root)
     assert main(["--root", root, "ls"]) == 0
-    assert f"item_emb" in capsys.readouterr().out
+    assert "item_emb" in capsys.readouterr().out
     assert main(["--root", root, "inspect", f"item_emb@{v[0][:5]}"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["version"] == v[0] and m["recipe"] == {"n": 0}

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from feature_store import FeatureStore, vector_matrix
 from feature_store.maintenance import gc, validate

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feature_store import FeatureStore, NotFound, vector_matrix
+from feature_store import NotFound, vector_matrix
 from feature_store.maintenance import validate
 from feature_store.files import canonical_json
 

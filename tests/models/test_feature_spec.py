@@ -132,5 +132,5 @@ def test_cli_version_flags_pin_tables_and_the_rest_take_latest(planted_workdir):
     latest = {t: store.resolve(t) for t in tables_needed(cfg.train)}
     assert _versions(cfg, store, []) == latest
     assert _versions(cfg, store, ["users=v-pinned"]) == {**latest, "users": "v-pinned"}
-    with pytest.raises(SystemExit, match="table=version"):
+    with pytest.raises(SystemExit, match="TABLE=VERSION"):
         _pins(["users"])
