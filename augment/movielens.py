@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from augment.data_errors import DataError, decode_utf8
-from feature_store.files import file_sha256
+from feature_store.files import file_sha256, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ def fetch_recbole_wheel(cache_dir: Path, version: str, sha256: str) -> Path:
         if actual != sha256:
             raise DataError(f"sha256 mismatch: expected {sha256}, got {actual}; deleted the download",
                             file=wheels[0].name)
+        fsync_path(wheels[0])  # durable like every other write (feature_store/files.py)
         os.replace(wheels[0], target)
+        fsync_path(cache_dir)
         return target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
