@@ -11,6 +11,7 @@ deployment) is run explicitly after augment_features succeeds, with the exact ta
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -64,13 +65,15 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
     args = parser.parse_args()
     config = str(Path(args.config).resolve())
-    from configs import load_config
-    from configs.airflow_wiring import task_result
+    from configs import load_config  # light: must not import Airflow before AIRFLOW_HOME is set below
 
     cfg = load_config(config)  # fail fast on a bad config, before Airflow starts
     env = airflow_env(cfg.workdir_path / "airflow")
     os.environ.update(env)
+    if "airflow" in sys.modules:
+        raise RuntimeError("Airflow was imported before AIRFLOW_HOME was set: it would use the wrong metadata DB")
     migrate(env)
+    from configs.airflow_wiring import task_result
     conf: dict = {"config": config}
     try:
         for dag_id in ("augment_features", "retrain_ctr"):
@@ -81,7 +84,7 @@ def main() -> int:
             stop_engines()  # an idle engine core still polls (~10% CPU) and holds ~3 GiB during training
             if dag_id == "augment_features":
                 conf["versions"] = task_result(run, "publish_features")
-                print(f"[run_dags] table versions: {conf['versions']}", flush=True)
+                print(f"[run_dags] table versions: {json.dumps(conf['versions'], sort_keys=True)}", flush=True)
     finally:
         stop_engines()
     report = cfg.workdir_path / "report.md"

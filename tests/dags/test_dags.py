@@ -119,26 +119,21 @@ print(json.dumps([m for m in heavy if m in sys.modules]))
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-@pytest.fixture(scope="module")
-def migrated_db():
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy(), timeout=300)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_end_to_end_dag_runs_on_tiny_data(dagbag, migrated_db, tmp_path, make_tiny_config):
-    """Real vLLM (CPU), real MiniLM, real Parquet store, real LightGBM + DeepFM, driven by dag.test()."""
+def test_end_to_end_dag_runs_on_tiny_data(tmp_path, make_tiny_config):
+    """The main job's own runner (scripts/run_dags.py: both DAGs with dag.test() on a fresh SQLite DB) on tiny data:
+    real vLLM (CPU), real MiniLM, real Parquet store, real LightGBM + DeepFM; retrain_ctr gets exactly the
+    versions augment_features announced."""
     if "augment.llm_engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
         sys.modules["augment.llm_engine"].shutdown_engines()
-    from configs.airflow_wiring import task_result
-
     cfg_path = make_tiny_config(tmp_path)
-    run = dagbag.dags["augment_features"].test(run_conf={"config": str(cfg_path)})
-    assert run.state == "success", f"augment_features ended {run.state}"
-    announced = task_result(run, "publish_features")
-    run = dagbag.dags["retrain_ctr"].test(run_conf={"config": str(cfg_path), "versions": announced})
-    assert run.state == "success", f"retrain_ctr ended {run.state}"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dags.py"), "--config", str(cfg_path)],
+                          capture_output=True, text=True, timeout=1700)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("[run_dags] table versions: "))
+    announced = json.loads(line.split(": ", 1)[1])
+    assert "[run_dags] augment_features: success" in done.stdout and "[run_dags] retrain_ctr: success" in done.stdout
 
     from configs import load_config
     from feature_store import FeatureStore
