@@ -89,9 +89,11 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
             if n:
                 log.warning("%s: %d of %d label rows have no feature row (default used)", t, n, len(labels))
     categorical, numeric, column_groups = [], [], {}
+    names = {f.name for f in features}
     for e in features:
         if e.type in ("categorical", "numeric"):
-            cols = ([c for c in frame.columns if c.startswith(f"{e.name}_") and c not in entry_columns]
+            # multi_hot makes <name>_<value> columns; another entry's own column never counts as one of them
+            cols = ([c for c in frame.columns if c.startswith(f"{e.name}_") and c not in names]
                     if e.transform == "multi_hot" else [e.name])
             (categorical if e.type == "categorical" else numeric).extend(cols)
         elif e.type == "vector":
