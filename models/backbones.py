@@ -16,6 +16,12 @@ DEEPCTR_BACKBONES = ("deepfm", "din", "dcnmix", "autoint")
 BACKBONES = ("lightgbm", *DEEPCTR_BACKBONES)
 
 
+def reads_history(name: str, sequence_backbones: tuple[str, ...]) -> bool:
+    """Whether the backbone is fed each sample's item history: DIN always (its attention needs it), others when
+    `train.sequence_backbones` lists them (mean-pooled)."""
+    return name == "din" or name in sequence_backbones
+
+
 def supports_adaptor(name: str) -> bool:
     """Whether the backbone can take KAR's adaptor (a torch module): the deepctr ones can, LightGBM cannot."""
     _check(name)

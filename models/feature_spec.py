@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from configs.train_config import FeatureEntry, TrainConfig, VariantDef
+from models.backbones import reads_history
 
 USER_KEY, ITEM_KEY = "user_id", "item_id"
 HISTORY = "__history__"  # a model's input_layout name for the sequence block (ids + length): the user's side
@@ -70,7 +71,7 @@ def used_entries(features: Sequence[FeatureEntry], variants: Iterable[Variant],
 def run_entries(cfg: TrainConfig, backbones: Sequence[str] | None = None) -> list[FeatureEntry]:
     """The entries one retrain run reads: its variants' groups, and the sequence only if a backbone reads it."""
     backbones = cfg.backbones if backbones is None else backbones
-    sequence = any(b == "din" or b in cfg.sequence_backbones for b in backbones)
+    sequence = any(reads_history(b, cfg.sequence_backbones) for b in backbones)
     return used_entries(cfg.features, resolve_variants(cfg).values(), sequence=sequence)
 
 
@@ -214,6 +215,12 @@ def common_feature_map(data, inputs: ModelInputs, backbone: str, history_maxlen:
         "user_col": data.user_col,
         "item_col": data.item_col,
     }
+
+
+def spec_entries(feature_map: dict) -> list[FeatureEntry]:
+    """The FeatureEntry list a saved feature map records (its `columns` are derived, not part of the entry)."""
+    return [FeatureEntry.model_validate({k: v for k, v in e.items() if k != "columns"})
+            for e in feature_map.get("features", [])]
 
 
 def input_sides(feature_map: dict) -> dict[str, str]:

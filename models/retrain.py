@@ -27,9 +27,8 @@ from feature_store import FeatureStore
 from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
 from feature_store.lineage import code_digest
 from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
-from configs.train_config import FeatureEntry
 from models.dataset_builder import BuiltDataset, build_ctr_dataset
-from models.feature_spec import Variant, resolve_variants, run_entries, tables_needed
+from models.feature_spec import Variant, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, json_safe
 from models.registry import champion_info, promote, write_model_manifest
 from models.report import write_report
@@ -104,8 +103,7 @@ def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig):
 
     def score(model) -> float:
         # the model's own spec entries and pinned versions; this run's labels (interaction_splits)
-        entries = [FeatureEntry.model_validate({k: v for k, v in e.items() if k != "columns"})
-                   for e in model.feature_map.get("features", [])]
+        entries = spec_entries(model.feature_map)
         tables = {"interaction_splits", *(e.source for e in entries)}
         pins = {**model.feature_tables, "interaction_splits": built.versions["interaction_splits"]}
         pins = {k: v for k, v in pins.items() if k in tables}

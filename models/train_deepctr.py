@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from configs import TrainConfig
 from models import deepctr_compat as dc
+from models.backbones import reads_history
 from feature_store.files import atomic_path, atomic_write_json
 from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.encoders import NumericScaler, Vocabulary
@@ -231,7 +232,7 @@ def seed_everything(seed: int) -> None:
 def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone: str) -> dict:
     train = data.train
     inputs = model_inputs(data, variant)
-    use_history = backbone == "din" or backbone in cfg.sequence_backbones
+    use_history = reads_history(backbone, cfg.sequence_backbones)
     if use_history and not data.has_history:
         raise ValueError(f"backbone {backbone!r} needs each sample's item history; CtrData has none "
                          "(build it with models.history.recent_items)")

@@ -25,16 +25,11 @@ import pyarrow as pa
 
 from configs.train_config import FeatureEntry
 from feature_store import FeatureStore, OnlineTable
-from models.feature_spec import ITEM_KEY, USER_KEY, age_bucket, apply_transform, is_static, side_frame
+from models.feature_spec import (ITEM_KEY, USER_KEY, age_bucket, apply_transform, is_static, side_frame,
+                                 spec_entries)
 from models.history import recent_items
 
 SIDES = (USER_KEY, ITEM_KEY)
-
-
-def spec_entries(feature_map: dict) -> list[FeatureEntry]:
-    """The FeatureEntry list a saved feature map records (its `columns` are derived, not part of the entry)."""
-    return [FeatureEntry.model_validate({k: v for k, v in e.items() if k != "columns"})
-            for e in feature_map.get("features", [])]
 
 
 @dataclass

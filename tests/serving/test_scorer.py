@@ -22,7 +22,7 @@ def built(served_workdir, scorers):
     users are in the id vocabularies; valid users are not: splits are by user)."""
     from feature_store import FeatureStore
     from models.dataset_builder import build_ctr_dataset
-    from models.serving.features import spec_entries
+    from models.feature_spec import spec_entries
 
     model = scorers["din/llm"].model
     entries = [e for e in spec_entries(model.feature_map) if e.type != "vector"]
