@@ -9,23 +9,30 @@ naming the file, the line (1-based, header = line 1) or key, and the column. Not
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from configs import ColumnMap, DataConfig, GenericSource
 from augment.data_errors import DataError, decode_utf8
+from augment.id_keys import IdType, first_collision, infer_id_type, is_canonical_int, keys_for, show_id
 from augment.movielens import fetch_recbole_wheel, read_ml100k
 
 TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # pandas 3's default resolution; Parquet timestamp[us, tz=UTC]
 
-INTERACTION_REQUIRED = ("user_id", "item_id", "rating", "timestamp")
+INTERACTION_KEYS = ("user_id", "item_id", "timestamp")
+# The columns each feedback kind needs on top of the keys (data.feedback); "rating" is optional for the others.
+FEEDBACK_COLUMNS = {"rating": ("rating",), "label": ("label",), "event": ("event",), "positive_only": ()}
+INTERACTION_REQUIRED = (*INTERACTION_KEYS, "rating")  # MovieLens and the default rating feedback
 ITEM_REQUIRED, ITEM_OPTIONAL = ("item_id", "title"), ("genres", "year")
 USER_REQUIRED, USER_OPTIONAL = ("user_id",), ("gender", "age", "occupation", "zip_code")
 
@@ -42,17 +49,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u20
 
 @dataclass
 class Canonical:
-    """The three canonical tables (RangeIndex, sorted by key; interactions by user, time, item).
+    """The three canonical tables (RangeIndex, sorted by key; interactions by user, time, item) and the id maps.
 
-    interactions: user_id int64, item_id int64, rating float32, label int8 (rating >= threshold),
+    interactions: user_id int64, item_id int64, rating float32 (NaN when the log has none), label int8,
                   timestamp datetime64[us, UTC]
     items:        item_id int64, title str, year Int64 (nullable), genres list[str] (object column of lists)
     users:        user_id int64, gender/occupation/zip_code str or None, age Int64 (nullable); may have 0 rows
+    id_maps:      {"user"|"item": frame of <entity>_id (the int64 key), source_id (the original id as text),
+                  id_type ("int"|"string")} for every key above (augment/id_keys.py)
+    stats:        what ingest did to the data (duplicate rows dropped, ...), for the stage stats and the report
     """
 
     interactions: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
+    id_maps: dict[str, pd.DataFrame] = field(default_factory=dict)
+    stats: dict[str, int | str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -62,12 +74,15 @@ class Canonical:
 @dataclass
 class _Raw:
     file: str
-    frame: pd.DataFrame  # canonical column names + "_pos" (1-based line, or row for Parquet)
+    frame: pd.DataFrame  # canonical column names + "_pos" (the line/row number, or the record index for `line_of`)
     unit: str = "line"
     source_columns: Mapping[str, str] = field(default_factory=dict)  # canonical -> name in the file
+    # CSV: record index -> 1-based line, computed only when an error needs it (a 10M-row file is scanned once).
+    line_of: Callable[[int], int] | None = None
 
     def where(self, i: int) -> str:
-        return f"{self.unit} {int(self.frame['_pos'].iloc[i])}"
+        pos = int(self.frame["_pos"].iloc[i])
+        return f"{self.unit} {self.line_of(pos) if self.line_of else pos}"
 
     def col(self, canonical: str) -> str:
         return self.source_columns.get(canonical, canonical)
@@ -97,9 +112,10 @@ def _blank(s: pd.Series) -> pd.Series:
     return s.isna() | (s.astype("str").str.strip() == "")
 
 
-def _fail_first(raw: _Raw, mask: pd.Series, column: str, problem) -> None:
+def _fail_first(raw: _Raw, mask: pd.Series | np.ndarray, column: str, problem) -> None:
     """Raise DataError for the first row where ``mask`` holds; ``problem(value)`` words it."""
-    hits = np.flatnonzero(mask.to_numpy(dtype=bool, na_value=True))
+    values = mask.to_numpy(dtype=bool, na_value=True) if isinstance(mask, pd.Series) else np.asarray(mask, bool)
+    hits = np.flatnonzero(values)
     if len(hits):
         i = int(hits[0])
         raise DataError(problem(raw.frame[column].iloc[i]), file=raw.file, row=raw.where(i), column=raw.col(column))
@@ -108,6 +124,13 @@ def _fail_first(raw: _Raw, mask: pd.Series, column: str, problem) -> None:
 def _require(raw: _Raw, column: str) -> pd.Series:
     _fail_first(raw, _blank(raw.frame[column]), column, lambda v: "empty value in a required column")
     return raw.frame[column]
+
+
+def _as_strings(s: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+    """The column as an Arrow string array when it holds text (CSV), else None (typed Parquet columns)."""
+    if pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype):
+        return pa.array(s, type=pa.string(), from_pandas=True)
+    return None
 
 
 def _to_int(raw: _Raw, column: str, required: bool = True) -> pd.Series:
@@ -119,14 +142,37 @@ def _to_int(raw: _Raw, column: str, required: bool = True) -> pd.Series:
     return num.astype("int64") if required else num.astype("Int64")
 
 
-def _to_float(raw: _Raw, column: str) -> pd.Series:
-    s = _require(raw, column)
-    num = pd.to_numeric(s, errors="coerce")
-    _fail_first(raw, num.isna() | ~np.isfinite(num.fillna(0)), column, lambda v: f"not a number: {str(v)[:40]!r}")
+def _to_float(raw: _Raw, column: str, required: bool = True) -> pd.Series:
+    s = raw.frame[column]
+    text = _as_strings(s)
+    if text is not None and required:
+        try:  # the fast path (Arrow's parser); on any bad value fall through to find and name it
+            num = pc.cast(pc.utf8_trim_whitespace(text), pa.float64()).to_numpy(zero_copy_only=False)
+            if np.isfinite(num).all():
+                return pd.Series(num, index=s.index, dtype="float32")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    if required:
+        _require(raw, column)
+        num = pd.to_numeric(s, errors="coerce")
+        bad = num.isna() | ~np.isfinite(num.fillna(0))
+    else:
+        blank = _blank(s)
+        num = pd.to_numeric(s.where(~blank), errors="coerce")
+        bad = (num.isna() & ~blank) | ~np.isfinite(num.fillna(0))
+    _fail_first(raw, bad, column, lambda v: f"not a number: {str(v)[:40]!r}")
     return num.astype("float32")
 
 
 def _to_timestamp(raw: _Raw, column: str, unit: str) -> pd.Series:
+    s = raw.frame[column]
+    text = _as_strings(s)
+    if text is not None:
+        try:  # epoch numbers, the common case, without pandas' object round trip
+            num = pc.cast(pc.utf8_trim_whitespace(text), pa.int64()).to_numpy(zero_copy_only=False)
+            return pd.Series(pd.to_datetime(num, unit=unit, utc=True), index=s.index).astype(TS_DTYPE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     s = _require(raw, column)
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         return s.dt.tz_convert("UTC").astype(TS_DTYPE)
@@ -147,6 +193,32 @@ def _to_text(raw: _Raw, column: str, required: bool = False) -> pd.Series:
     if required:  # a value of only control characters/whitespace is as empty as a blank one
         _fail_first(raw, out.isna(), column, lambda v: "no printable text in a required column")
     return out
+
+
+def _id_text(raw: _Raw, column: str) -> pa.ChunkedArray | pa.Array:
+    """An id column as trimmed strings (a Parquet int column becomes its decimal text); blank is an error."""
+    s = _require(raw, column)
+    text = _as_strings(s)
+    if text is None:
+        if pd.api.types.is_float_dtype(s.dtype):  # 7.0 from a float column is id 7, 7.5 is not an id
+            _fail_first(raw, s != s.round(), column, lambda v: f"not an integer id: {v!r}")
+            s = s.astype("int64")
+        text = pa.array(s.astype("str"), type=pa.string())
+    return pc.utf8_trim_whitespace(text)
+
+
+def _label(raw: _Raw, cfg: DataConfig, rating: pd.Series) -> pd.Series:
+    if cfg.feedback == "rating":
+        return (rating >= cfg.label_threshold).astype("int8")
+    if cfg.feedback == "positive_only":
+        return pd.Series(1, index=raw.frame.index, dtype="int8")
+    if cfg.feedback == "event":
+        event = _require(raw, "event").astype("str").str.strip()
+        return event.isin(cfg.positive_events).astype("int8")
+    s = _require(raw, "label").astype("str").str.strip().str.lower()
+    value = s.map({"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0})
+    _fail_first(raw, value.isna(), "label", lambda v: f"not a 0/1 label: {str(v)[:40]!r}")
+    return value.astype("int8")
 
 
 def _split_genres(values: pd.Series, sep: str) -> pd.Series:
@@ -177,21 +249,71 @@ def _year_from_title(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Ids: one type per entity across every file, then int64 keys (augment/id_keys.py).
+
+
+@dataclass
+class _Ids:
+    """The id columns of one entity in every file that has them, as text, and their type."""
+
+    entity: str
+    columns: list[tuple[_Raw, str, pa.Array | pa.ChunkedArray]]  # (file, canonical column, trimmed text)
+    id_type: IdType = "int"
+
+    @classmethod
+    def collect(cls, entity: str, declared: str, sources: list[tuple[_Raw, str]]) -> "_Ids":
+        cols = [(raw, col, _id_text(raw, col)) for raw, col in sources]
+        if declared == "auto":
+            id_type: IdType = infer_id_type(*(text for _, _, text in cols))
+        else:
+            id_type = declared  # type: ignore[assignment]
+        if id_type == "int":
+            for raw, col, text in cols:
+                _fail_first(raw, ~np.asarray(is_canonical_int(text).to_numpy(zero_copy_only=False), bool), col,
+                            lambda v: f"not a canonical integer id: {str(v)[:40]!r} (data.id_types.{entity} is "
+                                      f"int; set it to string for ids such as '007' or 'B00004TKSE')")
+        return cls(entity, cols, id_type)
+
+    def keys(self, raw: _Raw) -> np.ndarray:
+        text = next(t for r, _, t in self.columns if r is raw)
+        return keys_for(text, self.id_type)
+
+    def id_map(self, keys_and_ids: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray]]) -> pd.DataFrame:
+        """key -> original id over every file; two ids with one key is an error naming both."""
+        key_col = f"{self.entity}_id"
+        frame = pd.concat([pd.DataFrame({key_col: k, "source_id": pd.Series(t.to_pandas(), dtype="str").to_numpy()})
+                           for k, t in keys_and_ids], ignore_index=True).drop_duplicates()
+        if frame[key_col].duplicated().any():
+            hit = first_collision(frame[key_col].to_numpy(), frame["source_id"].tolist())
+            raise DataError(f"{self.entity} ids {hit[0]!r} and {hit[1]!r} hash to the same key; rename one of them",
+                            file=self.columns[0][0].file, column=self.columns[0][0].col(self.columns[0][1]))
+        frame = frame.sort_values(key_col, kind="stable").reset_index(drop=True)
+        frame["id_type"] = self.id_type
+        return frame
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Typed tables from raw ones.
 
 
-def _interactions(raw: _Raw, threshold: float, unit: str) -> pd.DataFrame:
-    rating = _to_float(raw, "rating")
+def _interactions(raw: _Raw, cfg: DataConfig, unit: str, users: _Ids, items: _Ids) -> pd.DataFrame:
+    has_rating = "rating" in raw.frame
+    rating = (_to_float(raw, "rating", required=cfg.feedback == "rating") if has_rating
+              else pd.Series(np.nan, index=raw.frame.index, dtype="float32"))
+    if cfg.rating_range is not None and has_rating:
+        lo, hi = cfg.rating_range
+        _fail_first(raw, (rating < lo) | (rating > hi), "rating",
+                    lambda v: f"rating {str(v).strip()} outside data.rating_range [{lo:g}, {hi:g}]")
     return pd.DataFrame({
-        "user_id": _to_int(raw, "user_id"),
-        "item_id": _to_int(raw, "item_id"),
+        "user_id": users.keys(raw),
+        "item_id": items.keys(raw),
         "rating": rating,
-        "label": (rating >= threshold).astype("int8"),
+        "label": _label(raw, cfg, rating),
         "timestamp": _to_timestamp(raw, "timestamp", unit),
-    })
+    }, index=raw.frame.index)
 
 
-def _items(raw: _Raw, genres_sep: str, lenient_year: bool = False) -> pd.DataFrame:
+def _items(raw: _Raw, genres_sep: str, ids: _Ids, lenient_year: bool = False) -> pd.DataFrame:
     title = _to_text(raw, "title", required=True).astype("str")
     if "year" in raw.frame and not lenient_year:
         year = _to_int(raw, "year", required=False)
@@ -205,15 +327,15 @@ def _items(raw: _Raw, genres_sep: str, lenient_year: bool = False) -> pd.DataFra
             year, title = title_year, stripped
     genres = (_split_genres(raw.frame["genres"], genres_sep) if "genres" in raw.frame
               else pd.Series([[] for _ in range(len(raw.frame))], index=raw.frame.index, dtype="object"))
-    return pd.DataFrame({"item_id": _to_int(raw, "item_id"), "title": title.astype("str"),
+    return pd.DataFrame({"item_id": ids.keys(raw), "title": title.astype("str"),
                          "year": year.astype("Int64"), "genres": genres})
 
 
-def _users(raw: _Raw | None) -> pd.DataFrame:
+def _users(raw: _Raw | None, ids: _Ids) -> pd.DataFrame:
     if raw is None:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in USER_DTYPES.items()})
     n = len(raw.frame)
-    out = {"user_id": _to_int(raw, "user_id")}
+    out = {"user_id": pd.Series(ids.keys(raw), index=raw.frame.index)}
     for col in ("gender", "occupation", "zip_code"):
         out[col] = _to_text(raw, col) if col in raw.frame else pd.Series([None] * n, index=raw.frame.index,
                                                                            dtype="object")
@@ -243,8 +365,38 @@ def _first_duplicate(frame: pd.DataFrame, keys: list[str]) -> tuple[int, int] | 
     return int(np.flatnonzero(group == group[second])[0]), second
 
 
-def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _Raw | _Positions]) -> None:
+def _drop_exact_duplicates(inter: pd.DataFrame, raw: _Raw, policy: str, show: Callable[[int], str]) -> pd.DataFrame:
+    """Exact repeats of an interaction row (same user, item, time, rating and label): dropped and counted, or an
+    error by `data.duplicates`. The same (user, item, time) with a different rating or label is always an error."""
+    keys = ["user_id", "item_id", "timestamp"]
+    exact = inter.duplicated([*keys, "rating", "label"], keep="first").to_numpy()
+    if exact.any() and policy == "error":
+        found = _first_duplicate(inter, [*keys, "rating", "label"])
+        a, b = found  # type: ignore[misc]
+        raise DataError(f"duplicate interaction {show(b)} at {raw.where(a)} and {raw.where(b)} (data.duplicates is "
+                        f"error; set it to drop to drop and count exact repeats)", file=raw.file,
+                        column=",".join(raw.col(k) for k in keys))
+    kept = inter[~exact]
+    found = _first_duplicate(kept, keys)
+    if found:
+        a, b = (int(kept.index[i]) for i in found)
+        what = "rating" if "rating" in raw.frame else "label"
+        raise DataError(f"conflicting duplicate interaction {show(b)} at {raw.where(a)} and {raw.where(b)}: same user, "
+                        f"item and time, different {what}", file=raw.file, column=raw.col(what))
+    return kept
+
+
+def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _Raw | _Positions],
+                  show: Callable[[str, int], str] | None = None) -> None:
+    """Non-empty tables, unique keys, and every interaction's item (and user, given a users table) known.
+    ``show("<table>.<column>", row_position)`` words an id for messages (the original id, not its key); without
+    it the key is shown."""
     names = {t: sources.get(t, t) for t in ("interactions", "items", "users")}
+    frames = {"interactions": c.interactions, "items": c.items, "users": c.users}
+    if show is None:
+        def show(column: str, i: int) -> str:
+            table, col = column.split(".")
+            return str(frames[table][col].iloc[i])
     if len(c.interactions) == 0:
         raise DataError("no interactions", file=names["interactions"])
     if len(c.items) == 0:
@@ -256,7 +408,7 @@ def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _R
         found = _first_duplicate(frame, keys)
         if found:
             a, b = found
-            key = ", ".join(str(frame[k].iloc[b]) for k in keys)
+            key = ", ".join(show(f"{table}.{k}", b) if k != "timestamp" else str(frame[k].iloc[b]) for k in keys)
             key = key if len(keys) == 1 else f"({key})"
             raise DataError(f"duplicate {label} {key} at {loc[table].where(a)} and {loc[table].where(b)}",
                             file=names[table], column=",".join(loc[table].col(k) for k in keys))
@@ -265,7 +417,7 @@ def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _R
         unknown = np.flatnonzero(~c.interactions[col].isin(table[col]).to_numpy())
         if len(unknown):
             i = int(unknown[0])
-            raise DataError(f"{col} {c.interactions[col].iloc[i]} not found in {names[tname]} "
+            raise DataError(f"{col} {show(f'interactions.{col}', i)} not found in {names[tname]} "
                             f"({len(unknown)} interaction(s) affected)", file=names["interactions"],
                             row=loc["interactions"].where(i), column=loc["interactions"].col(col))
 
@@ -284,8 +436,9 @@ def validate(c: Canonical, sources: Mapping[str, str]) -> None:
                 raise DataError("missing column", file=names[table], column=col)
             if str(frame[col].dtype) != str(pd.api.types.pandas_dtype(dtype)):
                 raise DataError(f"dtype {frame[col].dtype}, expected {dtype}", file=names[table], column=col)
-        required = {"interactions": list(INTERACTION_DTYPES), "items": ["item_id", "title", "genres"],
-                    "users": ["user_id"]}[table]
+        # rating may be NaN: implicit logs have none (data.feedback).
+        required = {"interactions": [c for c in INTERACTION_DTYPES if c != "rating"],
+                    "items": ["item_id", "title", "genres"], "users": ["user_id"]}[table]
         for col in required:
             nulls = np.flatnonzero(frame[col].isna().to_numpy())
             if len(nulls):
@@ -328,23 +481,83 @@ def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfi
               lenient_year: bool = False) -> Canonical:
     raws = {"interactions": r_inter, "items": r_items, "users": r_users}
     sources = {t: r.file for t, r in raws.items() if r is not None}
-    c = Canonical(_interactions(r_inter, cfg.label_threshold, unit), _items(r_items, genres_sep, lenient_year),
-                  _users(r_users))
-    _check_tables(c, sources, {t: r for t, r in raws.items() if r is not None})
-    return _finish(c.interactions, c.items, c.users)
+    item_ids = _Ids.collect("item", cfg.id_types.item, [(r_items, "item_id"), (r_inter, "item_id")])
+    user_ids = _Ids.collect("user", cfg.id_types.user, [(r_inter, "user_id")] + (
+        [(r_users, "user_id")] if r_users is not None else []))
+    originals = {f"{t}.{e}_id": text for e, ids in (("item", item_ids), ("user", user_ids))
+                 for r, _, text in ids.columns for t, rr in raws.items() if rr is r}
+
+    def show(column: str, i: int) -> str:
+        ids = user_ids if column.endswith("user_id") else item_ids
+        return show_id(originals[column][i].as_py(), ids.id_type)
+
+    inter = _interactions(r_inter, cfg, unit, user_ids, item_ids)
+    n_rows = len(inter)
+    inter = _drop_exact_duplicates(
+        inter, r_inter, cfg.duplicates,
+        lambda i: f"({show('interactions.user_id', i)}, {show('interactions.item_id', i)}, "
+                  f"{inter['timestamp'].iloc[i]})")
+    c = Canonical(inter.reset_index(drop=True), _items(r_items, genres_sep, item_ids, lenient_year),
+                  _users(r_users, user_ids))
+    kept = pa.array(inter.index.to_numpy())  # positions of the kept rows in the source file
+    r_kept = _Raw(r_inter.file, r_inter.frame.iloc[inter.index].reset_index(drop=True), r_inter.unit,
+                  r_inter.source_columns, r_inter.line_of)
+    originals = {**originals, **{k: v.take(kept) for k, v in originals.items() if k.startswith("interactions.")}}
+    _check_tables(c, sources, {"interactions": r_kept, "items": r_items, "users": r_users}, show)
+    out = _finish(c.interactions, c.items, c.users)
+    out.id_maps = {
+        "item": item_ids.id_map([(item_ids.keys(r), t) for r, _, t in item_ids.columns]),
+        "user": user_ids.id_map([(user_ids.keys(r), t) for r, _, t in user_ids.columns]),
+    }
+    out.stats = {"rows_read": n_rows, "duplicates_dropped": n_rows - len(inter),
+                 "user_id_type": user_ids.id_type, "item_id_type": item_ids.id_type}
+    return out
 
 
-def _line_numbers(text: str, sep: str, n_rows: int) -> np.ndarray:
-    """1-based start line of each data record; exact even when quoted fields span lines."""
-    physical = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-    if physical == n_rows + 1:  # one record per line, the common case: no parsing loop needed
-        return np.arange(2, n_rows + 2)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    starts, previous = [], 0
-    for _ in reader:
-        starts.append(previous + 1)
-        previous = reader.line_num
-    return np.asarray(starts[1 : n_rows + 1])
+def _line_finder(path: Path, label: str, sep: str) -> Callable[[int], int]:
+    """record index -> 1-based start line, exact with quoted multi-line fields and blank lines (skipped like Arrow's
+    reader skips them). Built on first use: only an error message needs it."""
+
+    @functools.cache
+    def starts() -> np.ndarray:
+        text = decode_utf8(path.read_bytes(), label, sep=sep)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        out, previous = [], 0
+        for record in reader:
+            if record:
+                out.append(previous + 1)
+            previous = reader.line_num
+        return np.asarray(out[1:])
+
+    return lambda pos: int(starts()[pos])
+
+
+def _read_csv(path: Path, label: str, sep: str) -> pd.DataFrame:
+    """Every column as text, by Arrow's multi-threaded reader (BOM, CRLF and quoted newlines handled); bad UTF-8
+    is reported at its line and column."""
+    import pyarrow.csv as pacsv
+
+    with path.open("rb") as fh:
+        head = fh.readline()
+    try:
+        header = head.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        decode_utf8(path.read_bytes(), label, sep=sep)
+        raise
+    names = next(csv.reader([header], delimiter=sep), []) if header.strip() else []
+    if not names:
+        raise DataError("unparseable CSV: no header line", file=label)
+    try:
+        table = pacsv.read_csv(
+            path, read_options=pacsv.ReadOptions(block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid as err:
+        if "utf8" in str(err).lower():
+            decode_utf8(path.read_bytes(), label, sep=sep)  # names the line and column of the bad byte
+        raise DataError(f"unparseable CSV: {err}", file=label) from None
+    return table.to_pandas()
 
 
 def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str],
@@ -362,6 +575,7 @@ def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str]
     fmt = cmap.format
     if fmt == "auto":
         fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    line_of = None
     if fmt == "parquet":
         try:
             frame = pd.read_parquet(path)
@@ -370,15 +584,14 @@ def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str]
         frame["_pos"] = np.arange(1, len(frame) + 1)
         unit = "row"
     else:
-        text = decode_utf8(path.read_bytes(), label, sep=cmap.sep)
-        try:
-            frame = pd.read_csv(io.StringIO(text), sep=cmap.sep, dtype=str, keep_default_na=False,
-                                skip_blank_lines=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise DataError(f"unparseable CSV: {err}", file=label) from None
-        frame["_pos"] = _line_numbers(text, cmap.sep, len(frame))
-        values = frame.drop(columns="_pos")
-        frame = frame[~(values.apply(lambda s: s.str.strip() == "")).all(axis=1)]  # blank lines
+        frame = _read_csv(path, label, cmap.sep)
+        frame["_pos"] = np.arange(len(frame))
+        line_of = _line_finder(path, label, cmap.sep)
+        blank = np.ones(len(frame), dtype=bool)  # rows of only separators and spaces count as blank lines
+        for col in frame.columns[:-1]:
+            blank &= (frame[col].str.strip() == "").to_numpy()
+        if blank.any():
+            frame = frame[~blank]
         unit = "line"
     renamed = {}
     for canon in (*required, *optional):
@@ -389,7 +602,7 @@ def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str]
             raise DataError("missing column" + (f" (mapped from {canon!r})" if src != canon else ""),
                             file=label, column=src)
     frame = frame[[*renamed, "_pos"]].rename(columns=renamed).reset_index(drop=True)
-    return _Raw(label, frame, unit, {canon: src for src, canon in renamed.items()})
+    return _Raw(label, frame, unit, {canon: src for src, canon in renamed.items()}, line_of)
 
 
 def load_generic(cfg: DataConfig, base_dir: Path | None = None) -> Canonical:
@@ -401,7 +614,9 @@ def load_generic(cfg: DataConfig, base_dir: Path | None = None) -> Canonical:
     g: GenericSource | None = cfg.generic
     if g is None:
         raise DataError("data.source=generic needs a data.generic section", file="config")
-    r_inter = _read_source(g.interactions, base_dir, INTERACTION_REQUIRED, ())
+    needed = (*INTERACTION_KEYS, *FEEDBACK_COLUMNS[cfg.feedback])
+    optional = tuple(c for c in ("rating",) if c not in needed)
+    r_inter = _read_source(g.interactions, base_dir, needed, optional)
     r_items = _read_source(g.items, base_dir, ITEM_REQUIRED, ITEM_OPTIONAL)
     r_users = _read_source(g.users, base_dir, USER_REQUIRED, USER_OPTIONAL) if g.users else None
     return _assemble(r_inter, r_items, r_users, cfg, genres_sep=g.genres_sep, unit=g.timestamp_unit)
@@ -416,7 +631,9 @@ def sample_users(c: Canonical, n: int, seed: int) -> Canonical:
     inter = c.interactions[c.interactions["user_id"].isin(keep)].reset_index(drop=True)
     items = c.items[c.items["item_id"].isin(inter["item_id"])].reset_index(drop=True)
     users = c.users[c.users["user_id"].isin(keep)].reset_index(drop=True)
-    return Canonical(inter, items, users)
+    maps = {e: m[m[f"{e}_id"].isin(keep if e == "user" else items["item_id"])].reset_index(drop=True)
+            for e, m in c.id_maps.items()}
+    return Canonical(inter, items, users, maps, dict(c.stats))
 
 
 def load_dataset(cfg: DataConfig, cache_dir: Path, base_dir: Path | None = None) -> Canonical:

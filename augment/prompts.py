@@ -150,10 +150,14 @@ def profile_sentence(gender: object = None, age: object = None, occupation: obje
     return f"Given {who}, this user's movie viewing history over time is listed below."
 
 
-def history_line(title: str, rating: float) -> str:
+def history_line(title: str, rating: float, label: int = 1) -> str:
+    """One history row: the rating when the log has one, else whether the event was a positive (implicit logs)."""
     # Double quotes delimit the title, so a title's own double quotes become single ones.
+    quoted = f"\"{fence_safe(title, TITLE_MAX).replace(chr(34), chr(39))}\""
+    if rating is None or rating != rating:  # NaN: data.feedback is label/event/positive_only
+        return f"{quoted}, {'engaged' if label else 'not engaged'};"
     stars = f"{float(rating):g}"
-    return f"\"{fence_safe(title, TITLE_MAX).replace(chr(34), chr(39))}\", {stars} star{'' if stars == '1' else 's'};"
+    return f"{quoted}, {stars} star{'' if stars == '1' else 's'};"
 
 
 def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, cutoffs: pd.DataFrame,
@@ -175,7 +179,9 @@ def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
         raise ValueError(f"history item_id {hist.loc[missing, 'item_id'].iloc[0]} not in items")
     hist = hist.assign(title=titles.reindex(hist["item_id"]).to_numpy())
     hist = hist.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-    lines = {uid: "\n".join(history_line(t, r) for t, r in zip(g["title"], g["rating"]))
+    if "label" not in hist:
+        hist = hist.assign(label=1)
+    lines = {uid: "\n".join(history_line(t, r, y) for t, r, y in zip(g["title"], g["rating"], g["label"]))
              for uid, g in hist.groupby("user_id", sort=False)}
     cols = [c for c in ("gender", "age", "occupation") if c in users]
     profiles = users.set_index("user_id")[cols].to_dict("index")

@@ -3,7 +3,8 @@
 For each user, in time order (ties broken by item_id), the first n = min((len+1)//2, history_max) interactions are
 the prompt history (role "history"); the later ones are CTR samples (role "sample"). The LLM only ever sees history,
 so no sample's label leaks into the text features trained on it. Whole users go to train/valid/test by a seeded
-permutation with ``cfg.fractions``, so valid/test users are unseen at training time.
+permutation with ``cfg.fractions``, so valid/test users are unseen at training time. For a positives-only log the
+sample rows get sampled negatives (augment/negatives.py, `sampled` True); history never includes them.
 
     python -m augment.split            # split ML-100K (cached wheel in var/cache) and print the counts
 """
@@ -30,11 +31,14 @@ def assign_users(user_ids: np.ndarray, fractions: tuple[float, float, float], se
     return pd.Series(labels, index=pd.Index(ids, name="user_id"), name="split", dtype="str")
 
 
-def split_interactions(interactions: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows with ``role`` and ``split`` columns, per-user cutoffs).
+def split_interactions(interactions: pd.DataFrame, cfg: SplitConfig,
+                       sample_negatives: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows with ``role``, ``split`` and ``sampled`` columns, per-user cutoffs).
 
     Rows come back sorted by user_id, timestamp, item_id with a RangeIndex. The cutoffs frame has user_id,
-    cutoff (timestamp of the last history row, tz-aware UTC), n_history, n_samples, split.
+    cutoff (timestamp of the last history row, tz-aware UTC), n_history, n_samples (logged rows), split.
+    With ``sample_negatives`` (positives-only logs) every sample row gets ``cfg.negatives.per_positive``
+    sampled negatives.
     """
     rows = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
     by_user = rows.groupby("user_id", sort=False)
@@ -55,6 +59,14 @@ def split_interactions(interactions: pd.DataFrame, cfg: SplitConfig) -> tuple[pd
     counts = rows.groupby("user_id", sort=True).size()
     cutoffs["n_samples"] = (counts - cutoffs["n_history"]).astype("int64")
     cutoffs["split"] = split.reindex(cutoffs.index).astype("str")
+    rows["sampled"] = False
+    if sample_negatives:
+        from augment.negatives import sample_negatives as draw
+
+        negatives, dropped = draw(rows, cfg.negatives)
+        rows = pd.concat([rows, negatives], ignore_index=True)
+        rows = rows.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+        rows.attrs["negatives"] = {"sampled": len(negatives), "dropped": dropped}
     return rows, cutoffs.reset_index()
 
 

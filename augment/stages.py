@@ -120,7 +120,12 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
             "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code),
             "items": _publish(cfg, defs.ITEMS, lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
+            "user_id_map": _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
+            "item_id_map": _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], recipe, code),
         }
+        if canon.cache_info().currsize:  # parsed this run (not reused): what ingest did to the data
+            rec.update(canon().stats)
+            log.info("ingest: %s", canon().stats)
         return _versions(refs, rec)
 
 
@@ -131,11 +136,21 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     v = pinned("split", inputs)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "split") as rec:
+        negatives = cfg.data.feedback == "positive_only"
+
         @functools.cache
         def result():
-            return split_interactions(store.read_pandas("interactions", v["interactions"]), cfg.split)
+            rows, cutoffs = split_interactions(store.read_pandas("interactions", v["interactions"]), cfg.split,
+                                               sample_negatives=negatives)
+            if negatives:
+                rec["negatives"] = rows.attrs["negatives"]
+                log.info("split: negatives %s", rows.attrs["negatives"])
+            return rows, cutoffs
 
-        recipe = {**v, "split": cfg.split.model_dump(mode="json")}
+        split_settings = cfg.split.model_dump(mode="json")
+        if not negatives:  # the negative-sampling settings shape nothing here: keep the version
+            split_settings.pop("negatives")
+        recipe = {**v, "split": split_settings, "negatives": negatives}
         code = ("augment.split",)
         refs = {"interaction_splits": _publish(cfg, defs.INTERACTION_SPLITS, lambda: result()[0], recipe, code),
                 "user_cutoffs": _publish(cfg, defs.USER_CUTOFFS, lambda: result()[1], recipe, code)}

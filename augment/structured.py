@@ -70,7 +70,8 @@ def cap_history_tokens(hist: pd.DataFrame, items: pd.DataFrame, max_tokens: int,
         return hist
     tok = _tokenizer(str(resolve_llm(model_ref)))
     titles = items.set_index("item_id")["title"].reindex(hist["item_id"]).to_numpy()
-    lines = [history_line(t, r) for t, r in zip(titles, hist["rating"])]
+    labels = hist["label"] if "label" in hist else np.ones(len(hist), dtype=np.int8)
+    lines = [history_line(t, r, y) for t, r, y in zip(titles, hist["rating"], labels)]
     cost = np.array([len(ids) + 1 for ids in tok(lines, add_special_tokens=False)["input_ids"]])
     hist = hist.assign(_cost=cost).sort_values(["user_id", "timestamp", "item_id"], ascending=[True, False, False])
     used = hist.groupby("user_id", sort=False)["_cost"].cumsum()

@@ -38,12 +38,26 @@ class GenericSource(_Strict):
     genres_sep: str = "|"
 
 
+class IdTypes(_Strict):
+    """Per entity: "auto" infers int only when every id in every file is a canonical integer (augment/id_keys.py)."""
+
+    user: Literal["auto", "int", "string"] = "auto"
+    item: Literal["auto", "int", "string"] = "auto"
+
+
 class DataConfig(_Strict):
     source: Literal["movielens100k", "generic"] = "movielens100k"
     recbole_version: str = "1.2.1"
     recbole_sha256: str = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
     generic: GenericSource | None = None
     label_threshold: float = 4.0
+    id_types: IdTypes = IdTypes()
+    # rating: label = rating >= label_threshold. label: a 0/1 column. event: label = event in positive_events.
+    # positive_only: every row is a positive; negatives are sampled at split time (split.negatives).
+    feedback: Literal["rating", "label", "event", "positive_only"] = "rating"
+    positive_events: list[str] = Field(default_factory=list, description="feedback=event: the events that are positives")
+    rating_range: tuple[float, float] | None = Field(None, description="ratings outside [lo, hi] are an error")
+    duplicates: Literal["drop", "error"] = Field("drop", description="exact duplicate interaction rows")
     sample_users: int | None = Field(None, ge=10, description="keep a seeded random subset of users (quick look)")
     sample_seed: int = 0
 
@@ -51,13 +65,28 @@ class DataConfig(_Strict):
     def _generic_needs_paths(self) -> "DataConfig":
         if self.source == "generic" and self.generic is None:
             raise ValueError("data.source=generic needs a data.generic section")
+        if self.feedback == "event" and not self.positive_events:
+            raise ValueError("data.feedback=event needs data.positive_events (the event names that are positives)")
+        if self.feedback != "event" and self.positive_events:
+            raise ValueError("data.positive_events is only used with data.feedback=event")
+        if self.rating_range is not None and not self.rating_range[0] <= self.rating_range[1]:
+            raise ValueError(f"data.rating_range {list(self.rating_range)}: low end above high end")
         return self
+
+
+class NegativeSampling(_Strict):
+    """Negatives for positives-only logs (data.feedback=positive_only), drawn at split time (augment/negatives.py)."""
+
+    per_positive: int = Field(4, ge=1, description="sampled negatives per positive CTR sample")
+    popularity_alpha: float = Field(0.75, ge=0.0, description="P(item) ~ train count**alpha; 0 = uniform")
+    seed: int = 0
 
 
 class SplitConfig(_Strict):
     history_max: int = Field(30, ge=1)
     seed: int = 42
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    negatives: NegativeSampling = NegativeSampling()
 
 
 class PromptConfig(_Strict):

@@ -15,7 +15,8 @@ INTERACTIONS = TableSpec(
     name="interactions", entity="interaction", join_keys=("user_id", "item_id"),
     features=(Feature("rating", "float32"), Feature("label", "int8")),
     event_timestamp="timestamp", created_timestamp=None, owner=OWNER,
-    description="Canonical interactions; label = rating >= data.label_threshold.")
+    description="Canonical interactions; label per data.feedback (rating >= data.label_threshold by default); "
+                "rating is NaN for logs without one.")
 ITEMS = TableSpec(
     name="items", entity="item", join_keys=("item_id",),
     features=(Feature("title", "string"), Feature("year", "int64"), Feature("genres", "list_string")),
@@ -25,12 +26,25 @@ USERS = TableSpec(
     features=(Feature("gender", "string"), Feature("age", "int64"), Feature("occupation", "string"),
               Feature("zip_code", "string")),
     event_timestamp=None, created_timestamp=None, owner=OWNER, description="Canonical user attributes.")
+
+
+def _id_map(entity: str) -> TableSpec:
+    return TableSpec(
+        name=f"{entity}_id_map", entity=entity, join_keys=(f"{entity}_id",),
+        features=(Feature("source_id", "string"), Feature("id_type", "string")),
+        event_timestamp=None, created_timestamp=None, owner=OWNER,
+        description=f"{entity}_id (the int64 key every table joins on) -> the {entity} id as the source files spell "
+                    "it; id_type int keeps the value as the key, string hashes it (augment/id_keys.py).")
+
+
+USER_ID_MAP, ITEM_ID_MAP = _id_map("user"), _id_map("item")
 INTERACTION_SPLITS = TableSpec(
     name="interaction_splits", entity="interaction", join_keys=("user_id", "item_id"),
     features=(Feature("rating", "float32"), Feature("label", "int8"), Feature("role", "string"),
-              Feature("split", "string")),
+              Feature("split", "string"), Feature("sampled", "bool")),
     event_timestamp="timestamp", created_timestamp=None, owner=OWNER,
-    description="KAR split: role=history feeds prompts, role=sample rows are CTR samples; split by user 8:1:1.")
+    description="KAR split: role=history feeds prompts, role=sample rows are CTR samples; split by user 8:1:1. "
+                "sampled: a negative drawn at split time for a positives-only log (augment/negatives.py).")
 USER_CUTOFFS = TableSpec(
     name="user_cutoffs", entity="user", join_keys=("user_id",),
     features=(Feature("cutoff", "timestamp"), Feature("n_history", "int64"), Feature("n_samples", "int64"),
@@ -129,6 +143,6 @@ def user_interest(n_topics: int) -> TableSpec:
                     "event_timestamp = the user's history cutoff.")
 
 
-TABLES = {s.name: s for s in (INTERACTIONS, ITEMS, USERS, INTERACTION_SPLITS, USER_CUTOFFS, ITEM_PROMPTS,
+TABLES = {s.name: s for s in (INTERACTIONS, ITEMS, USERS, USER_ID_MAP, ITEM_ID_MAP, INTERACTION_SPLITS, USER_CUTOFFS, ITEM_PROMPTS,
                               USER_PROMPTS, ITEM_KNOWLEDGE_TEXT, USER_PROFILE_TEXT, ITEM_TAGS_PROMPTS,
                               USER_INTEREST_PROMPTS, ITEM_TAGS_TEXT, USER_INTEREST_TEXT)}

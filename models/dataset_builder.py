@@ -110,8 +110,10 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
         if seq.source != LABELS or seq.column != ITEM_KEY or seq.key != USER_KEY:
             raise ValueError(f"feature {seq.name!r}: the sequence is the user's item history "
                              f"(source {LABELS}, key user_id, column item_id)")
-        hist, hist_len = recent_items(splits["user_id"].to_numpy(), splits["item_id"].to_numpy(),
-                                      splits["timestamp"].to_numpy(), labels["user_id"].to_numpy(),
+        # Sampled negatives (positives-only logs) are not behaviour: the history is what the user did.
+        events = splits[~splits["sampled"]] if "sampled" in splits else splits
+        hist, hist_len = recent_items(events["user_id"].to_numpy(), events["item_id"].to_numpy(),
+                                      events["timestamp"].to_numpy(), labels["user_id"].to_numpy(),
                                       labels["timestamp"].to_numpy(), history_len)
     parts = {}
     for name in ("train", "valid", "test"):

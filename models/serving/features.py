@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from configs.train_config import FeatureEntry
 from feature_store import FeatureStore, OnlineTable
@@ -78,7 +79,9 @@ class FeatureSnapshot:
         events = None
         if seq:
             v = versions[seq[0].source]
-            ev = store.read(seq[0].source, v, columns=["user_id", "item_id", "timestamp"])
+            ev = store.read(seq[0].source, v)
+            if "sampled" in ev.column_names:  # negatives drawn for a positives-only log are not behaviour
+                ev = ev.filter(pc.invert(ev.column("sampled")))
             events = (ev.column("user_id").to_numpy(), ev.column("item_id").to_numpy().astype(np.int64),
                       ev.column("timestamp").cast(pa.int64()).to_numpy())
         return cls(versions, entries, static, static_tables, static_ids, online, online_ids, events)
