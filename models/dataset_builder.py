@@ -121,8 +121,16 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
         parts[name] = CtrSplit(frame[mask].reset_index(drop=True), {t: v[mask] for t, v in vectors.items()},
                                history=None if hist is None else hist[mask],
                                history_len=None if hist_len is None else hist_len[mask])
+    id_types = {}
+    for entity in ("user", "item"):  # pinned when given (every run of the pipeline gives them)
+        table = f"{entity}_id_map"
+        if versions.get(table):
+            pinned[table] = versions[table]
+            kinds = store.read(table, versions[table], columns=["id_type"]).column("id_type")
+            id_types[entity] = kinds[0].as_py() if len(kinds) else "int"
     data = CtrData(parts["train"], parts["valid"], parts["test"], categorical=categorical, numeric=numeric,
-                   features=tuple(features), entry_columns=entry_columns, column_groups=column_groups)
+                   features=tuple(features), entry_columns=entry_columns, column_groups=column_groups,
+                   id_types=id_types)
     log.info("CTR data: train %d, valid %d, test %d rows; %d categorical, %d numeric, %d vector inputs",
              len(data.train), len(data.valid), len(data.test), len(categorical), len(numeric), len(vectors))
     return BuiltDataset(data, pinned, missing)

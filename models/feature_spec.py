@@ -202,6 +202,8 @@ def common_feature_map(data, inputs: ModelInputs, backbone: str, history_maxlen:
     return {
         "format": 2,
         "backbone": backbone,
+        # how requests spell ids: "int" ids are the keys, "string" ids are hashed to them (augment/id_keys.py)
+        "id_types": {e: getattr(data, "id_types", {}).get(e, "int") for e in ("user", "item")},
         "features": specs,  # the spec entries this model reads (empty for data not built from a spec)
         "categorical": list(inputs.categorical),
         "numeric": list(inputs.numeric),

@@ -21,7 +21,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from models.serving.hot_swap import ScorerHolder
 from models.serving.metrics import ServingMetrics
@@ -42,8 +42,9 @@ class ServingSettings:
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: StrictInt
-    item_ids: list[StrictInt]
+    # ints or strings, as the source data spells its ids (the scorer checks them against the model's id types)
+    user_id: StrictInt | StrictStr
+    item_ids: list[StrictInt | StrictStr]
     context: dict | None = None
 
 

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from augment.id_keys import key_of
 from feature_store import FeatureStore
 from models.registry import ScoringModel, champion_info, load_model, registry_root
 from models.serving.compiled import CompiledModel, compile_model, history_rows
@@ -62,10 +63,21 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _as_ids(values, what: str) -> np.ndarray:
-    arr = np.asarray(values)
+def _as_ids(values, what: str, id_type: str = "int") -> np.ndarray:
+    """Requested ids as int64 keys: int ids are their own keys, string ids are hashed (augment/id_keys.py)."""
+    if id_type == "string":
+        if isinstance(values, (str, bytes)) or not all(isinstance(v, str) for v in values):
+            bad = values if isinstance(values, (str, bytes)) else next(v for v in values if not isinstance(v, str))
+            raise ValueError(f"{what}: this model's ids are strings, got {type(bad).__name__} {bad!r}")
+        return np.fromiter((key_of(v, "string") for v in values), dtype=np.int64, count=len(values))
+    arr = np.asarray(values, dtype=object if isinstance(values, (list, tuple)) else None)
     if arr.ndim != 1:
         raise ValueError(f"{what}: expected a flat list of integer ids, got shape {arr.shape}")
+    if arr.dtype == object:
+        for i, v in enumerate(arr):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{what}.{i}: expected an integer id, got {type(v).__name__} {v!r}")
+        arr = arr.astype(np.int64)
     if arr.size and (arr.dtype.kind not in "iu" or arr.dtype == np.bool_):
         raise ValueError(f"{what}: expected integer ids, got {arr.dtype} (first value {arr.flat[0]!r})")
     return arr.astype(np.int64, copy=False)
@@ -80,6 +92,7 @@ class Scorer:
         self.cold_start = ColdStartCounts()
         fmap = model.feature_map
         self._maxlen = int(fmap["history"]["maxlen"]) if fmap.get("history") else 0
+        self.id_types = {e: (fmap.get("id_types") or {}).get(e, "int") for e in ("user", "item")}
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, feature_store: str | Path | FeatureStore, threads: int = 1,
@@ -121,19 +134,22 @@ class Scorer:
     def feature_versions(self) -> dict[str, str]:
         return dict(self.snapshot.versions)
 
-    def score(self, user_id: int, item_ids: Sequence[int] | np.ndarray,
+    def score(self, user_id: int | str, item_ids: Sequence[int] | Sequence[str] | np.ndarray,
               context: Mapping | None = None) -> np.ndarray:
         """Click probability of each candidate, in the order given (one vectorised pass)."""
         return self.score_detailed(user_id, item_ids, context).probabilities
 
-    def score_detailed(self, user_id: int, item_ids: Sequence[int] | np.ndarray,
+    def score_detailed(self, user_id: int | str, item_ids: Sequence[int] | Sequence[str] | np.ndarray,
                        context: Mapping | None = None) -> ScoreResult:
-        if not isinstance(user_id, (int, np.integer)) or isinstance(user_id, bool):
-            raise ValueError(f"user_id: expected an integer, got {type(user_id).__name__} {user_id!r}")
-        ids = _as_ids(item_ids, "item_ids")
+        """Ids as the source data spells them (ints, or strings for a string-id dataset)."""
+        user_key = key_of(user_id, self.id_types["user"])
+        if user_key is None:
+            want = "an integer" if self.id_types["user"] == "int" else "a string"
+            raise ValueError(f"user_id: expected {want}, got {type(user_id).__name__} {user_id!r}")
+        ids = _as_ids(item_ids, "item_ids", self.id_types["item"])
         c = self.compiled
-        u_pos, u_unknown = c.user_position(int(user_id))
-        user_row = self._user_row(int(user_id), u_pos, context) if context else c.user_rows[u_pos]
+        u_pos, u_unknown = c.user_position(user_key)
+        user_row = self._user_row(user_key, u_pos, context) if context else c.user_rows[u_pos]
         i_pos, i_unknown = c.item_positions(ids)
         probs = c.forward(c.assemble(i_pos, user_row)) if len(ids) else np.zeros(0)
         defaults = dict(zip(c.item_tables, c.item_missing[i_pos].sum(axis=0).tolist()))
@@ -154,12 +170,13 @@ class Scorer:
         hist = hist_len = None
         if self._maxlen:
             if "history" in context:
-                hist, hist_len = history_rows(_as_ids(context["history"], "context['history']").tolist(),
+                hist, hist_len = history_rows(_as_ids(context["history"], "context['history']",
+                                                      self.id_types["item"]).tolist(),
                                               self._maxlen)
             else:
                 hist, hist_len = self.snapshot.latest_history(np.asarray([user_id]), self._maxlen)
         elif "history" in context:
-            _as_ids(context["history"], "context['history']")  # validated; this model reads no history
+            _as_ids(context["history"], "context['history']", self.id_types["item"])  # validated; this model reads no history
         return self.compiled.encode_users(row, hist, hist_len)[0]
 
     def describe(self) -> dict:

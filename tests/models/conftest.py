@@ -80,6 +80,7 @@ def publish_planted_store(root, n_users: int = 150, n_items: int = 3000, per_use
     frame = frame.sort_values(["user_id", "timestamp"]).drop_duplicates(["user_id", "item_id"])
     rank = frame.groupby("user_id").cumcount()
     frame["role"] = np.where(rank < 10, "history", "sample")
+    frame["sampled"] = False
     user_split = pd.Series(rng.choice(["train", "valid", "test"], n_users, p=[0.7, 0.15, 0.15]),
                            index=np.arange(1, n_users + 1))
     frame["split"] = user_split.loc[frame["user_id"]].to_numpy()

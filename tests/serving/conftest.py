@@ -44,6 +44,7 @@ def publish_tiny_store(root: Path, seed: int = 0) -> None:
     frame = pd.DataFrame({"user_id": u + 1, "item_id": i + 1, "timestamp": ts, "rating": label * 4.0,
                           "label": label}).sort_values(["user_id", "timestamp"]).drop_duplicates(["user_id", "item_id"])
     frame["role"] = np.where(frame.groupby("user_id").cumcount() < 10, "history", "sample")
+    frame["sampled"] = False
     split = pd.Series(rng.choice(["train", "valid", "test"], N_USERS, p=[0.6, 0.2, 0.2]), index=users.user_id)
     frame["split"] = split.loc[frame["user_id"]].to_numpy()
     cutoff = frame[frame.role == "history"].groupby("user_id")["timestamp"].max()

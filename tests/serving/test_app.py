@@ -52,9 +52,9 @@ def test_score_healthz_metrics(workdir):
 
 @pytest.mark.parametrize("payload, fragment", [
     ({"item_ids": [1]}, "body.user_id: Field required"),
-    ({"user_id": "7", "item_ids": [1]}, "body.user_id: Input should be a valid integer"),
+    ({"user_id": "7", "item_ids": [1]}, "user_id: expected an integer, got str '7'"),
     ({"user_id": 7, "item_ids": "1,2"}, "body.item_ids: Input should be a valid list"),
-    ({"user_id": 7, "item_ids": [1, "x"]}, "body.item_ids.1: Input should be a valid integer"),
+    ({"user_id": 7, "item_ids": [1, "x"]}, "item_ids.1: expected an integer id, got str 'x'"),
     ({"user_id": 7, "item_ids": [1.5]}, "body.item_ids.0"),
     ({"user_id": 7, "item_ids": [1], "extra": 1}, "body.extra: Extra inputs are not permitted"),
     ({"user_id": 7, "item_ids": list(range(51))}, "item_ids: 51 candidates, max_candidates is 50"),

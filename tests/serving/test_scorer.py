@@ -142,7 +142,7 @@ def test_context_for_a_cold_start_user(scorers):
 @pytest.mark.parametrize("args, match", [
     (("7", [1]), "user_id: expected an integer"),
     ((True, [1]), "user_id: expected an integer"),
-    ((1, [1.5, 2.0]), "item_ids: expected integer ids"),
+    ((1, [1.5, 2.0]), "item_ids.0: expected an integer id, got float 1.5"),
     ((1, [[1, 2]]), "item_ids: expected a flat list"),
     ((1, [1], {"favourite": "x"}), "context key 'favourite' not understood"),
     ((1, [1], {"age": "old"}), "context\\['age'\\]"),
