@@ -84,12 +84,12 @@ def generation_cache(cfg: RunConfig) -> Path:
 
 
 def _publish(cfg: RunConfig, spec, build: Callable[[], pd.DataFrame], recipe: dict,
-             code: tuple[str, ...]) -> TableRef:
+             code: tuple[str, ...], build_stats: Callable[[], dict] | None = None) -> TableRef:
     """Publish the table `build()` makes under the version of its recipe; if that version exists, reuse it and
-    never call `build`."""
+    never call `build`. `build_stats()` (asked after `build`) goes into the manifest."""
     recipe = {"table": spec.name, "code": code_digest(*code, *_WRITER), "format": FORMAT_VERSION, **recipe}
     store = store_for(cfg)
-    ref = store.publish(spec, build, recipe=recipe, config=cfg.model_dump(mode="json"))
+    ref = store.publish(spec, build, recipe=recipe, config=cfg.model_dump(mode="json"), build_stats=build_stats)
     log.info("%s %s@%s (%d rows)", "published" if ref.written else "reused", ref.name, ref.version, ref.rows)
     return ref
 
@@ -117,15 +117,16 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
                   "source": source_fingerprint(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)}
         code = ("augment.ingest", "augment.movielens")
         refs = {
-            "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code),
+            "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code,
+                                     build_stats=lambda: canon().stats),
             "items": _publish(cfg, defs.ITEMS, lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
             "user_id_map": _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
             "item_id_map": _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], recipe, code),
         }
-        if canon.cache_info().currsize:  # parsed this run (not reused): what ingest did to the data
-            rec.update(canon().stats)
-            log.info("ingest: %s", canon().stats)
+        # What ingest did to the data (duplicates dropped, id types), also when this run reused the tables.
+        rec["data"] = store_for(cfg).manifest("interactions", refs["interactions"].version).get("build_stats", {})
+        log.info("ingest: %s", rec["data"])
         return _versions(refs, rec)
 
 
@@ -140,20 +141,21 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
 
         @functools.cache
         def result():
-            rows, cutoffs = split_interactions(store.read_pandas("interactions", v["interactions"]), cfg.split,
-                                               sample_negatives=negatives)
-            if negatives:
-                rec["negatives"] = rows.attrs["negatives"]
-                log.info("split: negatives %s", rows.attrs["negatives"])
-            return rows, cutoffs
+            return split_interactions(store.read_pandas("interactions", v["interactions"]), cfg.split,
+                                      sample_negatives=negatives)
 
         split_settings = cfg.split.model_dump(mode="json")
         if not negatives:  # the negative-sampling settings shape nothing here: keep the version
             split_settings.pop("negatives")
         recipe = {**v, "split": split_settings, "negatives": negatives}
         code = ("augment.split",)
-        refs = {"interaction_splits": _publish(cfg, defs.INTERACTION_SPLITS, lambda: result()[0], recipe, code),
+        refs = {"interaction_splits": _publish(cfg, defs.INTERACTION_SPLITS, lambda: result()[0], recipe, code,
+                                               build_stats=lambda: {"negatives": result()[0].attrs.get("negatives")}),
                 "user_cutoffs": _publish(cfg, defs.USER_CUTOFFS, lambda: result()[1], recipe, code)}
+        built = store.manifest("interaction_splits", refs["interaction_splits"].version).get("build_stats", {})
+        if built.get("negatives"):
+            rec["negatives"] = built["negatives"]
+            log.info("split: sampled negatives %s", built["negatives"])
         return _versions(refs, rec)
 
 

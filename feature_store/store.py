@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -178,12 +178,15 @@ class FeatureStore:
             return None
         return TableRef(name, version, link, int(manifest["rows"]), written=False)
 
-    def publish(self, spec: TableSpec, data: Any, recipe: Mapping, config: Mapping | None = None) -> TableRef:
+    def publish(self, spec: TableSpec, data: Any, recipe: Mapping, config: Mapping | None = None,
+                build_stats: Mapping | Callable[[], Mapping] | None = None) -> TableRef:
         """Validate `data` against `spec`, write it as version sha256(recipe)[:12] and make it `latest`.
 
         If that version is already published it is kept as it is (its bytes never change) and only made
         `latest`: the same recipe never writes a second, different file under one version id. `data` may be a
-        zero-argument callable, called only when the version has to be written (so a reused table costs nothing)."""
+        zero-argument callable, called only when the version has to be written (so a reused table costs nothing).
+        `build_stats` (a mapping, or a callable asked after `data`) says what building it did, e.g. rows dropped;
+        it is kept in the manifest as `build_stats`, so a re-run that reuses the table can still report it."""
         version = version_id(recipe)
         found = self.existing(spec.name, version)
         if found is not None:
@@ -205,6 +208,8 @@ class FeatureStore:
             pq.write_table(table, data_path, compression=compression, row_group_size=self.row_group_size)
             fsync_path(data_path)
             manifest = self._manifest(spec, table, version, publish_id, recipe, config, data_path)
+            if build_stats is not None:
+                manifest["build_stats"] = dict(build_stats() if callable(build_stats) else build_stats)
             mpath = tmp / MANIFEST_FILE
             with open(mpath, "w") as f:
                 json.dump(manifest, f, indent=1, sort_keys=True, default=json_default, allow_nan=False)

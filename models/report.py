@@ -157,6 +157,14 @@ def _stats_sections(stats: Mapping) -> list[str]:
     rows = stats.get("rows") or {}
     out += ["", "## Data", ""]
     out += _table(["table", "rows"], [[k, v] for k, v in rows.items()]) if rows else ["n/a"]
+    hygiene = stats.get("data") or {}
+    if hygiene:
+        neg = hygiene.get("negatives") or {}
+        out += ["", f"Ingest read {hygiene.get('rows_read', 'n/a')} interaction rows and dropped "
+                    f"{hygiene.get('duplicates_dropped', 0)} exact duplicates (data.duplicates); id types: user "
+                    f"{hygiene.get('user_id_type', 'int')}, item {hygiene.get('item_id_type', 'int')}."
+                + (f" Split sampled {neg.get('sampled')} negatives ({neg.get('dropped')} draws dropped)."
+                   if neg else "")]
     gen = stats.get("generation") or {}
     out += ["", "## LLM generation", ""]
     if gen:

@@ -76,7 +76,9 @@ def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfi
         group = "generate-" + key.split("-")[1] if key.startswith("generate-") else key
         stages[group] = round(stages.get(group, 0.0) + float(s.get("seconds", 0.0)), 1)
     peak = max([s.get("peak_rss_mb", 0.0) for s in stats.values()] + [peak_rss_mb()])
-    return {"rows": rows, "generation": generation, "stages": stages, "peak_rss_mb": peak,
+    data = {**stats.get("ingest", {}).get("data", {}),
+            **({"negatives": stats["split"]["negatives"]} if stats.get("split", {}).get("negatives") else {})}
+    return {"rows": rows, "data": data, "generation": generation, "stages": stages, "peak_rss_mb": peak,
             "feature_tables": versions, "config_digest": cfg.digest()}
 
 
