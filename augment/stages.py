@@ -94,6 +94,16 @@ def _publish(cfg: RunConfig, spec, build: Callable[[], pd.DataFrame], recipe: di
     return ref
 
 
+def _settings(section, *added: str) -> dict:
+    """A config section for a recipe, minus the `added` settings while they hold their defaults: a setting that
+    was introduced later does not change the versions of tables made without it."""
+    out = section.model_dump(mode="json")
+    for name in added:
+        if getattr(section, name) == type(section).model_fields[name].get_default(call_default_factory=True):
+            out.pop(name)
+    return out
+
+
 def _versions(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
     rec["rows"] = {k: r.rows for k, r in refs.items()}
     rec["reused"] = sorted(k for k, r in refs.items() if not r.written)
@@ -108,17 +118,17 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
         @functools.cache
         def canon():
             data = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)
-            validate(data, source_names(cfg.data))
+            validate(data, source_names(cfg.data), cfg.data.item_text_columns)
             return data
 
         # The recipe names the source by content, so a changed file is a new version and an unchanged one is not
         # even parsed again.
-        recipe = {"data": cfg.data.model_dump(mode="json"),
+        recipe = {"data": _settings(cfg.data, "item_text_columns"),
                   "source": source_fingerprint(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)}
         code = ("augment.ingest", "augment.movielens")
         refs = {
             "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code),
-            "items": _publish(cfg, defs.ITEMS, lambda: canon().items, recipe, code),
+            "items": _publish(cfg, defs.items_spec(cfg.data.item_text_columns), lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
         }
         return _versions(refs, rec)
@@ -144,7 +154,7 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
 
 def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     """Render KAR item and user prompts from the versioned templates."""
-    from augment.prompts import build_item_prompts, build_user_prompts, load_template
+    from augment.prompts import build_item_prompts, build_user_prompts, item_text_placeholders, load_template
 
     v = pinned("prompts", inputs)
     store = store_for(cfg)
@@ -158,14 +168,34 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
                                       store.read_pandas("user_cutoffs", v["user_cutoffs"]), user_t)
 
         settings = {"max_data_tokens": cfg.prompts.max_data_tokens}
+        item_settings = dict(settings)
+        # Item text (descriptions) counts against max_data_tokens in the generation model's tokens; the tokenizer
+        # is loaded, and named in the recipe, only when the template uses such a column.
+        item_columns = [f.name for f in store.spec("items", v["items"]).features]
+        uses_text = bool(item_text_placeholders(item_columns, item_t))  # also: an unknown $name fails here
+        if uses_text:
+            item_settings["tokenizer"] = cfg.generation.engine.model
+
+        def item_prompts() -> pd.DataFrame:
+            count = _token_counter(cfg.generation.engine.model) if uses_text else None
+            return build_item_prompts(items(), item_t, count, cfg.prompts.max_data_tokens)
+
         code = ("augment.prompts",)
         refs = {
-            "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, lambda: build_item_prompts(items(), item_t),
-                                     {"items": v["items"], "template": item_t.sha256, **settings}, code),
+            "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, item_prompts,
+                                     {"items": v["items"], "template": item_t.sha256, **item_settings}, code),
             "user_prompts": _publish(cfg, defs.USER_PROMPTS, user_prompts,
                                      {**v, "template": user_t.sha256, **settings}, code),
         }
         return _versions(refs, rec)
+
+
+def _token_counter(model_ref: str) -> Callable[[str], int]:
+    from augment.embedded_models import resolve_llm
+    from augment.structured import _tokenizer
+
+    tok = _tokenizer(str(resolve_llm(model_ref)))
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def _json_schema(cfg: RunConfig, kind: Kind) -> dict | None:
@@ -316,7 +346,7 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
 
 def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[str, str]:
     """Encode a text table (or the raw item metadata, the no-LLM control) into a vector table."""
-    from augment.encode import dimension, encode_texts, encoder_id, raw_item_text
+    from augment.encode import dimension, encode_texts, encoder_id, raw_item_texts
     from augment.output_validation import ACCEPTED
 
     v = pinned("encode", inputs, kind)
@@ -328,7 +358,7 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
         def build() -> pd.DataFrame:
             src = store.read_pandas(source_name, v[source_name])
             if kind == "item_raw":
-                texts = [raw_item_text(t, y, g) for t, y, g in zip(src["title"], src["year"], src["genres"])]
+                texts = raw_item_texts(src, cfg.encode.raw_item_columns)
                 frame = pd.DataFrame({"item_id": src["item_id"].to_numpy()})
             else:
                 # Rejected outputs carry text "" and a flag: they get no vector row, so the join gives the default
@@ -350,7 +380,10 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
 
         dim = dimension(cfg.encode)
         spec = {"item": defs.item_knowledge_emb, "user": defs.user_profile_emb, "item_raw": defs.item_raw_emb}[kind]
-        ref = _publish(cfg, spec(dim), build, {**v, "encoder": encoder, "encode": cfg.encode.model_dump(mode="json")},
+        # raw_item_columns shapes only the item_raw text: the other kinds' versions ignore it.
+        encode_settings = (_settings(cfg.encode, "raw_item_columns") if kind == "item_raw"
+                           else cfg.encode.model_dump(mode="json", exclude={"raw_item_columns"}))
+        ref = _publish(cfg, spec(dim), build, {**v, "encoder": encoder, "encode": encode_settings},
                        ("augment.encode",))
         rec["encoder"] = encoder
         return _versions({table: ref}, rec)
