@@ -12,6 +12,8 @@ Wall time goes to <workdir>/stats/<stage>.json.
     python -m augment prompts  --config configs/ml100k.yaml
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment publish-texts --config configs/ml100k.yaml --kind item
+    # bring your own text (augment/external_text.py), once by hand or per run via generation.external.<kind>:
+    python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
     python -m augment encode   --config configs/ml100k.yaml --kind item|user|item_raw
     # structured features (off unless generation.structured.enabled; --force runs them anyway):
     python -m augment structured-prompts --config configs/ml100k.yaml
@@ -27,7 +29,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import pandas as pd
 
-from configs import REPO_ROOT, RunConfig
+from configs import REPO_ROOT, ExternalText, RunConfig
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
 from feature_store.files import digest
@@ -47,6 +49,7 @@ PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts", "item_tags": "it
                 "user_interest": "user_interest_prompts"}
 TEXT_TABLE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_tags": "item_tags_text",
               "user_interest": "user_interest_text"}
+EXTERNAL_CHECK = {"item": "items", "user": "user_cutoffs"}  # what external ids are checked against
 ENCODE_SOURCE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_raw": "items"}
 _TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, "item_tags": defs.ITEM_TAGS_TEXT,
               "user_interest": defs.USER_INTEREST_TEXT}
@@ -56,8 +59,21 @@ _SKIPPED = {"skipped": "generation.structured.enabled is false"}
 _WRITER = ("augment.stages", "feature_store.table_spec", "feature_store.definitions")
 
 
-def stage_inputs(stage: str, kind: str | None = None) -> tuple[str, ...]:
-    """The tables a stage reads: what its `inputs` must pin (and what the CLI resolves for people)."""
+def external_text(cfg: RunConfig | None, kind: str | None) -> ExternalText | None:
+    """The external text file configured for `kind` (generation.external), if any."""
+    if cfg is None or kind not in ("item", "user"):
+        return None
+    return getattr(cfg.generation.external, kind)
+
+
+def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = None) -> tuple[str, ...]:
+    """The tables a stage reads: what its `inputs` must pin (and what the CLI resolves for people). `cfg` matters
+    for publish-texts only: external text is checked against items/user_cutoffs (the prompt table stays pinned so
+    the DAG wiring does not depend on the config)."""
+    if stage == "import-text":
+        return (EXTERNAL_CHECK[kind],)
+    if stage == "publish-texts" and external_text(cfg, kind):
+        return (PROMPT_TABLE[kind], EXTERNAL_CHECK[kind])
     if stage in ("generate", "publish-texts", "publish-structured"):
         return (PROMPT_TABLE[kind],)
     if stage == "encode":
@@ -66,9 +82,11 @@ def stage_inputs(stage: str, kind: str | None = None) -> tuple[str, ...]:
             "structured-prompts": _ATTRIBUTES}[stage]
 
 
-def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None) -> dict[str, str]:
+def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None,
+           cfg: RunConfig | None = None) -> dict[str, str]:
     """The exact input versions a stage needs out of `inputs`; a missing one is an error, never `latest`."""
-    return require_versions(stage_inputs(stage, kind), inputs, who=f"stage {stage}{' ' + kind if kind else ''}")
+    return require_versions(stage_inputs(stage, kind, cfg), inputs,
+                            who=f"stage {stage}{' ' + kind if kind else ''}")
 
 
 def store_for(cfg: RunConfig) -> FeatureStore:
@@ -215,6 +233,10 @@ def skipped() -> dict:
     return dict(_SKIPPED)
 
 
+def skipped_external(cfg: RunConfig, kind: str) -> dict:
+    return {"skipped": f"generation.external.{kind} is set: publish-texts imports {external_text(cfg, kind).path}"}
+
+
 def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = False) -> dict:
     """Render the ONCE-style user interest and NoteLLM-style item tag prompts (cold users per config)."""
     from augment.structured import build_structured_prompts
@@ -258,6 +280,8 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
 
     if structured_off(cfg, kind, force):
         return [skipped()]
+    if external_text(cfg, kind):
+        return [skipped_external(cfg, kind)]
     v = pinned("generate", inputs, kind)
     prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
     model = model_id(cfg.generation.engine)
@@ -304,10 +328,60 @@ def _text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> 
 
 
 def publish_texts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> dict[str, str]:
-    """Collect every shard's output into the versioned *_text table; stats record the validation counts."""
-    v = pinned("publish-texts", inputs, kind)
+    """Collect every shard's output into the versioned *_text table; stats record the validation counts.
+
+    With generation.external.<kind> set, the configured file is imported instead (see `import_text`)."""
+    v = pinned("publish-texts", inputs, kind, cfg)
     with stage_timer(stats_dir(cfg), f"publish-{kind}-text") as rec:
-        _, ref = _text_table(cfg, kind, v, rec)
+        ext = external_text(cfg, kind)
+        if ext is not None:
+            path = Path(ext.path).expanduser()
+            ref = _external_table(cfg, kind, path if path.is_absolute() else REPO_ROOT / path, ext.source, v, rec)
+        else:
+            _, ref = _text_table(cfg, kind, v, rec)
+        return _versions({TEXT_TABLE[kind]: ref}, rec)
+
+
+def _external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v: Mapping[str, str],
+                    rec: dict) -> TableRef:
+    """Publish (or reuse) the *_text table of `kind` from an external file, checked against the pinned
+    items/user_cutoffs version; the recipe names the file by name and sha256, the source and that version."""
+    from augment.data_errors import DataError
+    from augment.external_text import check_source_name, load_external_text
+    from augment.generate import flag_counts
+    from feature_store.files import file_sha256
+
+    if not path.is_file():
+        raise DataError(f"file not found ({path})", file=path.name)
+    source = check_source_name(source or path.stem)
+    check = EXTERNAL_CHECK[kind]
+    store = store_for(cfg)
+
+    def build() -> pd.DataFrame:
+        table = store.read_pandas(check, v[check])
+        key = "item_id" if kind == "item" else "user_id"
+        default = STATIC_TIME if kind == "item" else table.set_index("user_id")["cutoff"]
+        out = load_external_text(path, kind, table[key], default, source, cfg.generation.validation,
+                                 known_label=f"{check}@{v[check]}")
+        rec["validation"] = flag_counts(out)
+        rec["coverage"] = {"rows": len(out), f"{check}_rows": len(table)}
+        log.info("%s text from %s: %s", kind, path.name, rec["validation"])
+        return out
+
+    recipe = {"external": {"file": path.name, "sha256": file_sha256(path), "source": source}, check: v[check],
+              "validation": cfg.generation.validation.model_dump(mode="json")}
+    rec["external"] = recipe["external"]
+    return _publish(cfg, _TEXT_SPEC[kind], build, recipe,
+                    ("augment.external_text", "augment.output_validation", "augment.ingest"))
+
+
+def import_text(cfg: RunConfig, kind: Literal["item", "user"], path: str | Path, inputs: Mapping[str, str],
+                source: str | None = None) -> dict[str, str]:
+    """Publish a CSV/Parquet file of item or user text as item_knowledge_text / user_profile_text, validated like
+    generated text (augment/external_text.py); `inputs` pins the items (item) or user_cutoffs (user) version."""
+    v = pinned("import-text", inputs, kind)
+    with stage_timer(stats_dir(cfg), f"import-{kind}-text") as rec:
+        ref = _external_table(cfg, kind, Path(path).expanduser().resolve(), source, v, rec)
         return _versions({TEXT_TABLE[kind]: ref}, rec)
 
 
@@ -409,5 +483,5 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "encode", "structured_prompts",
+__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "import_text", "encode", "structured_prompts",
            "publish_structured", "run_all", "stage_inputs", "pinned", "store_for", "stats_dir"]

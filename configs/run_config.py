@@ -139,11 +139,12 @@ class StructuredConfig(_Strict):
 
 
 class ExternalText(_Strict):
-    """A text file (`item_id|user_id, text[, event_timestamp]`) published instead of LLM output (augment/external_text.py)."""
+    """A text file (`item_id|user_id, text[, event_timestamp]`) published instead of LLM output; the ids are
+    checked against the run's items / user_cutoffs tables (augment/external_text.py)."""
 
     path: str = Field(description="CSV or Parquet; relative paths resolve against the repository root")
-    source: str | None = Field(None, description="names the text's origin: model = external:<source> (default: "
-                                                 "the file name without suffix)")
+    source: str | None = Field(None, pattern=r"^[\w.+-]{1,64}$",
+                               description="the text's origin: model = external:<source> (default: the file stem)")
 
 
 class ExternalTexts(_Strict):
