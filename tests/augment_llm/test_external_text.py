@@ -142,3 +142,14 @@ def test_external_config_and_item_description_through_prompts_publish_and_encode
     assert len(emb) == 20 and len(emb["emb"].iloc[0]) == 384
     raw_recipe = store.manifest("item_raw_emb", out["item_raw_emb"])["recipe"]
     assert raw_recipe["encode"]["raw_item_columns"] == ["title", "year", "description"]
+
+
+def test_ml_latest_tags_script_makes_one_text_per_movie():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from ml_latest_tags_to_text import tags_to_text
+
+    tags = pd.DataFrame({"userId": [1, 2, 3, 1], "movieId": [10, 10, 10, 20],
+                         "tag": ["Funny", "heist", "funny ", "  "], "timestamp": [5, 9, 7, 3]})
+    out = tags_to_text(tags)
+    assert out.to_dict("records") == [{"item_id": 10, "text": "Tagged by users as: Funny, heist.",
+                                       "event_timestamp": 9}]
