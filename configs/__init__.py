@@ -6,8 +6,9 @@ Its own package so that `augment` and `models` both read it without importing ea
     python -m augment show-config configs/ml100k.yaml
 """
 from configs.run_config import (REPO_ROOT, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
-                                ExternalTexts, GenerationConfig, GenericSource, PromptConfig, RunConfig, SamplingConfig, SplitConfig,
-                                StructuredConfig, TrainConfig, ValidationConfig, load_config, parse_overrides)
+                                ExternalTexts, GenerationConfig, GenericSource, PromptConfig, RunConfig,
+                                SamplingConfig, SplitConfig, StructuredConfig, TrainConfig, ValidationConfig,
+                                load_config, parse_overrides)
 
 __all__ = ["REPO_ROOT", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
            "GenerationConfig",
