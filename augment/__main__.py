@@ -7,6 +7,9 @@
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment structured-prompts --config configs/ml100k.yaml [--force]
     python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
+    python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
+        # publish an existing text file (item_id|user_id, text[, event_timestamp]) as item_knowledge_text /
+        # user_profile_text, validated like generated text; see augment/external_text.py
     # any stage: --input TABLE=VERSION pins an input table (repeatable); an input not pinned is read at its
     #            latest version, which the stage logs. --result-json PATH also writes the printed JSON result
     #            to PATH (what DAG tasks read back).
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config",
-                 "structured-prompts", "publish-structured"):
+                 "structured-prompts", "publish-structured", "import-text"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -54,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="exact version of an input table (default: its latest version)")
         if name == "generate":
             p.add_argument("--kind", choices=["item", "user", "item_tags", "user_interest"], required=True)
-        if name == "publish-texts":
+        if name in ("publish-texts", "import-text"):
             p.add_argument("--kind", choices=["item", "user"], required=True)
+        if name == "import-text":
+            p.add_argument("--file", required=True, help="CSV or Parquet: item_id|user_id, text[, event_timestamp]")
+            p.add_argument("--source", help="names the text's origin: model = external:<source> (default: file stem)")
         if name == "publish-structured":
             p.add_argument("--kind", choices=["item_tags", "user_interest"], required=True)
         if name in ("generate", "structured-prompts", "publish-structured"):
@@ -89,13 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             result = stages.run_all(cfg)
         else:
             kind = getattr(args, "kind", None)
-            inputs = resolve_inputs(stages.store_for(cfg), stages.stage_inputs(args.cmd, kind), args.input)
+            inputs = resolve_inputs(stages.store_for(cfg), stages.stage_inputs(args.cmd, kind, cfg), args.input)
             if args.cmd == "generate":
                 result = stages.generate(cfg, kind, inputs, args.shard, force=args.force)
             elif args.cmd == "structured-prompts":
                 result = stages.structured_prompts(cfg, inputs, force=args.force)
             elif args.cmd == "publish-structured":
                 result = stages.publish_structured(cfg, kind, inputs, force=args.force)
+            elif args.cmd == "import-text":
+                result = stages.import_text(cfg, kind, args.file, inputs, args.source)
             elif args.cmd == "publish-texts":
                 result = stages.publish_texts(cfg, kind, inputs)
             elif args.cmd == "encode":

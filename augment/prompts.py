@@ -14,6 +14,11 @@ The fixed instruction comes first in the user message and the data last, inside 
 cannot pose as instructions: data is stripped of control characters and newlines, angle brackets become ‹ ›
 (no fake closing tag), titles are capped at 200 characters, and a user prompt only sees that user's history rows.
 
+Item templates may also use the items table's text columns (data.item_text_columns, e.g. $description): fenced
+and cleaned like titles, capped at 1,000 characters each and, given a token counter, cut so that the item's data
+fits prompts.max_data_tokens (the title and genres are counted first; the text columns share what is left).
+A placeholder that is neither title/year/genres nor a text column of the items table is an error naming it.
+
     python -m augment.prompts            # print one item and one user prompt for ML-100K (cached wheel in var/cache)
 """
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,8 @@ from augment.ingest import clean_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TITLE_MAX = 200
+TEXT_MAX = 1000  # per item text column (a description), before the token cap
+ITEM_FIELDS = ("title", "year", "genres")
 FIELD_MAX = 60
 _HEADER = re.compile(r"^# template: (?P<name>[\w.-]+) version: (?P<version>[\w.-]+)\s*$")
 
@@ -51,6 +59,11 @@ class PromptTemplate:
         except (KeyError, ValueError) as err:
             raise ValueError(f"template {self.name} v{self.version}: bad or missing placeholder {err}") from None
         return json.dumps(messages, ensure_ascii=False)
+
+    def placeholders(self) -> list[str]:
+        """The $names the template substitutes, in order of first use."""
+        return list(dict.fromkeys(string.Template(self.system).get_identifiers()
+                                  + string.Template(self.user).get_identifiers()))
 
     def prompt_hash(self, messages: str) -> str:
         return hashlib.sha256(f"{self.name}\n{self.version}\n{messages}".encode()).hexdigest()
@@ -103,14 +116,61 @@ def _frame(rows: list[dict], key: str, template: PromptTemplate) -> pd.DataFrame
     return out
 
 
-def build_item_prompts(items: pd.DataFrame, template: PromptTemplate) -> pd.DataFrame:
-    """One prompt per item: item_id, messages (JSON), template_name, template_version, prompt_hash."""
+def item_text_placeholders(columns: Sequence[str], template: PromptTemplate) -> list[str]:
+    """The item text columns ``template`` uses, given the items table's ``columns``; a placeholder that is no item
+    field is a one-line ValueError."""
+    text_columns = [c for c in columns if c not in ("item_id", *ITEM_FIELDS)]
+    unknown = [p for p in template.placeholders() if p not in ITEM_FIELDS and p not in text_columns]
+    if unknown:
+        raise ValueError(f"template {template.name} v{template.version}: placeholder ${unknown[0]} is not an item "
+                         f"column; the items table has {[*ITEM_FIELDS, *text_columns]} (item text columns come "
+                         "from data.item_text_columns)")
+    return [p for p in template.placeholders() if p in text_columns]
+
+
+def fit_tokens(texts: dict[str, str], budget: int, count_tokens: Callable[[str], int]) -> dict[str, str]:
+    """Cut ``texts`` so their token counts sum to at most ``budget``: short texts stay whole, the long ones share
+    what is left equally (water-filling), each cut at a character boundary found by bisection."""
+    costs = {k: count_tokens(v) for k, v in texts.items()}
+    if sum(costs.values()) <= budget:
+        return texts
+    out, remaining = dict(texts), max(budget, 0)
+    order = sorted(texts, key=costs.get)
+    for i, key in enumerate(order):
+        share = remaining // (len(order) - i)
+        if costs[key] > share:
+            lo, hi = 0, len(texts[key])  # longest prefix whose capped form fits in `share`
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if count_tokens(fence_safe(texts[key][:mid], TEXT_MAX)) <= share:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            out[key] = fence_safe(texts[key][:lo], TEXT_MAX) if lo else ""
+            costs[key] = count_tokens(out[key]) if lo else 0
+        remaining -= costs[key]
+    return out
+
+
+def build_item_prompts(items: pd.DataFrame, template: PromptTemplate,
+                       count_tokens: Callable[[str], int] | None = None, max_data_tokens: int = 768) -> pd.DataFrame:
+    """One prompt per item: item_id, messages (JSON), template_name, template_version, prompt_hash.
+
+    Text columns the template uses are fenced and capped at TEXT_MAX characters; with ``count_tokens`` they are
+    also cut to fit ``max_data_tokens`` together with the title and genres. A blank text reads "unknown"."""
+    text_columns = item_text_placeholders(list(items.columns), template)
     rows = []
-    for item in items.sort_values("item_id").itertuples(index=False):
-        genres = ", ".join(fence_safe(g, FIELD_MAX) for g in item.genres) or "unknown"
-        year = "unknown" if pd.isna(item.year) else str(int(item.year))
-        rows.append({"item_id": item.item_id, "messages": template.render(
-            title=fence_safe(item.title, TITLE_MAX), year=year, genres=fence_safe(genres, 4 * FIELD_MAX))})
+    for item in items.sort_values("item_id").to_dict("records"):
+        genres = ", ".join(fence_safe(g, FIELD_MAX) for g in item["genres"]) or "unknown"
+        year = "unknown" if pd.isna(item["year"]) else str(int(item["year"]))
+        values = {"title": fence_safe(item["title"], TITLE_MAX), "year": year,
+                  "genres": fence_safe(genres, 4 * FIELD_MAX)}
+        texts = {c: fence_safe(item[c], TEXT_MAX) for c in text_columns}
+        if count_tokens is not None and texts:
+            fixed = sum(count_tokens(values[k]) for k in ITEM_FIELDS)
+            texts = fit_tokens(texts, max_data_tokens - fixed, count_tokens)
+        values.update({c: t or "unknown" for c, t in texts.items()})
+        rows.append({"item_id": item["item_id"], "messages": template.render(**values)})
     return _frame(rows, "item_id", template)
 
 

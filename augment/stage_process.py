@@ -84,8 +84,11 @@ def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int)
     from augment import stages
     from configs import load_config
 
-    if stages.structured_off(load_config(config_path), kind):
+    cfg = load_config(config_path)
+    if stages.structured_off(cfg, kind):
         return stages.skipped()  # no child (and no 3 s of imports) for a branch that is switched off
+    if stages.external_text(cfg, kind):
+        return stages.skipped_external(cfg, kind)  # the text comes from a file: publish-texts imports it
     pins = stages.pinned("generate", inputs, kind)
     return run_stage(["generate", *_args(config_path, pins), "--kind", kind, "--shard", str(shard)])[0]
 

@@ -12,6 +12,8 @@ Wall time goes to <workdir>/stats/<stage>.json.
     python -m augment prompts  --config configs/ml100k.yaml
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment publish-texts --config configs/ml100k.yaml --kind item
+    # bring your own text (augment/external_text.py), once by hand or per run via generation.external.<kind>:
+    python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
     python -m augment encode   --config configs/ml100k.yaml --kind item|user|item_raw
     # structured features (off unless generation.structured.enabled; --force runs them anyway):
     python -m augment structured-prompts --config configs/ml100k.yaml
@@ -27,7 +29,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import pandas as pd
 
-from configs import REPO_ROOT, RunConfig
+from configs import REPO_ROOT, ExternalText, RunConfig
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
 from feature_store.files import digest
@@ -47,6 +49,8 @@ PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts", "item_tags": "it
                 "user_interest": "user_interest_prompts"}
 TEXT_TABLE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_tags": "item_tags_text",
               "user_interest": "user_interest_text"}
+EXTERNAL_CHECK = {"item": "items", "user": "user_cutoffs"}  # what external ids are checked against
+ID_MAP = {"item": "item_id_map", "user": "user_id_map"}  # original id -> key (augment/id_keys.py)
 ENCODE_SOURCE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_raw": "items"}
 _TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, "item_tags": defs.ITEM_TAGS_TEXT,
               "user_interest": defs.USER_INTEREST_TEXT}
@@ -56,8 +60,21 @@ _SKIPPED = {"skipped": "generation.structured.enabled is false"}
 _WRITER = ("augment.stages", "feature_store.table_spec", "feature_store.definitions")
 
 
-def stage_inputs(stage: str, kind: str | None = None) -> tuple[str, ...]:
-    """The tables a stage reads: what its `inputs` must pin (and what the CLI resolves for people)."""
+def external_text(cfg: RunConfig | None, kind: str | None) -> ExternalText | None:
+    """The external text file configured for `kind` (generation.external), if any."""
+    if cfg is None or kind not in ("item", "user"):
+        return None
+    return getattr(cfg.generation.external, kind)
+
+
+def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = None) -> tuple[str, ...]:
+    """The tables a stage reads: what its `inputs` must pin (and what the CLI resolves for people). `cfg` matters
+    for publish-texts only: external text is checked against items/user_cutoffs (the prompt table stays pinned so
+    the DAG wiring does not depend on the config)."""
+    if stage == "import-text":
+        return (EXTERNAL_CHECK[kind], ID_MAP[kind])
+    if stage == "publish-texts" and external_text(cfg, kind):
+        return (PROMPT_TABLE[kind], EXTERNAL_CHECK[kind], ID_MAP[kind])
     if stage in ("generate", "publish-texts", "publish-structured"):
         return (PROMPT_TABLE[kind],)
     if stage == "encode":
@@ -66,9 +83,11 @@ def stage_inputs(stage: str, kind: str | None = None) -> tuple[str, ...]:
             "structured-prompts": _ATTRIBUTES}[stage]
 
 
-def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None) -> dict[str, str]:
+def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None,
+           cfg: RunConfig | None = None) -> dict[str, str]:
     """The exact input versions a stage needs out of `inputs`; a missing one is an error, never `latest`."""
-    return require_versions(stage_inputs(stage, kind), inputs, who=f"stage {stage}{' ' + kind if kind else ''}")
+    return require_versions(stage_inputs(stage, kind, cfg), inputs,
+                            who=f"stage {stage}{' ' + kind if kind else ''}")
 
 
 def store_for(cfg: RunConfig) -> FeatureStore:
@@ -94,6 +113,16 @@ def _publish(cfg: RunConfig, spec, build: Callable[[], pd.DataFrame], recipe: di
     return ref
 
 
+def _settings(section, *added: str) -> dict:
+    """A config section for a recipe, minus the `added` settings while they hold their defaults: a setting that
+    was introduced later does not change the versions of tables made without it."""
+    out = section.model_dump(mode="json")
+    for name in added:
+        if getattr(section, name) == type(section).model_fields[name].get_default(call_default_factory=True):
+            out.pop(name)
+    return out
+
+
 def _versions(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
     rec["rows"] = {k: r.rows for k, r in refs.items()}
     rec["reused"] = sorted(k for k, r in refs.items() if not r.written)
@@ -108,18 +137,18 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
         @functools.cache
         def canon():
             data = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)
-            validate(data, source_names(cfg.data))
+            validate(data, source_names(cfg.data), cfg.data.item_text_columns)
             return data
 
         # The recipe names the source by content, so a changed file is a new version and an unchanged one is not
         # even parsed again.
-        recipe = {"data": cfg.data.model_dump(mode="json"),
+        recipe = {"data": _settings(cfg.data, "item_text_columns"),
                   "source": source_fingerprint(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)}
         code = ("augment.ingest", "augment.movielens")
         refs = {
             "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code,
                                      build_stats=lambda: canon().stats),
-            "items": _publish(cfg, defs.ITEMS, lambda: canon().items, recipe, code),
+            "items": _publish(cfg, defs.items_spec(cfg.data.item_text_columns), lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
             "user_id_map": _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
             "item_id_map": _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], recipe, code),
@@ -161,7 +190,7 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
 
 def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     """Render KAR item and user prompts from the versioned templates."""
-    from augment.prompts import build_item_prompts, build_user_prompts, load_template
+    from augment.prompts import build_item_prompts, build_user_prompts, item_text_placeholders, load_template
 
     v = pinned("prompts", inputs)
     store = store_for(cfg)
@@ -175,14 +204,34 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
                                       store.read_pandas("user_cutoffs", v["user_cutoffs"]), user_t)
 
         settings = {"max_data_tokens": cfg.prompts.max_data_tokens}
+        item_settings = dict(settings)
+        # Item text (descriptions) counts against max_data_tokens in the generation model's tokens; the tokenizer
+        # is loaded, and named in the recipe, only when the template uses such a column.
+        item_columns = [f.name for f in store.spec("items", v["items"]).features]
+        uses_text = bool(item_text_placeholders(item_columns, item_t))  # also: an unknown $name fails here
+        if uses_text:
+            item_settings["tokenizer"] = cfg.generation.engine.model
+
+        def item_prompts() -> pd.DataFrame:
+            count = _token_counter(cfg.generation.engine.model) if uses_text else None
+            return build_item_prompts(items(), item_t, count, cfg.prompts.max_data_tokens)
+
         code = ("augment.prompts",)
         refs = {
-            "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, lambda: build_item_prompts(items(), item_t),
-                                     {"items": v["items"], "template": item_t.sha256, **settings}, code),
+            "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, item_prompts,
+                                     {"items": v["items"], "template": item_t.sha256, **item_settings}, code),
             "user_prompts": _publish(cfg, defs.USER_PROMPTS, user_prompts,
                                      {**v, "template": user_t.sha256, **settings}, code),
         }
         return _versions(refs, rec)
+
+
+def _token_counter(model_ref: str) -> Callable[[str], int]:
+    from augment.embedded_models import resolve_llm
+    from augment.structured import _tokenizer
+
+    tok = _tokenizer(str(resolve_llm(model_ref)))
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def _json_schema(cfg: RunConfig, kind: Kind) -> dict | None:
@@ -200,6 +249,10 @@ def structured_off(cfg: RunConfig, kind: str, force: bool = False) -> bool:
 
 def skipped() -> dict:
     return dict(_SKIPPED)
+
+
+def skipped_external(cfg: RunConfig, kind: str) -> dict:
+    return {"skipped": f"generation.external.{kind} is set: publish-texts imports {external_text(cfg, kind).path}"}
 
 
 def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = False) -> dict:
@@ -245,6 +298,8 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
 
     if structured_off(cfg, kind, force):
         return [skipped()]
+    if external_text(cfg, kind):
+        return [skipped_external(cfg, kind)]
     v = pinned("generate", inputs, kind)
     prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
     model = model_id(cfg.generation.engine)
@@ -291,10 +346,63 @@ def _text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> 
 
 
 def publish_texts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> dict[str, str]:
-    """Collect every shard's output into the versioned *_text table; stats record the validation counts."""
-    v = pinned("publish-texts", inputs, kind)
+    """Collect every shard's output into the versioned *_text table; stats record the validation counts.
+
+    With generation.external.<kind> set, the configured file is imported instead (see `import_text`)."""
+    v = pinned("publish-texts", inputs, kind, cfg)
     with stage_timer(stats_dir(cfg), f"publish-{kind}-text") as rec:
-        _, ref = _text_table(cfg, kind, v, rec)
+        ext = external_text(cfg, kind)
+        if ext is not None:
+            path = Path(ext.path).expanduser()
+            ref = _external_table(cfg, kind, path if path.is_absolute() else REPO_ROOT / path, ext.source, v, rec)
+        else:
+            _, ref = _text_table(cfg, kind, v, rec)
+        return _versions({TEXT_TABLE[kind]: ref}, rec)
+
+
+def _external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v: Mapping[str, str],
+                    rec: dict) -> TableRef:
+    """Publish (or reuse) the *_text table of `kind` from an external file, checked against the pinned
+    items/user_cutoffs version; the recipe names the file by name and sha256, the source and that version."""
+    from augment.data_errors import DataError
+    from augment.external_text import check_source_name, load_external_text
+    from augment.generate import flag_counts
+    from feature_store.files import file_sha256
+
+    if not path.is_file():
+        raise DataError(f"file not found ({path})", file=path.name)
+    source = check_source_name(source or path.stem)
+    check = EXTERNAL_CHECK[kind]
+    store = store_for(cfg)
+
+    def build() -> pd.DataFrame:
+        table = store.read_pandas(check, v[check])
+        key = "item_id" if kind == "item" else "user_id"
+        default = STATIC_TIME if kind == "item" else table.set_index("user_id")["cutoff"]
+        id_map = ID_MAP[kind]
+        out = load_external_text(path, kind, table[key], default, source, cfg.generation.validation,
+                                 known_label=f"{check}@{v[check]}", id_map=store.read_pandas(id_map, v[id_map]),
+                                 map_label=f"{id_map}@{v[id_map]}")
+        rec["validation"] = flag_counts(out)
+        rec["coverage"] = {"rows": len(out), f"{check}_rows": len(table)}
+        log.info("%s text from %s: %s", kind, path.name, rec["validation"])
+        return out
+
+    recipe = {"external": {"file": path.name, "sha256": file_sha256(path), "source": source}, check: v[check],
+              ID_MAP[kind]: v[ID_MAP[kind]],
+              "validation": cfg.generation.validation.model_dump(mode="json")}
+    rec["external"] = recipe["external"]
+    return _publish(cfg, _TEXT_SPEC[kind], build, recipe,
+                    ("augment.external_text", "augment.output_validation", "augment.ingest"))
+
+
+def import_text(cfg: RunConfig, kind: Literal["item", "user"], path: str | Path, inputs: Mapping[str, str],
+                source: str | None = None) -> dict[str, str]:
+    """Publish a CSV/Parquet file of item or user text as item_knowledge_text / user_profile_text, validated like
+    generated text (augment/external_text.py); `inputs` pins the items (item) or user_cutoffs (user) version."""
+    v = pinned("import-text", inputs, kind)
+    with stage_timer(stats_dir(cfg), f"import-{kind}-text") as rec:
+        ref = _external_table(cfg, kind, Path(path).expanduser().resolve(), source, v, rec)
         return _versions({TEXT_TABLE[kind]: ref}, rec)
 
 
@@ -333,7 +441,7 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
 
 def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[str, str]:
     """Encode a text table (or the raw item metadata, the no-LLM control) into a vector table."""
-    from augment.encode import dimension, encode_texts, encoder_id, raw_item_text
+    from augment.encode import dimension, encode_texts, encoder_id, raw_item_texts
     from augment.output_validation import ACCEPTED
 
     v = pinned("encode", inputs, kind)
@@ -345,7 +453,7 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
         def build() -> pd.DataFrame:
             src = store.read_pandas(source_name, v[source_name])
             if kind == "item_raw":
-                texts = [raw_item_text(t, y, g) for t, y, g in zip(src["title"], src["year"], src["genres"])]
+                texts = raw_item_texts(src, cfg.encode.raw_item_columns)
                 frame = pd.DataFrame({"item_id": src["item_id"].to_numpy()})
             else:
                 # Rejected outputs carry text "" and a flag: they get no vector row, so the join gives the default
@@ -367,7 +475,10 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
 
         dim = dimension(cfg.encode)
         spec = {"item": defs.item_knowledge_emb, "user": defs.user_profile_emb, "item_raw": defs.item_raw_emb}[kind]
-        ref = _publish(cfg, spec(dim), build, {**v, "encoder": encoder, "encode": cfg.encode.model_dump(mode="json")},
+        # raw_item_columns shapes only the item_raw text: the other kinds' versions ignore it.
+        encode_settings = (_settings(cfg.encode, "raw_item_columns") if kind == "item_raw"
+                           else cfg.encode.model_dump(mode="json", exclude={"raw_item_columns"}))
+        ref = _publish(cfg, spec(dim), build, {**v, "encoder": encoder, "encode": encode_settings},
                        ("augment.encode",))
         rec["encoder"] = encoder
         return _versions({table: ref}, rec)
@@ -393,5 +504,5 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "encode", "structured_prompts",
+__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "import_text", "encode", "structured_prompts",
            "publish_structured", "run_all", "stage_inputs", "pinned", "store_for", "stats_dir"]

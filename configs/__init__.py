@@ -5,10 +5,12 @@ Its own package so that `augment` and `models` both read it without importing ea
     from configs import RunConfig, load_config
     python -m augment show-config configs/ml100k.yaml
 """
-from configs.run_config import (REPO_ROOT, ColumnMap, DataConfig, EncodeConfig, EngineConfig, GenerationConfig,
-                                GenericSource, PromptConfig, RunConfig, SamplingConfig, SplitConfig,
-                                StructuredConfig, TrainConfig, ValidationConfig, load_config, parse_overrides)
+from configs.run_config import (REPO_ROOT, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
+                                ExternalTexts, GenerationConfig, GenericSource, PromptConfig, RunConfig,
+                                SamplingConfig, SplitConfig, StructuredConfig, TrainConfig, ValidationConfig,
+                                load_config, parse_overrides)
 
-__all__ = ["REPO_ROOT", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "GenerationConfig",
+__all__ = ["REPO_ROOT", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
+           "GenerationConfig",
            "GenericSource", "PromptConfig", "RunConfig", "SamplingConfig", "SplitConfig", "StructuredConfig",
            "TrainConfig", "ValidationConfig", "load_config", "parse_overrides"]

@@ -8,6 +8,7 @@ encode sections, `models` the train section; neither imports the other.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,8 @@ from configs.train_config import TrainConfig
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install)
+ITEM_BASE_COLUMNS = ("item_id", "title", "year", "genres")  # what every items table has
+RAW_ITEM_DEFAULT = ["title", "year", "genres"]
 
 
 class ColumnMap(_Strict):
@@ -60,6 +63,10 @@ class DataConfig(_Strict):
     duplicates: Literal["drop", "error"] = Field("drop", description="exact duplicate interaction rows")
     sample_users: int | None = Field(None, ge=10, description="keep a seeded random subset of users (quick look)")
     sample_seed: int = 0
+    # Extra item text read from the items file (canonical names, mapped through data.generic.items.columns like the
+    # others), carried in the items table after genres: usable as $name in item prompt templates and in
+    # encode.raw_item_columns.
+    item_text_columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _generic_needs_paths(self) -> "DataConfig":
@@ -71,6 +78,15 @@ class DataConfig(_Strict):
             raise ValueError("data.positive_events is only used with data.feedback=event")
         if self.rating_range is not None and not self.rating_range[0] <= self.rating_range[1]:
             raise ValueError(f"data.rating_range {list(self.rating_range)}: low end above high end")
+        if self.item_text_columns and self.source != "generic":
+            raise ValueError("data.item_text_columns needs data.source=generic (MovieLens-100K has no item text)")
+        for name in self.item_text_columns:
+            # A template placeholder and a Parquet column name: an identifier, and not a name the items table has.
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or name in ITEM_BASE_COLUMNS:
+                raise ValueError(f"data.item_text_columns: {name!r} must be a lower-case identifier other than "
+                                 f"{list(ITEM_BASE_COLUMNS)}")
+        if len(set(self.item_text_columns)) != len(self.item_text_columns):
+            raise ValueError(f"data.item_text_columns has a duplicate: {self.item_text_columns}")
         return self
 
 
@@ -151,6 +167,20 @@ class StructuredConfig(_Strict):
     cold_users: Literal["same", "cold_template", "skip"] = "cold_template"
 
 
+class ExternalText(_Strict):
+    """A text file (`item_id|user_id, text[, event_timestamp]`) published instead of LLM output; the ids are
+    checked against the run's items / user_cutoffs tables (augment/external_text.py)."""
+
+    path: str = Field(description="CSV or Parquet; relative paths resolve against the repository root")
+    source: str | None = Field(None, pattern=r"^[\w.+-]{1,64}$",
+                               description="the text's origin: model = external:<source> (default: the file stem)")
+
+
+class ExternalTexts(_Strict):
+    item: ExternalText | None = None
+    user: ExternalText | None = None
+
+
 class GenerationConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -158,6 +188,8 @@ class GenerationConfig(_Strict):
     batch_size: int = Field(256, ge=1, description="prompts per committed cache file (the unit of lost work)")
     validation: ValidationConfig = ValidationConfig()
     structured: StructuredConfig = StructuredConfig()
+    # Bring your own text: a kind set here is not generated; publish-texts imports the file instead.
+    external: ExternalTexts = ExternalTexts()
 
 
 class EncodeConfig(_Strict):
@@ -169,6 +201,8 @@ class EncodeConfig(_Strict):
     pooling: Literal["auto", "MEAN", "LAST", "CLS"] = "auto"  # vllm-pooling only; "auto" = the model's own
     prompt: Literal["none", "notellm"] = "none"  # notellm: compress the text into one word, pool the last token
     max_model_len: int = Field(512, ge=16)
+    # The no-LLM control text (kind item_raw), in this order: any of title/year/genres and data.item_text_columns.
+    raw_item_columns: list[str] = Field(default_factory=lambda: list(RAW_ITEM_DEFAULT), min_length=1)
 
 
 class RunConfig(_Strict):
@@ -179,6 +213,15 @@ class RunConfig(_Strict):
     generation: GenerationConfig = GenerationConfig()
     encode: EncodeConfig = EncodeConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _raw_columns_exist(self) -> "RunConfig":
+        known = [*RAW_ITEM_DEFAULT, *self.data.item_text_columns]
+        unknown = [c for c in self.encode.raw_item_columns if c not in known]
+        if unknown or len(set(self.encode.raw_item_columns)) != len(self.encode.raw_item_columns):
+            raise ValueError(f"encode.raw_item_columns {self.encode.raw_item_columns}: each once, from {known} "
+                             "(add item text to data.item_text_columns first)")
+        return self
 
     def digest(self) -> str:
         """A stable short hash of the resolved config."""

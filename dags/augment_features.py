@@ -52,10 +52,12 @@ def augment_features():
         return stage_process.generate(config, kind, prompts, shard)
 
     @task
-    def publish_texts(config: str, kind: str, prompts: dict, _shards: list) -> dict:
+    def publish_texts(config: str, kind: str, prompts: dict, _shards: list, ingested: dict, splits: dict) -> dict:
+        """Collect the shards' text, or import generation.external.<kind> (checked against the pinned items /
+        user_cutoffs version, hence those inputs too)."""
         from augment import stages
 
-        return stages.publish_texts(load(config), kind, prompts)
+        return stages.publish_texts(load(config), kind, {**ingested, **splits, **prompts})
 
     @task
     def encode(config: str, kind: str, source: dict) -> dict:
@@ -98,7 +100,8 @@ def augment_features():
     for kind in ("item", "user"):
         runs = generate.override(task_id=f"generate_{kind}").partial(
             config=config, kind=kind, prompts=prompt_versions).expand(shard=shards)
-        texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, prompt_versions, runs)
+        texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, prompt_versions, runs,
+                                                                           ingested, splits)
     # Structured generation runs after the KAR texts so they get the llm pool first.
     structured_versions = build_structured_prompts(config, ingested, splits, [texts["item"], texts["user"]])
     structured = []

@@ -1,11 +1,14 @@
 """The pipeline's table definitions: one TableSpec per table the augment and models packages exchange.
 
 Both sides import names from here, so a table's schema is declared once. Vector tables are built by a function
-because their width depends on the encoder.
+because their width depends on the encoder, and the items table by `items_spec` because its text columns
+depend on the config (data.item_text_columns).
 
     python -c "from feature_store.definitions import TABLES; print(list(TABLES))"
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .table_spec import Feature, TableSpec
 
@@ -17,10 +20,19 @@ INTERACTIONS = TableSpec(
     event_timestamp="timestamp", created_timestamp=None, owner=OWNER,
     description="Canonical interactions; label per data.feedback (rating >= data.label_threshold by default); "
                 "rating is NaN for logs without one.")
-ITEMS = TableSpec(
-    name="items", entity="item", join_keys=("item_id",),
-    features=(Feature("title", "string"), Feature("year", "int64"), Feature("genres", "list_string")),
-    event_timestamp=None, created_timestamp=None, owner=OWNER, description="Canonical item catalogue.")
+
+
+def items_spec(text_columns: Sequence[str] = ()) -> TableSpec:
+    """The item catalogue; `text_columns` (data.item_text_columns) are nullable strings after genres."""
+    extra = tuple(Feature(c, "string") for c in text_columns)
+    return TableSpec(
+        name="items", entity="item", join_keys=("item_id",),
+        features=(Feature("title", "string"), Feature("year", "int64"), Feature("genres", "list_string"), *extra),
+        event_timestamp=None, created_timestamp=None, owner=OWNER,
+        description="Canonical item catalogue" + (f" with item text {list(text_columns)}." if extra else "."))
+
+
+ITEMS = items_spec()  # no item text columns (the MovieLens-100K and default generic shape)
 USERS = TableSpec(
     name="users", entity="user", join_keys=("user_id",),
     features=(Feature("gender", "string"), Feature("age", "int64"), Feature("occupation", "string"),

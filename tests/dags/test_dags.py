@@ -38,7 +38,8 @@ def test_augment_features_shape(dagbag):
     assert up["split"] == {"freeze_config", "ingest"}
     assert up["build_prompts"] == {"freeze_config", "ingest", "split"}
     assert up["generate_item"] == {"freeze_config", "build_prompts", "shard_indices"}
-    assert up["publish_item_text"] == {"freeze_config", "build_prompts", "generate_item"}
+    # ingest/split: external text (generation.external) is checked against the run's items / user_cutoffs.
+    assert up["publish_item_text"] == {"freeze_config", "ingest", "split", "build_prompts", "generate_item"}
     assert up["encode_item"] == {"freeze_config", "publish_item_text"}
     assert up["encode_user"] == {"freeze_config", "publish_user_text"}
     assert up["encode_item_raw"] == {"freeze_config", "ingest"}
