@@ -4,6 +4,7 @@
     python -m feature_store --root DIR inspect TABLE[@VERSION]
     python -m feature_store --root DIR validate [TABLE[@VERSION]]
     python -m feature_store --root DIR diff TABLE V1 V2
+    python -m feature_store --root DIR export TABLE[@VERSION] OUT.csv|OUT.parquet [--id-map TABLE@VERSION ...]
     python -m feature_store --root DIR gc --keep K [--pins FILE_OR_DIR] [--grace-seconds S] [--dry-run]
 
 Exit codes: 0 ok, 1 validation found problems, 2 bad input (one-line message on stderr).
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .maintenance import diff, gc, pinned_versions, validate
+from .maintenance import diff, export, gc, pinned_versions, validate
 from .store import FeatureStore, NotFound
 
 
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("table")
     s.add_argument("v1")
     s.add_argument("v2")
+    s = sub.add_parser("export", help="write a table version as CSV/Parquet with the source's original ids")
+    s.add_argument("ref", metavar="TABLE[@VERSION]")
+    s.add_argument("out", metavar="OUT.csv|OUT.parquet")
+    s.add_argument("--id-map", action="append", default=[], metavar="ENTITY_id_map@VERSION",
+                   help="the id map to translate keys with (default: the latest user_id_map / item_id_map)")
     s = sub.add_parser("gc", help="delete all but the newest K versions (plus pinned and latest)")
     s.add_argument("--keep", type=int, required=True)
     s.add_argument("--pins", help="a model manifest.json or a directory searched for manifest.json files")
@@ -83,6 +89,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 0 if all(r["ok"] for r in results) else 1
     elif args.cmd == "diff":
         print(json.dumps(diff(store, args.table, args.v1, args.v2), indent=2, sort_keys=True, default=str))
+    elif args.cmd == "export":
+        name, version = _split_ref(args.ref)
+        maps = dict(_split_ref(r) for r in args.id_map)
+        rows = export(store, name, version, Path(args.out), maps)
+        print(f"wrote {rows} rows of {name}@{store.resolve(name, version)} to {args.out}")
     elif args.cmd == "gc":
         pins = pinned_versions(args.pins) if args.pins else {}
         removed = gc(store, args.keep, pins, grace_seconds=args.grace_seconds, dry_run=args.dry_run)

@@ -19,9 +19,10 @@ from typing import Any, Mapping
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .files import file_sha256
+from .files import atomic_path, file_sha256
 from .store import DATA_DIR, FeatureStore, NotFound
 from .table_spec import TableSpec
 
@@ -238,3 +239,45 @@ def gc(store: FeatureStore, keep: int, pins: Mapping[str, set[str]] | None = Non
             if _age(entry, now) >= grace_seconds:
                 rm(name, entry, "leftover temp file")
     return removed
+
+
+def with_source_ids(store: FeatureStore, table: pa.Table, id_maps: Mapping[str, str] | None = None) -> pa.Table:
+    """`table` with each `<entity>_id` key column replaced by the id the source files use, through the
+    `<entity>_id_map` table (the version given in `id_maps`, else the latest; keys are stable, so a newer map
+    translates older tables too). Key columns without an id map in the store are left as they are."""
+    id_maps = dict(id_maps or {})
+    have = set(store.tables())
+    for col in table.column_names:
+        map_name = col[: -len("_id")] + "_id_map" if col.endswith("_id") else None
+        if map_name is None or (map_name not in have and map_name not in id_maps):
+            continue
+        ids = store.read(map_name, store.resolve(map_name, id_maps.get(map_name, "latest")),
+                         columns=[col, "source_id"])
+        pos = pc.index_in(table.column(col), value_set=ids.column(col))
+        if pos.null_count:
+            bad = table.column(col).filter(pc.is_null(pos))[0].as_py()
+            raise ValueError(f"{col} {bad} has no entry in {map_name}: export with the id map of its dataset "
+                             f"(--id-map {map_name}@VERSION)")
+        table = table.set_column(table.column_names.index(col), col, ids.column("source_id").take(pos))
+    return table
+
+
+def export(store: FeatureStore, name: str, version: str, out: Path, id_maps: Mapping[str, str] | None = None) -> int:
+    """Write `name@version` to `out` (.csv or .parquet, atomically) with original ids; returns the row count."""
+    import pyarrow.csv as pacsv
+
+    table = with_source_ids(store, store.read(name, store.resolve(name, version)), id_maps)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ValueError(f"{out}: export writes .csv or .parquet")
+    with atomic_path(out) as tmp:
+        if suffix == ".parquet":
+            pq.write_table(table, tmp)
+        else:  # CSV has no list/vector cells: write those as JSON text
+            for i, field in enumerate(table.schema):
+                if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type):
+                    text = pa.array([None if v is None else json.dumps(v) for v in table.column(i).to_pylist()],
+                                    pa.string())
+                    table = table.set_column(i, field.name, text)
+            pacsv.write_csv(table, tmp)
+    return table.num_rows

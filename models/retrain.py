@@ -45,10 +45,17 @@ def model_code_digest() -> str:
     return code_digest(*MODEL_CODE)
 
 
+ID_MAPS = ("user_id_map", "item_id_map")
+
+
 def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, str] | None = None) -> dict:
     """For people at the CLI: `latest` of every table the config's feature spec needs, unless pinned."""
     pinned = dict(pinned or {})
-    return {t: pinned.get(t) or store.resolve(t) for t in tables_needed(cfg.train)}
+    out = {t: pinned.get(t) or store.resolve(t) for t in tables_needed(cfg.train)}
+    # The id maps tell serving how requests spell ids (string ids are hashed); a store without them is int ids.
+    have = set(store.tables())
+    out.update({t: pinned.get(t) or store.resolve(t) for t in ID_MAPS if t in pinned or t in have})
+    return out
 
 
 def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfig) -> dict:

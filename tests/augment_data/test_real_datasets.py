@@ -162,3 +162,26 @@ def test_positives_only_log_gets_seeded_popularity_negatives(tmp_path):
     pos_keys = set(zip(positives["user_id"], positives["timestamp"], positives["split"]))
     assert set(zip(neg["user_id"], neg["timestamp"], neg["split"])) <= pos_keys
     assert (cutoffs["n_samples"].sum()) == len(positives)  # cutoffs count logged rows only
+
+
+def test_store_export_speaks_original_ids(tmp_path, make_tiny_config):
+    """`python -m feature_store export` writes a table with the ids of the source files, not the keys."""
+    import subprocess
+    import sys
+
+    from augment import stages
+    from configs import REPO_ROOT, load_config
+
+    cfg = load_config(make_tiny_config(tmp_path, **{"data.id_types": {"item": "string"}}))
+    versions = stages.ingest(cfg)
+    versions.update(stages.split(cfg, versions))
+    out = tmp_path / "splits.csv"
+    root = cfg.workdir_path / "feature_store"
+    done = subprocess.run([sys.executable, "-m", "feature_store", "--root", str(root), "export",
+                           f"interaction_splits@{versions['interaction_splits']}", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out, dtype=str)
+    source = pd.read_csv(tmp_path / "data" / "ratings.csv", dtype=str)
+    assert set(frame["item_id"]) == set(source["movie"]) and set(frame["user_id"]) == set(source["user"])
+    assert len(frame) == len(source)
