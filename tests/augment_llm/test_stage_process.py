@@ -12,7 +12,7 @@ def test_child_stage_returns_its_result_even_under_airflows_blocked_db_url(tiny_
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
     monkeypatch.chdir(tmp_path)  # a worker's cwd is not the repository: the child must still find the code
     versions = stage_process.run_stage(["ingest", "--config", str(tiny_config_path)])
-    assert set(versions) == {"interactions", "items", "users"} and all(len(v) >= 12 for v in versions.values())
+    assert set(versions) == {"interactions", "items", "users", "user_id_map", "item_id_map"} and all(len(v) >= 12 for v in versions.values())
 
 
 @pytest.mark.timeout(120)
