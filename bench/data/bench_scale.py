@@ -197,10 +197,10 @@ def run_child(step: str, size: str, data: str, workdir: Path, mem_limit_gb: floa
     t0 = time.perf_counter()
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        killed = threading.Event()
+        killed, done = threading.Event(), threading.Event()
 
-        def watch():
-            while proc.poll() is None:
+        def watch():  # never reaps the child (proc.poll would): os.wait4 below must get its rusage
+            while not done.is_set():
                 if _rss_gb(proc.pid) > mem_limit_gb:
                     killed.set()
                     proc.kill()
@@ -210,6 +210,7 @@ def run_child(step: str, size: str, data: str, workdir: Path, mem_limit_gb: floa
         threading.Thread(target=watch, daemon=True).start()
         stdout = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     peak_gb = usage.ru_maxrss / 1024**2  # KiB on Linux
