@@ -23,6 +23,7 @@ A placeholder that is neither title/year/genres nor a text column of the items t
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,7 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from augment.ingest import clean_text
 
@@ -220,6 +224,38 @@ def history_line(title: str, rating: float, label: int = 1) -> str:
     return f"{quoted}, {stars} star{'' if stars == '1' else 's'};"
 
 
+def _history_by_user(user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray, labels: np.ndarray,
+                     titles: pd.Series) -> dict:
+    """user_id -> the user's ``history_line`` rows joined by newlines (rows already in history order).
+
+    The same text as joining ``history_line(title, rating, label)`` row by row, built from one quoted title per
+    distinct item and one suffix per distinct (rating, label-if-no-rating), concatenated and joined per user in
+    Arrow (no per-row Python)."""
+    if not len(user_ids):
+        return {}
+    items, item_inv = np.unique(item_ids, return_inverse=True)
+    quoted = pa.array(['"' + fence_safe(t, TITLE_MAX).replace(chr(34), chr(39)) for t in titles.reindex(items)],
+                      pa.string())
+    r = np.asarray(ratings, dtype=np.float64)
+    no_rating = np.isnan(r)
+    # (rating, 0) when there is a rating; (0, 1 + label truthiness) when there is none (implicit feedback)
+    kind = np.where(no_rating, 1 + (np.asarray(labels) != 0), 0)
+    pairs, pair_inv = np.unique(np.stack([np.where(no_rating, 0.0, r), kind], axis=1), axis=0, return_inverse=True)
+    suffix = []
+    for value, k in pairs:
+        if k:
+            suffix.append(f"\", {'engaged' if k == 2 else 'not engaged'};")
+        else:
+            text = f"{float(value):g}"
+            suffix.append(f"\", {text} star{'' if text == '1' else 's'};")
+    line = pc.binary_join_element_wise(quoted.take(pa.array(item_inv.reshape(-1))),
+                                       pa.array(suffix, pa.string()).take(pa.array(pair_inv.reshape(-1))), "")
+    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]])
+    offsets = pa.array(np.r_[starts, len(user_ids)].astype(np.int64))
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, line), "\n")
+    return dict(zip(user_ids[starts].tolist(), joined.to_pylist()))
+
+
 def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, cutoffs: pd.DataFrame,
                        template: PromptTemplate) -> pd.DataFrame:
     """One prompt per user in ``cutoffs``: user_id, messages, template_name, template_version, prompt_hash, cutoff.
@@ -237,18 +273,20 @@ def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     missing = ~hist["item_id"].isin(titles.index)
     if missing.any():
         raise ValueError(f"history item_id {hist.loc[missing, 'item_id'].iloc[0]} not in items")
-    hist = hist.assign(title=titles.reindex(hist["item_id"]).to_numpy())
     hist = hist.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-    if "label" not in hist:
-        hist = hist.assign(label=1)
-    lines = {uid: "\n".join(history_line(t, r, y) for t, r, y in zip(g["title"], g["rating"], g["label"]))
-             for uid, g in hist.groupby("user_id", sort=False)}
+    lines = _history_by_user(hist["user_id"].to_numpy(), hist["item_id"].to_numpy(), hist["rating"].to_numpy(),
+                             hist["label"].to_numpy() if "label" in hist else np.ones(len(hist), np.int8), titles)
     cols = [c for c in ("gender", "age", "occupation") if c in users]
     profiles = users.set_index("user_id")[cols].to_dict("index")
+    sentence = functools.lru_cache(maxsize=4096)(profile_sentence)  # few distinct profiles, many users
 
     rows = []
     for uid in cutoffs["user_id"].sort_values():
-        profile = profile_sentence(**profiles.get(uid, {}))
+        p = profiles.get(uid, {})
+        try:
+            profile = sentence(**p)
+        except TypeError:  # an unhashable attribute value: no caching
+            profile = profile_sentence(**p)
         rows.append({"user_id": uid, "messages": template.render(profile=profile, history=lines.get(uid, ""))})
     out = _frame(rows, "user_id", template)
     out["cutoff"] = cutoffs.set_index("user_id")["cutoff"].reindex(out["user_id"]).to_numpy()
