@@ -44,8 +44,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def primary_llm_variant(variants: list[str]) -> str | None:
     """The LLM variant the verdict judges, fixed in advance (no picking the best on test): the adaptor if the
-    backbone ran it, else both knowledge vectors as plain DenseFeat."""
-    return next((v for v in (KAR, LLM) if v in variants), None)
+    backbone ran it, else both knowledge vectors as plain DenseFeat, else the first other LLM variant the run
+    names (e.g. `llm_item` when only item text exists)."""
+    return next((v for v in (KAR, LLM) if v in variants), next((v for v in variants if v.startswith("llm")), None))
 
 
 def paired_lifts(results: pd.DataFrame, metric: str = "test_auc") -> pd.DataFrame:
