@@ -26,6 +26,7 @@ from configs import ColumnMap, DataConfig, GenericSource
 from augment.data_errors import DataError, decode_utf8
 from augment.id_keys import IdType, first_collision, infer_id_type, is_canonical_int, keys_for, show_id
 from augment.movielens import fetch_recbole_wheel, read_ml100k
+from augment.sorting import first_neighbour_repeat, int_columns, lexsorted, sort_order
 
 TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # pandas 3's default resolution; Parquet timestamp[us, tz=UTC]
 
@@ -405,42 +406,14 @@ def _finish(inter: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame,
 # Checks shared by the loaders (with source line numbers) and by validate() (with row positions).
 
 
-def _sort_order(columns: list[np.ndarray]) -> np.ndarray:
-    """Stable lexicographic sort order of int64 columns (first column first), by Arrow's multi-threaded sort:
-    2.5x numpy's lexsort on 10M rows."""
-    table = pa.table({f"c{k}": c for k, c in enumerate(columns)})
-    keys = [(f"c{k}", "ascending") for k in range(len(columns))]
-    return pc.sort_indices(table, sort_keys=keys).to_numpy()  # stable: equal rows keep their order
-
-
-def _int_columns(frame: pd.DataFrame, keys: list[str]) -> list[np.ndarray] | None:
-    cols = []
-    for k in keys:
-        s = frame[k]
-        if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
-            cols.append(s.array.asi8)
-        elif pd.api.types.is_integer_dtype(s.dtype) and not s.hasnans:
-            cols.append(s.to_numpy(np.int64))
-        else:
-            return None
-    return cols
-
-
 def _first_duplicate(frame: pd.DataFrame, keys: list[str], sorted_by: list[str] | None = None
                      ) -> tuple[int, int] | None:
     """Positions of the first repeated key and of its first occurrence, or None. When the frame is sorted by
     `sorted_by` (the same columns in the table's sort order; canonical interactions are), repeats are neighbours
     and one vectorised pass finds them instead of a hash of every row."""
-    cols = _int_columns(frame, sorted_by) if sorted_by and len(frame) > 1 else None
-    if cols is not None:
-        ahead = np.zeros(len(frame) - 1, dtype=bool)  # row k+1 sorts strictly after row k
-        same = np.ones(len(frame) - 1, dtype=bool)
-        for c in cols:
-            ahead |= same & (c[1:] > c[:-1])
-            same &= c[1:] == c[:-1]
-        if (ahead | same).all():
-            hits = np.flatnonzero(same)
-            return (int(hits[0]), int(hits[0]) + 1) if len(hits) else None
+    cols = int_columns(frame, sorted_by) if sorted_by and len(frame) > 1 else None
+    if cols is not None and lexsorted(cols):
+        return first_neighbour_repeat(cols)
     repeated = np.flatnonzero(frame.duplicated(keys, keep="first").to_numpy())
     if not len(repeated):
         return None
@@ -459,7 +432,7 @@ def _sort_and_drop_duplicates(inter: pd.DataFrame, raw: _Raw, policy: str,
     ``show(source_row)`` words an interaction's key for messages."""
     user, item = inter["user_id"].to_numpy(), inter["item_id"].to_numpy()
     time = inter["timestamp"].array.asi8
-    order = _sort_order([user, time, item])
+    order = sort_order([user, time, item])
     u, t, i = user[order], time[order], item[order]
     rating, label = inter["rating"].to_numpy()[order], inter["label"].to_numpy()[order]
     same_key = np.zeros(len(order), dtype=bool)
