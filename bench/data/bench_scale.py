@@ -22,9 +22,10 @@ time is not measured. Each size gets a fresh workdir var/bench_scale/run-<size>-
 Goals printed at the end: ingest + split of 10M rows in <= 60 s and <= 4 GB peak; cost per row from 100k to 10M
 close to linear (the ratio of seconds/row at 10M to 100k; 1.0 = linear; PASS at <= 1.5).
 
-    PYTHONPATH=. python -m bench.data.bench_scale                        # 100k, 1m, 10m (string ids) + ml100k
-    PYTHONPATH=. python -m bench.data.bench_scale --sizes 100k,1m --int-ids --no-ml100k   # today's ingest
-    PYTHONPATH=. python -m bench.data.bench_scale --profile ingest:1m --int-ids   # cProfile one step, top 25
+    # from the repository root, in the project environment (source .venv/bin/activate):
+    python -m bench.data.bench_scale                        # 100k, 1m, 10m (string ids) + ml100k
+    python -m bench.data.bench_scale --sizes 100k,1m --int-ids --no-ml100k   # integer ids
+    python -m bench.data.bench_scale --profile ingest:1m    # cProfile one step, top 25
     # writes bench/data/results_scale.json and bench/data/scale.png (if matplotlib is installed)
 
 Internal: the parent re-runs this module with --child STEP for each step.
@@ -192,7 +193,7 @@ def run_child(step: str, size: str, data: str, workdir: Path, mem_limit_gb: floa
               profile: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "bench.data.bench_scale", "--child", step, "--size", size, "--data", data,
            "--workdir", str(workdir)] + (["--profile", profile] if profile else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(":")}
+    env = dict(os.environ)  # the package is installed (editable); the child runs `-m bench...` from the repo root
     log = workdir / f"{step}.log"
     t0 = time.perf_counter()
     with open(log, "w") as err:
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100k,1m,10m", help=f"comma list of {sorted(SIZES)}")
     ap.add_argument("--steps", default=",".join(STEPS))
-    ap.add_argument("--int-ids", action="store_true", help="integer ids (today's ingest rejects string ids)")
+    ap.add_argument("--int-ids", action="store_true", help="integer ids instead of hex/ASIN strings")
     ap.add_argument("--no-ml100k", action="store_true", help="skip the MovieLens-100K reference")
     ap.add_argument("--max-dataset-gb", type=float, default=12.0)
     ap.add_argument("--mem-limit-gb", type=float, default=14.0)
