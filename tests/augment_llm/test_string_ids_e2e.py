@@ -80,3 +80,53 @@ def test_string_ids_from_ingest_to_serving(tmp_path, make_tiny_config, monkeypat
         # the model's ids are strings: an int id is a one-line 422, not a silent cold start
         r = client.post("/score", json={"user_id": 2, "item_ids": [_item("1")]})
         assert r.status_code == 422 and "user_id: expected a string, got int 2" in r.json()["error"], r.text
+
+
+def test_positives_only_log_with_external_item_text_trains_a_variant(tmp_path, make_tiny_config, monkeypatch):
+    """A click log (positives only, string ids) plus a catalogue description file: negatives are sampled at split
+    time, the file replaces LLM item text (no LLM call for items), and the item-text variant trains on it."""
+    fake = FakeChat()
+    FakeChat.calls = 0
+    monkeypatch.setattr(llm_engine, "chat", fake)
+    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
+    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: fake)
+    data = tmp_path / "data"
+    descriptions = tmp_path / "descriptions.csv"
+    cfg_path = make_tiny_config(
+        tmp_path, **{"data.feedback": "positive_only", "data.id_types": {"user": "string", "item": "string"},
+                     "generation.external": {"item": {"path": str(descriptions), "source": "catalogue"}},
+                     "split.negatives": {"per_positive": 2, "seed": 3},
+                     "train.backbones": ["lightgbm"], "train.variants": ["base", "llm_item"],
+                     "data.generic.interactions.columns": {"user_id": "user", "item_id": "movie",
+                                                           "timestamp": "ts"}})
+    cfg = load_config(cfg_path)
+    # the tiny log's well-rated rows become the clicks; ratings are dropped (an implicit log has none)
+    with open(data / "ratings.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["stars"]) >= 4]
+    with open(data / "ratings.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["user", "movie", "ts"])
+        w.writeheader()
+        w.writerows({"user": _user(r["user"]), "movie": _item(r["movie"]), "ts": r["ts"]} for r in rows)
+    _rewrite_ids(data / "movies.csv", {"id": _item})
+    _rewrite_ids(data / "users.csv", {"uid": _user})
+    descriptions.write_text("item_id,text\n" + "".join(
+        f"{_item(str(i))},\"A {'loud action-packed' if i % 2 else 'quiet, character-driven'} film, number {i}.\"\n"
+        for i in range(1, 21)))
+
+    versions = stages.run_all(cfg)
+    store = stages.store_for(cfg)
+    splits = store.read_pandas("interaction_splits", versions["interaction_splits"])
+    assert splits["sampled"].any() and set(splits.loc[splits["sampled"], "label"]) == {0}
+    assert set(splits.loc[~splits["sampled"], "label"]) == {1}
+    texts = store.read_pandas("item_knowledge_text", versions["item_knowledge_text"])
+    assert set(texts["model"]) == {"external:catalogue"} and len(texts) == 20
+    user_prompts = len(store.read_pandas("user_prompts", versions["user_prompts"]))
+    assert FakeChat.calls == user_prompts  # only user text was generated; items came from the file
+
+    out = retrain(cfg, versions)
+    rows = out["results"]  # one dict per model
+    assert {r["variant"] for r in rows} == {"base", "llm_item"}, rows
+    # both classes in every split, so AUC is defined (a positives-only log without negatives has none)
+    samples = splits[splits["role"] == "sample"]
+    assert samples.groupby("split")["label"].nunique().eq(2).all()
+    assert all(0.0 <= r["test_auc"] <= 1.0 for r in rows), rows  # NaN fails this
