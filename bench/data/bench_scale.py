@@ -44,6 +44,8 @@ import threading
 import time
 from pathlib import Path
 
+from feature_store.files import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "var" / "bench_scale"
 HERE = Path(__file__).resolve().parent
@@ -117,6 +119,14 @@ def dataset_features():
 
     tc = TrainConfig()
     return used_entries(tc.features, resolve_variants(tc, ["base", "llm"]).values(), sequence=True)
+
+
+def _relative(path: str) -> str:
+    """A path inside the checkout as the results file records it (relative: the file is committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
 
 
 def child(args) -> None:
@@ -424,8 +434,8 @@ def main(argv: list[str] | None = None) -> None:
               "git": _git_head(), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "int_ids": args.int_ids, "settings": {"dim": DIM, "history_len": HISTORY_LEN, "dataset_threads": 1,
                                                     "max_dataset_gb": args.max_dataset_gb},
-              "results": results, "goals": g, "plot": png}
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+              "results": results, "goals": g, "plot": _relative(png)}
+    atomic_write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
     print(f"results: {args.out}")
 
 
