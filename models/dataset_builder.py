@@ -31,6 +31,7 @@ from models.history import recent_items
 
 log = logging.getLogger(__name__)
 LABELS = "interaction_splits"
+SPLIT_RANK = {"train": 0, "valid": 1, "test": 2}
 
 
 @dataclass
@@ -71,7 +72,13 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
     pinned = require_versions(tables, versions)
     splits = store.read_pandas(LABELS, pinned[LABELS])
     labels = splits[splits["role"] == "sample"][["user_id", "item_id", "label", "timestamp", "split"]]
-    labels = labels.reset_index(drop=True)
+    # Grouped by split (stable, so each split keeps its row order): every split's vectors are then a slice of
+    # one matrix, not a copy (a 1M-row log's vectors are gigabytes).
+    rank = labels["split"].map(SPLIT_RANK).to_numpy()
+    if np.isnan(rank).any():
+        bad = labels["split"][np.isnan(rank)].iloc[0]
+        raise ValueError(f"{LABELS}: split {bad!r}, expected one of {list(SPLIT_RANK)}")
+    labels = labels.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
 
     frame = labels
     entry_columns: dict[str, list[str]] = {}
@@ -93,6 +100,7 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
             frame = pd.concat([frame, apply_transform(e, raw)], axis=1)
         vectors = {e.name: vector_matrix(joined[f"{e.source}__{e.column}"]) for e in vector_entries}
         missing = {t: int(np.asarray(joined[f"{t}__missing"]).sum()) for t in pit_tables}
+        del joined  # the Arrow copy of the vectors
         for t, n in missing.items():
             if n:
                 log.warning("%s: %d of %d label rows have no feature row (default used)", t, n, len(labels))
@@ -124,11 +132,12 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
                                       _utc_times(events["timestamp"]), labels["user_id"].to_numpy(),
                                       _utc_times(labels["timestamp"]), history_len)
     parts = {}
-    for name in ("train", "valid", "test"):
-        mask = (frame["split"] == name).to_numpy()
-        parts[name] = CtrSplit(frame[mask].reset_index(drop=True), {t: v[mask] for t, v in vectors.items()},
-                               history=None if hist is None else hist[mask],
-                               history_len=None if hist_len is None else hist_len[mask])
+    bounds = np.searchsorted(labels["split"].map(SPLIT_RANK).to_numpy(), [0, 1, 2, 3], side="left")
+    for k, name in enumerate(SPLIT_RANK):
+        part = slice(int(bounds[k]), int(bounds[k + 1]))  # views of the grouped rows
+        parts[name] = CtrSplit(frame.iloc[part].reset_index(drop=True), {t: v[part] for t, v in vectors.items()},
+                               history=None if hist is None else hist[part],
+                               history_len=None if hist_len is None else hist_len[part])
     id_types = {}
     for entity in ("user", "item"):  # pinned when given (every run of the pipeline gives them)
         table = f"{entity}_id_map"
