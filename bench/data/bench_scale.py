@@ -14,7 +14,7 @@ a FRESH child process, so its wall time and peak RSS are its own:
 
 Seconds are timed inside the child around the stage call (imports excluded); peak GB is the child's peak RSS
 (os.wait4 ru_maxrss, the same as its VmHWM). rows/s divides the input interactions by the seconds. The dataset
-step is skipped at a size whose estimated peak (label rows x 2 vectors x 384 floats, plus copies) exceeds
+step is skipped at a size whose estimated peak (label rows x 2 vectors x 384 floats, plus the Arrow copy) exceeds
 --max-dataset-gb (default 12): 10M rows (~5M labels) does not fit. A child whose RSS passes --mem-limit-gb
 (default 14) is killed (the machine is shared). Generated data is cached in var/bench_scale/data/; generation
 time is not measured. Each size gets a fresh workdir var/bench_scale/run-<size>-<ids>/.
@@ -254,9 +254,10 @@ def prepare_data(size: str, int_ids: bool) -> tuple[str, int, dict]:
 
 
 def estimate_dataset_gb(labels: int) -> float:
-    """Peak of build_ctr_dataset: two (labels x 384) float32 matrices joined, then copied per split (~2.2x),
-    the DIN history (labels x 20 int64, twice) and ~1 GB of frames and interpreter."""
-    return labels * (2 * DIM * 4 * 2.2 + HISTORY_LEN * 8 * 2 + 400) / 1e9 + 1.0
+    """Peak of build_ctr_dataset: two (labels x 384) float32 matrices (plus the float16 Arrow copy while they
+    are made; splits are slices of them), the DIN history (labels x 20 int64, twice) and ~0.6 GB of frames and
+    interpreter. Conservative: 3.0 GB predicted for the 1M-row log, 2.3 GB measured."""
+    return labels * (2 * DIM * 4 * 1.3 + HISTORY_LEN * 8 * 2 + 400) / 1e9 + 0.6
 
 
 def bench_size(size: str, args) -> list[dict]:
