@@ -1,8 +1,13 @@
 """Canonical interactions/items/users DataFrames from MovieLens-100K or any CSV/Parquet dataset, validated.
 
-Every loader ends in the same three typed frames (see ``Canonical``); bad input raises ``DataError`` with one line
-naming the file, the line (1-based, header = line 1) or key, and the column. Nothing is written here: the caller
-(``python -m augment ingest``) stores the frames in the feature store.
+Every loader ends in the same three typed frames plus the id maps (see ``Canonical``); bad input raises
+``DataError`` with one line naming the file, the line (1-based, header = line 1) or key, and the column. Nothing is
+written here: the caller (``python -m augment ingest``) stores the frames in the feature store.
+
+Built for logs of millions of rows: CSV is parsed by Arrow, each id column is dictionary-encoded once (ids of any
+type become int64 keys, augment/id_keys.py), one sort does every duplicate check (data.duplicates), and a line
+number is worked out only for an error message. The label comes from data.feedback (rating, a 0/1 column, an
+event type, or every row for positives-only logs).
 
     python -m augment.ingest configs/ml-latest-small.yaml      # load, validate, print a summary
 """
