@@ -36,7 +36,7 @@ from feature_store.files import digest
 from feature_store.lineage import code_digest
 from feature_store.pins import require_versions
 from feature_store.stage_stats import stage_timer
-from feature_store.store import FORMAT_VERSION
+from feature_store.store import FORMAT_VERSION, version_id
 
 log = logging.getLogger(__name__)
 STATIC_TIME = pd.Timestamp("1970-01-01", tz="UTC")  # item knowledge comes from catalogue data valid at all times
@@ -102,11 +102,24 @@ def generation_cache(cfg: RunConfig) -> Path:
     return cfg.workdir_path / "generation_cache"
 
 
+def _full_recipe(table: str, recipe: dict, code: tuple[str, ...]) -> dict:
+    return {"table": table, "code": code_digest(*code, *_WRITER), "format": FORMAT_VERSION, **recipe}
+
+
+def _reuse(cfg: RunConfig, table: str, recipe: dict, code: tuple[str, ...]) -> TableRef | None:
+    """The version `_publish` would reuse (made latest, as `_publish` does), found before anything that only the
+    table's spec needs (an encoder, for its dimension) is loaded; None when it has to be built."""
+    ref = store_for(cfg).reuse(table, version_id(_full_recipe(table, recipe, code)))
+    if ref is not None:
+        log.info("reused %s@%s (%d rows)", ref.name, ref.version, ref.rows)
+    return ref
+
+
 def _publish(cfg: RunConfig, spec, build: Callable[[], pd.DataFrame], recipe: dict,
              code: tuple[str, ...], build_stats: Callable[[], dict] | None = None) -> TableRef:
     """Publish the table `build()` makes under the version of its recipe; if that version exists, reuse it and
     never call `build`. `build_stats()` (asked after `build`) goes into the manifest."""
-    recipe = {"table": spec.name, "code": code_digest(*code, *_WRITER), "format": FORMAT_VERSION, **recipe}
+    recipe = _full_recipe(spec.name, recipe, code)
     store = store_for(cfg)
     ref = store.publish(spec, build, recipe=recipe, config=cfg.model_dump(mode="json"), build_stats=build_stats)
     log.info("%s %s@%s (%d rows)", "published" if ref.written else "reused", ref.name, ref.version, ref.rows)
@@ -473,13 +486,13 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
             rec["dim"] = int(vectors.shape[1])
             return frame
 
-        dim = dimension(cfg.encode)
         spec = {"item": defs.item_knowledge_emb, "user": defs.user_profile_emb, "item_raw": defs.item_raw_emb}[kind]
         # raw_item_columns shapes only the item_raw text: the other kinds' versions ignore it.
         encode_settings = (_settings(cfg.encode, "raw_item_columns") if kind == "item_raw"
                            else cfg.encode.model_dump(mode="json", exclude={"raw_item_columns"}))
-        ref = _publish(cfg, spec(dim), build, {**v, "encoder": encoder, "encode": encode_settings},
-                       ("augment.encode",))
+        recipe, code = {**v, "encoder": encoder, "encode": encode_settings}, ("augment.encode",)
+        # Nothing new: reused without loading the encoder (it would only give the vector width).
+        ref = _reuse(cfg, table, recipe, code) or _publish(cfg, spec(dimension(cfg.encode)), build, recipe, code)
         rec["encoder"] = encoder
         return _versions({table: ref}, rec)
 

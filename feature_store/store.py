@@ -168,6 +168,14 @@ class FeatureStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- write
+    def reuse(self, name: str, version: str) -> TableRef | None:
+        """`existing(name, version)`, made `latest` as a publish of it would; None if it is not published."""
+        found = self.existing(name, version)
+        if found is not None:
+            with self._lock(name):
+                atomic_write_text(self._table_dir(name) / LATEST_FILE, version + "\n")
+        return found
+
     def existing(self, name: str, version: str) -> TableRef | None:
         """The published version `version` of `name`, or None: a stage whose recipe gives a version that is
         already here reuses it instead of recomputing (a version id always names the same bytes)."""
@@ -188,10 +196,8 @@ class FeatureStore:
         `build_stats` (a mapping, or a callable asked after `data`) says what building it did, e.g. rows dropped;
         it is kept in the manifest as `build_stats`, so a re-run that reuses the table can still report it."""
         version = version_id(recipe)
-        found = self.existing(spec.name, version)
+        found = self.reuse(spec.name, version)
         if found is not None:
-            with self._lock(spec.name):
-                atomic_write_text(self._table_dir(spec.name) / LATEST_FILE, version + "\n")
             return found
         table = conform(spec, data() if callable(data) else data)
         tdir = self._table_dir(spec.name)

@@ -46,6 +46,16 @@ def require_versions(tables: Sequence[str], versions: Mapping[str, str] | None) 
     return pins.require_versions(tables, versions, who="CTR dataset")
 
 
+def dataset_versions(versions: Mapping[str, str], features: Sequence[FeatureEntry]) -> dict[str, str]:
+    """Exactly the table versions a CTR dataset over `features` reads (labels, every entry's source, and the id
+    maps when given: every pipeline run gives them). Known before anything is read, so a run over the same
+    versions can be recognised without building the dataset."""
+    tables = list(dict.fromkeys([LABELS, *(f.source for f in features)]))
+    pinned = require_versions(tables, versions)
+    pinned.update({t: versions[t] for t in ("user_id_map", "item_id_map") if versions.get(t)})
+    return pinned
+
+
 def attribute_frames(store: FeatureStore, versions: Mapping[str, str],
                      features: Sequence[FeatureEntry] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(users, items): the static scalar model columns keyed by user_id / item_id, as training saw them."""
@@ -68,8 +78,7 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
     if the spec has a sequence entry, each sample's last `history_len` items before its timestamp.
     `features` defaults to what a default-config run reads (models.feature_spec.run_entries)."""
     features = list(run_entries(TrainConfig()) if features is None else features)
-    tables = list(dict.fromkeys([LABELS, *(f.source for f in features)]))
-    pinned = require_versions(tables, versions)
+    pinned = dataset_versions(versions, features)
     splits = store.read_pandas(LABELS, pinned[LABELS])
     labels = splits[splits["role"] == "sample"][["user_id", "item_id", "label", "timestamp", "split"]]
     # Grouped by split (stable, so each split keeps its row order): every split's vectors are then a slice of
@@ -139,11 +148,10 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
                                history=None if hist is None else hist[part],
                                history_len=None if hist_len is None else hist_len[part])
     id_types = {}
-    for entity in ("user", "item"):  # pinned when given (every run of the pipeline gives them)
+    for entity in ("user", "item"):
         table = f"{entity}_id_map"
-        if versions.get(table):
-            pinned[table] = versions[table]
-            kinds = store.read(table, versions[table], columns=["id_type"]).column("id_type")
+        if table in pinned:
+            kinds = store.read(table, pinned[table], columns=["id_type"]).column("id_type")
             id_types[entity] = kinds[0].as_py() if len(kinds) else "int"
     data = CtrData(parts["train"], parts["valid"], parts["test"], categorical=categorical, numeric=numeric,
                    features=tuple(features), entry_columns=entry_columns, column_groups=column_groups,

@@ -13,6 +13,7 @@ the promotion gate (models/registry.py). The report is <workdir>/reports/<run id
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from feature_store import FeatureStore
 from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
 from feature_store.lineage import code_digest
 from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
-from models.dataset_builder import BuiltDataset, build_ctr_dataset
+from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
 from models.feature_spec import Variant, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, json_safe
 from models.registry import champion_info, promote, write_model_manifest
@@ -142,11 +143,18 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
     variants = resolve_variants(tc)
     entries = run_entries(tc, backbones)
     with stage_timer(stats_path, "retrain") as rec:
-        built = build_ctr_dataset(store, versions, entries, threads=tc.threads, history_len=tc.history_len)
-        run_id = json_digest({"tables": built.versions, "train": tc.model_dump(mode="json"),
-                                   "backbones": backbones, "code": model_code_digest()}, length=12)
+        tables = dataset_versions(versions, entries)
+        run_id = json_digest({"tables": tables, "train": tc.model_dump(mode="json"),
+                              "backbones": backbones, "code": model_code_digest()}, length=12)
         reg = work / "registry" / tc.model_name
         run_root = reg / run_id
+        done = _finished_run(work, run_root, promote_best)
+        if done is not None:  # the same tables, settings and code were trained and gated before: same models
+            rec.update({"run_id": run_id, "skipped": f"nothing new since run {run_id}"})
+            log.info("retrain: nothing new since run %s (same table versions, train config and code); "
+                     "no training", run_id)
+            return done
+        built = build_ctr_dataset(store, versions, entries, threads=tc.threads, history_len=tc.history_len)
         tmp_root = reg / f".tmp-{run_id}-{os.getpid()}"
         shutil.rmtree(tmp_root, ignore_errors=True)
         results = train_variants(built.data, variants, tc, tmp_root, backbones=backbones)
@@ -191,6 +199,24 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
             "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results),
             "feature_tables": dict(built.versions)}
 
+
+
+def _finished_run(work: Path, run_root: Path, promote_best: bool) -> dict | None:
+    """What `retrain` returned for a finished run directory (complete, and gated when gating is asked), or None.
+    Training is seeded, so the same recipe would only make the same models again."""
+    manifest_path, results_path = run_root / "run.json", run_root / "results.parquet"
+    if not (manifest_path.is_file() and results_path.is_file()):
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if promote_best and "promotion" not in manifest:  # crashed between registering and gating: run it again
+        return None
+    run_id = manifest["run_id"]
+    report = work / "reports" / run_id / "report.md"
+    return {"run_id": run_id, "model_dir": str(run_root), "report": str(report),
+            "png": str(report.with_suffix(".png")),
+            "promotion": {"promoted": False, "reason": f"nothing new since run {run_id}"} if promote_best else None,
+            "results": results_summary(pd.read_parquet(results_path)),
+            "feature_tables": dict(manifest["feature_tables"]), "skipped": f"nothing new since run {run_id}"}
 
 
 def results_summary(results: pd.DataFrame) -> list[dict]:

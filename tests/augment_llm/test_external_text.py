@@ -158,3 +158,23 @@ def test_ml_latest_tags_script_makes_one_text_per_movie():
     out = tags_to_text(tags)
     assert out.to_dict("records") == [{"item_id": 10, "text": "Tagged by users as: Funny, heist.",
                                        "event_timestamp": 9}]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_encode_of_nothing_new_loads_no_encoder(tiny, tmp_path, monkeypatch):
+    """A second encode of the same text table reuses its version without loading the encoder at all."""
+    from augment import encode as encode_module
+
+    cfg, v = tiny
+    f = _csv(tmp_path / "tags.csv", "item_id,text\n1,Tagged by users as: pixar and toys\n2,Tagged by users as: bond\n")
+    v.update(stages.import_text(cfg, "item", f, ITEM_PINS(v)))
+    first = stages.encode(cfg, "item", v)
+
+    def no_encoder(*args, **kw):
+        raise AssertionError("the encoder was loaded for a table that already exists")
+
+    monkeypatch.setattr(encode_module, "dimension", no_encoder)
+    monkeypatch.setattr(encode_module, "encode_texts", no_encoder)
+    assert stages.encode(cfg, "item", v) == first
+    assert stages.store_for(cfg).resolve("item_knowledge_emb") == first["item_knowledge_emb"]  # made latest

@@ -42,8 +42,19 @@ def test_retrain_registry_gate_and_report(planted_workdir):
     assert "## Promotion gate" in text and "PROMOTED" in text
     assert open(out["png"], "rb").read(4) == b"\x89PNG"
 
-    again = retrain(cfg, _versions(cfg))  # same recipe -> same models -> the gate keeps the champion
+    # Same versions, settings and code: nothing new, so nothing is trained and the champion stays.
+    trained = sorted(p.stat().st_mtime_ns for p in reg.rglob("manifest.json"))
+    again = retrain(cfg, _versions(cfg))
     assert again["run_id"] == out["run_id"] and not again["promotion"]["promoted"]
+    assert again["skipped"] == f"nothing new since run {out['run_id']}"
+    assert again["results"] == out["results"] and again["report"] == out["report"]
+    assert sorted(p.stat().st_mtime_ns for p in reg.rglob("manifest.json")) == trained  # no model rewritten
+    stats = json.loads((planted_workdir / "stats" / "retrain.json").read_text())
+    assert stats["skipped"].startswith("nothing new")
+    # A changed train setting is a new recipe: it trains.
+    changed = retrain(_cfg(planted_workdir, lgbm_rounds=60, backbones=("lightgbm",), variants=("base", "llm")),
+                      _versions(cfg))
+    assert changed["run_id"] != out["run_id"] and "skipped" not in changed
 
 
 def test_cli_registry_ls_and_promote(planted_workdir, tmp_path, capsys):
