@@ -16,7 +16,7 @@ and "7" in another are two different string ids, never silently merged.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -71,16 +71,6 @@ def key_of(value: object, id_type: IdType) -> int | None:
     if not isinstance(value, str):
         return None
     return _hash(value)
-
-
-def first_collision(keys: np.ndarray, ids: Sequence[str]) -> tuple[str, str] | None:
-    """Two different ids with the same key, or None (`keys[i]` is the key of `ids[i]`; ids distinct)."""
-    order = np.argsort(keys, kind="stable")
-    same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
-    if not len(same):
-        return None
-    i = int(same[0])
-    return ids[int(order[i])], ids[int(order[i + 1])]
 
 
 def show_id(value: object, id_type: IdType) -> str:

@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 
 from configs import ColumnMap, DataConfig, GenericSource
 from augment.data_errors import DataError, decode_utf8
-from augment.id_keys import IdType, first_collision, infer_id_type, is_canonical_int, keys_for, show_id
+from augment.id_keys import IdType, infer_id_type, is_canonical_int, keys_for, show_id
 from augment.movielens import fetch_recbole_wheel, read_ml100k
-from augment.sorting import first_neighbour_repeat, int_columns, lexsorted, sort_order
+from augment.sorting import int_columns, neighbour_equal, repeats_if_sorted, sort_order
 
 TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # pandas 3's default resolution; Parquet timestamp[us, tz=UTC]
 
@@ -335,9 +335,10 @@ class _Ids:
         distinct, keys = self.distinct
         order = np.argsort(keys, kind="stable")
         keys, ids = keys[order], distinct.take(pa.array(order))
-        if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
-            hit = first_collision(keys, ids.to_pylist())
-            raise DataError(f"{self.entity} ids {hit[0]!r} and {hit[1]!r} hash to the same key; rename one of them",
+        collisions = np.flatnonzero(neighbour_equal([keys]))
+        if len(collisions):
+            a, b = ids[int(collisions[0])].as_py(), ids[int(collisions[0]) + 1].as_py()
+            raise DataError(f"{self.entity} ids {a!r} and {b!r} hash to the same key; rename one of them",
                             file=self.columns[0][0].file, column=self.columns[0][0].col(self.columns[0][1]))
         return pd.DataFrame({key_col: keys, "source_id": pd.Series(ids.to_pandas(), dtype="str").to_numpy(),
                              "id_type": self.id_type})
@@ -417,8 +418,9 @@ def _first_duplicate(frame: pd.DataFrame, keys: list[str], sorted_by: list[str] 
     `sorted_by` (the same columns in the table's sort order; canonical interactions are), repeats are neighbours
     and one vectorised pass finds them instead of a hash of every row."""
     cols = int_columns(frame, sorted_by) if sorted_by and len(frame) > 1 else None
-    if cols is not None and lexsorted(cols):
-        return first_neighbour_repeat(cols)
+    repeats = repeats_if_sorted(cols) if cols is not None else None
+    if repeats is not None:
+        return (int(repeats[0]), int(repeats[0]) + 1) if len(repeats) else None
     repeated = np.flatnonzero(frame.duplicated(keys, keep="first").to_numpy())
     if not len(repeated):
         return None
@@ -438,10 +440,9 @@ def _sort_and_drop_duplicates(inter: pd.DataFrame, raw: _Raw, policy: str,
     user, item = inter["user_id"].to_numpy(), inter["item_id"].to_numpy()
     time = inter["timestamp"].array.asi8
     order = sort_order([user, time, item])
-    u, t, i = user[order], time[order], item[order]
     rating, label = inter["rating"].to_numpy()[order], inter["label"].to_numpy()[order]
     same_key = np.zeros(len(order), dtype=bool)
-    same_key[1:] = (u[1:] == u[:-1]) & (t[1:] == t[:-1]) & (i[1:] == i[:-1])
+    same_key[1:] = neighbour_equal([user[order], time[order], item[order]])
     same_value = np.zeros(len(order), dtype=bool)
     same_value[1:] = ((rating[1:] == rating[:-1]) | (np.isnan(rating[1:]) & np.isnan(rating[:-1]))) & \
         (label[1:] == label[:-1])

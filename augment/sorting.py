@@ -36,11 +36,16 @@ def lexsorted(columns: list[np.ndarray]) -> bool:
     return bool((ahead | same).all())
 
 
-def first_neighbour_repeat(columns: list[np.ndarray]) -> tuple[int, int] | None:
-    """For rows in lexicographic order: the first two equal neighbours (positions), or None."""
-    _, same = _steps(columns)
-    hits = np.flatnonzero(same)
-    return (int(hits[0]), int(hits[0]) + 1) if len(hits) else None
+def neighbour_equal(columns: list[np.ndarray]) -> np.ndarray:
+    """Row k+1 equals row k in every column, for each k (n - 1 flags): in sorted rows, where the repeats are."""
+    return _steps(columns)[1]
+
+
+def repeats_if_sorted(columns: list[np.ndarray]) -> np.ndarray | None:
+    """For rows already in lexicographic order, the positions k where row k+1 repeats row k; None when the rows
+    are not in order (one pass for both questions)."""
+    ahead, same = _steps(columns)
+    return np.flatnonzero(same) if bool((ahead | same).all()) else None
 
 
 def int_columns(frame: pd.DataFrame, keys: list[str]) -> list[np.ndarray] | None:
