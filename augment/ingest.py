@@ -572,6 +572,8 @@ def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfi
     item_ids = _Ids.collect("item", cfg.id_types.item, [(r_items, "item_id"), (r_inter, "item_id")])
     user_ids = _Ids.collect("user", cfg.id_types.user, [(r_inter, "user_id")] + (
         [(r_users, "user_id")] if r_users is not None else []))
+    # First: a key collision must be reported as one, not later as a "duplicate id" of two different ids.
+    id_maps = {"item": item_ids.id_map(), "user": user_ids.id_map()}
     files = {f"{t}.{e}_id": (ids, r) for e, ids in (("item", item_ids), ("user", user_ids))
              for r, _, _ in ids.columns for t, rr in raws.items() if rr is r}
     source_row: np.ndarray | None = None  # canonical interaction row -> row of the source file, once sorted
@@ -595,7 +597,7 @@ def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfi
     _check_tables(c, sources, {"interactions": r_kept, "items": r_items, "users": r_users}, show,
                   unique_already=("interactions",))
     out = _finish(c.interactions, c.items, c.users, interactions_sorted=True)
-    out.id_maps = {"item": item_ids.id_map(), "user": user_ids.id_map()}
+    out.id_maps = id_maps
     out.stats = {"rows_read": n_rows, "duplicates_dropped": n_rows - len(inter),
                  "user_id_type": user_ids.id_type, "item_id_type": item_ids.id_type}
     return out

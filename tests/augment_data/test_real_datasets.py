@@ -185,3 +185,16 @@ def test_store_export_speaks_original_ids(tmp_path, make_tiny_config):
     source = pd.read_csv(tmp_path / "data" / "ratings.csv", dtype=str)
     assert set(frame["item_id"]) == set(source["movie"]) and set(frame["user_id"]) == set(source["user"])
     assert len(frame) == len(source)
+
+
+def test_a_key_collision_names_both_ids(tmp_path, monkeypatch):
+    """Two string ids with one key (a stand-in hash that maps everything to 7) are an error, never a merge."""
+    import augment.ingest as ingest
+
+    real = ingest.keys_for
+    monkeypatch.setattr(ingest, "keys_for",
+                        lambda values, id_type: np.full(len(values), 7, np.int64) if id_type == "string"
+                        else real(values, id_type))
+    msg = _error(_write(tmp_path, f"user,item,stars,ts\n1,{ASIN[0]},4,1\n1,{ASIN[1]},5,2\n", _items(ASIN[:2])))
+    assert "item ids" in msg and "hash to the same key" in msg, msg
+    assert ASIN[0] in msg and ASIN[1] in msg
