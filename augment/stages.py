@@ -50,7 +50,7 @@ PROMPT_TABLE = {"item": "item_prompts", "user": "user_prompts", "item_tags": "it
 TEXT_TABLE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_tags": "item_tags_text",
               "user_interest": "user_interest_text"}
 EXTERNAL_CHECK = {"item": "items", "user": "user_cutoffs"}  # what external ids are checked against
-ID_MAP = {"item": "item_id_map", "user": "user_id_map"}  # original id -> key (augment/id_keys.py)
+ID_MAP = defs.ID_MAPS  # original id -> key (augment/id_keys.py)
 ENCODE_SOURCE = {"item": "item_knowledge_text", "user": "user_profile_text", "item_raw": "items"}
 _TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, "item_tags": defs.ITEM_TAGS_TEXT,
               "user_interest": defs.USER_INTEREST_TEXT}
@@ -163,8 +163,8 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
                                      build_stats=lambda: canon().stats),
             "items": _publish(cfg, defs.items_spec(cfg.data.item_text_columns), lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
-            "user_id_map": _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
-            "item_id_map": _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], recipe, code),
+            defs.USER_ID_MAP.name: _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
+            defs.ITEM_ID_MAP.name: _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], recipe, code),
         }
         # What ingest did to the data (duplicates dropped, id types), also when this run reused the tables.
         rec["data"] = store_for(cfg).manifest("interactions", refs["interactions"].version).get("build_stats", {})

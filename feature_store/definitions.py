@@ -50,6 +50,7 @@ def _id_map(entity: str) -> TableSpec:
 
 
 USER_ID_MAP, ITEM_ID_MAP = _id_map("user"), _id_map("item")
+ID_MAPS = {"user": USER_ID_MAP.name, "item": ITEM_ID_MAP.name}  # entity -> its id-map table
 INTERACTION_SPLITS = TableSpec(
     name="interaction_splits", entity="interaction", join_keys=("user_id", "item_id"),
     features=(Feature("rating", "float32"), Feature("label", "int8"), Feature("role", "string"),

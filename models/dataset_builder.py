@@ -25,6 +25,7 @@ import pandas as pd
 from configs.train_config import FeatureEntry, TrainConfig
 from feature_store import FeatureStore, point_in_time_join, vector_matrix
 from feature_store import pins
+from feature_store.definitions import ID_MAPS
 from models.ctr_inputs import CtrData, CtrSplit
 from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, run_entries, side_frame
 from models.history import recent_items
@@ -52,7 +53,7 @@ def dataset_versions(versions: Mapping[str, str], features: Sequence[FeatureEntr
     versions can be recognised without building the dataset."""
     tables = list(dict.fromkeys([LABELS, *(f.source for f in features)]))
     pinned = require_versions(tables, versions)
-    pinned.update({t: versions[t] for t in ("user_id_map", "item_id_map") if versions.get(t)})
+    pinned.update({t: versions[t] for t in ID_MAPS.values() if versions.get(t)})
     return pinned
 
 
@@ -148,8 +149,7 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
                                history=None if hist is None else hist[part],
                                history_len=None if hist_len is None else hist_len[part])
     id_types = {}
-    for entity in ("user", "item"):
-        table = f"{entity}_id_map"
+    for entity, table in ID_MAPS.items():
         if table in pinned:
             kinds = store.read(table, pinned[table], columns=["id_type"]).column("id_type")
             id_types[entity] = kinds[0].as_py() if len(kinds) else "int"

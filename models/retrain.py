@@ -25,6 +25,7 @@ import pandas as pd
 
 from configs import RunConfig
 from feature_store import FeatureStore
+from feature_store.definitions import ID_MAPS
 from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
 from feature_store.lineage import code_digest
 from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
@@ -46,7 +47,6 @@ def model_code_digest() -> str:
     return code_digest(*MODEL_CODE)
 
 
-ID_MAPS = ("user_id_map", "item_id_map")
 
 
 def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, str] | None = None) -> dict:
@@ -55,7 +55,7 @@ def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, st
     out = {t: pinned.get(t) or store.resolve(t) for t in tables_needed(cfg.train)}
     # The id maps tell serving how requests spell ids (string ids are hashed); a store without them is int ids.
     have = set(store.tables())
-    out.update({t: pinned.get(t) or store.resolve(t) for t in ID_MAPS if t in pinned or t in have})
+    out.update({t: pinned.get(t) or store.resolve(t) for t in ID_MAPS.values() if t in pinned or t in have})
     return out
 
 
