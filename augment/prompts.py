@@ -294,6 +294,59 @@ def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     return out
 
 
+def build_profile_prompts(rows: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, cutoffs: pd.DataFrame,
+                          template: PromptTemplate, history_max: int) -> pd.DataFrame:
+    """One prompt per (user_id, cutoff) row of a daily run's ``cutoffs`` (augment/stream_split.py): the user's last
+    ``history_max`` interactions strictly before that cutoff, whatever their role. Same columns as
+    ``build_user_prompts``; rows sorted by user_id, cutoff.
+
+    ``rows`` is the run's split frame (every interaction before the interval end), sorted by user, time, item."""
+    from augment.stream_split import time_us
+
+    events = rows[~rows["sampled"]] if "sampled" in rows else rows  # sampled negatives are not behaviour
+    user_ids = events["user_id"].to_numpy()
+    ts = time_us(events["timestamp"])
+    cut = cutoffs.sort_values(["user_id", "cutoff"], kind="stable").reset_index(drop=True)
+    if not len(cut):
+        return _frame([], "user_id", template).assign(cutoff=cutoffs["cutoff"].iloc[:0].to_numpy())
+    cut_ts = time_us(cut["cutoff"])
+    # the window [lo, hi) of each profile: one monotone (user, time) key over all rows, as in models/history.py
+    times = np.unique(np.concatenate([ts, cut_ts]))
+    ids = np.unique(np.concatenate([user_ids, cut["user_id"].to_numpy()]))
+    width = np.int64(len(times) + 1)
+    key = np.searchsorted(ids, user_ids).astype(np.int64) * width + np.searchsorted(times, ts)
+    if len(key) > 1 and (np.diff(key) < 0).any():
+        raise ValueError("build_profile_prompts: rows must be sorted by user_id, timestamp")
+    q_user = np.searchsorted(ids, cut["user_id"].to_numpy()).astype(np.int64) * width
+    hi = np.searchsorted(key, q_user + np.searchsorted(times, cut_ts), side="left")  # strictly before the cutoff
+    lo = np.maximum(np.searchsorted(key, q_user, side="left"), hi - history_max)
+    lengths = hi - lo
+    take = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(int(lengths.sum()))
+    profile = np.repeat(np.arange(len(cut), dtype=np.int64), lengths)
+    titles = items.set_index("item_id")["title"]
+    item_ids = events["item_id"].to_numpy()[take]
+    missing = ~np.isin(item_ids, titles.index.to_numpy())
+    if missing.any():
+        raise ValueError(f"history item_id {item_ids[missing][0]} not in items")
+    labels = events["label"].to_numpy()[take] if "label" in events else np.ones(len(take), np.int8)
+    lines = _history_by_user(profile, item_ids, events["rating"].to_numpy()[take], labels, titles)
+    cols = [c for c in ("gender", "age", "occupation") if c in users]
+    attributes = users.set_index("user_id")[cols].to_dict("index")
+    sentence = functools.lru_cache(maxsize=4096)(profile_sentence)
+    out_rows = []
+    for i, uid in enumerate(cut["user_id"].tolist()):
+        p = attributes.get(uid, {})
+        try:
+            text = sentence(**p)
+        except TypeError:  # an unhashable attribute value: no caching
+            text = profile_sentence(**p)
+        out_rows.append({"user_id": uid, "messages": template.render(profile=text, history=lines.get(i, ""))})
+    out = _frame(out_rows, "user_id", template)
+    out["cutoff"] = cut["cutoff"].to_numpy()
+    out["cutoff"] = out["cutoff"].astype(cutoffs["cutoff"].dtype)
+    return out
+
+
 if __name__ == "__main__":
     from configs import DataConfig, SplitConfig
     from augment.ingest import load_movielens100k

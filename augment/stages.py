@@ -95,7 +95,7 @@ def store_for(cfg: RunConfig) -> FeatureStore:
 
 
 def stats_dir(cfg: RunConfig) -> Path:
-    return cfg.workdir_path / "stats"
+    return cfg.stats_path
 
 
 def generation_cache(cfg: RunConfig) -> Path:
@@ -158,9 +158,25 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
         recipe = {"data": _settings(cfg.data, "item_text_columns"),
                   "source": source_fingerprint(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)}
         code = ("augment.ingest", "augment.movielens")
+        # A daily run sees the log as of its interval end and nothing later; the catalogue tables do not depend on
+        # the interval, so they keep their versions (and item knowledge is reused) while the catalogue is unchanged.
+        end = cfg.stream.require_end() if cfg.stream else None
+        inter_recipe = {**recipe, "end": end.isoformat()} if end else recipe
+
+        def interactions() -> pd.DataFrame:
+            frame = canon().interactions
+            return frame if end is None else frame[frame["timestamp"] < end].reset_index(drop=True)
+
+        def interaction_stats() -> dict:
+            stats = dict(canon().stats)
+            if end is not None:
+                stats["end"] = end.isoformat()
+                stats["rows_as_of_end"] = int((canon().interactions["timestamp"] < end).sum())
+            return stats
+
         refs = {
-            "interactions": _publish(cfg, defs.INTERACTIONS, lambda: canon().interactions, recipe, code,
-                                     build_stats=lambda: canon().stats),
+            "interactions": _publish(cfg, defs.INTERACTIONS, interactions, inter_recipe, code,
+                                     build_stats=interaction_stats),
             "items": _publish(cfg, defs.items_spec(cfg.data.item_text_columns), lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
             defs.USER_ID_MAP.name: _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
@@ -175,6 +191,7 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
 def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     """KAR split: prompt history vs CTR samples per user, users into train/valid/test."""
     from augment.split import split_interactions
+    from augment.stream_split import stream_split
 
     v = pinned("split", inputs)
     store = store_for(cfg)
@@ -183,14 +200,19 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
 
         @functools.cache
         def result():
-            return split_interactions(store.read_pandas("interactions", v["interactions"]), cfg.split,
-                                      sample_negatives=negatives)
+            frame = store.read_pandas("interactions", v["interactions"])
+            if cfg.stream is not None:
+                return stream_split(frame, cfg.split, cfg.stream)
+            return split_interactions(frame, cfg.split, sample_negatives=negatives)
 
         split_settings = cfg.split.model_dump(mode="json")
         if not negatives:  # the negative-sampling settings shape nothing here: keep the version
             split_settings.pop("negatives")
         recipe = {**v, "split": split_settings, "negatives": negatives}
         code = ("augment.split",)
+        if cfg.stream is not None:
+            recipe["stream"] = cfg.stream.model_dump(mode="json")
+            code = ("augment.stream_split",)
         refs = {"interaction_splits": _publish(cfg, defs.INTERACTION_SPLITS, lambda: result()[0], recipe, code,
                                                build_stats=lambda: {"negatives": result()[0].attrs.get("negatives")}),
                 "user_cutoffs": _publish(cfg, defs.USER_CUTOFFS, lambda: result()[1], recipe, code)}
@@ -203,7 +225,8 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
 
 def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     """Render KAR item and user prompts from the versioned templates."""
-    from augment.prompts import build_item_prompts, build_user_prompts, item_text_placeholders, load_template
+    from augment.prompts import (build_item_prompts, build_profile_prompts, build_user_prompts,
+                                 item_text_placeholders, load_template)
 
     v = pinned("prompts", inputs)
     store = store_for(cfg)
@@ -212,9 +235,12 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
         items = functools.cache(lambda: store.read_pandas("items", v["items"]))
 
         def user_prompts() -> pd.DataFrame:
-            return build_user_prompts(store.read_pandas("interaction_splits", v["interaction_splits"]),
-                                      store.read_pandas("users", v["users"]), items(),
-                                      store.read_pandas("user_cutoffs", v["user_cutoffs"]), user_t)
+            build = build_user_prompts
+            if cfg.stream is not None:  # one prompt per (user, cutoff): the history strictly before each cutoff
+                build = functools.partial(build_profile_prompts, history_max=cfg.split.history_max)
+            return build(store.read_pandas("interaction_splits", v["interaction_splits"]),
+                         store.read_pandas("users", v["users"]), items(),
+                         store.read_pandas("user_cutoffs", v["user_cutoffs"]), user_t)
 
         settings = {"max_data_tokens": cfg.prompts.max_data_tokens}
         item_settings = dict(settings)
@@ -230,11 +256,13 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
             return build_item_prompts(items(), item_t, count, cfg.prompts.max_data_tokens)
 
         code = ("augment.prompts",)
+        user_settings = {**settings, **({"profiles": "stream", "history_max": cfg.split.history_max}
+                                        if cfg.stream is not None else {})}
         refs = {
             "item_prompts": _publish(cfg, defs.ITEM_PROMPTS, item_prompts,
                                      {"items": v["items"], "template": item_t.sha256, **item_settings}, code),
             "user_prompts": _publish(cfg, defs.USER_PROMPTS, user_prompts,
-                                     {**v, "template": user_t.sha256, **settings}, code),
+                                     {**v, "template": user_t.sha256, **user_settings}, code),
         }
         return _versions(refs, rec)
 

@@ -7,10 +7,10 @@ Its own package so that `augment` and `models` both read it without importing ea
 """
 from configs.run_config import (REPO_ROOT, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
                                 ExternalTexts, GenerationConfig, GenericSource, PromptConfig, RunConfig,
-                                SamplingConfig, SplitConfig, StructuredConfig, TrainConfig, ValidationConfig,
+                                SamplingConfig, SplitConfig, StreamConfig, StructuredConfig, TrainConfig, ValidationConfig,
                                 load_config, parse_overrides)
 
 __all__ = ["REPO_ROOT", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
            "GenerationConfig",
-           "GenericSource", "PromptConfig", "RunConfig", "SamplingConfig", "SplitConfig", "StructuredConfig",
+           "GenericSource", "PromptConfig", "RunConfig", "SamplingConfig", "SplitConfig", "StreamConfig", "StructuredConfig",
            "TrainConfig", "ValidationConfig", "load_config", "parse_overrides"]

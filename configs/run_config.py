@@ -9,6 +9,7 @@ encode sections, `models` the train section; neither imports the other.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -205,6 +206,53 @@ class EncodeConfig(_Strict):
     raw_item_columns: list[str] = Field(default_factory=lambda: list(RAW_ITEM_DEFAULT), min_length=1)
 
 
+class RefreshPolicy(_Strict):
+    """When a user's profile is written again (LIBER / KAR "new partitions only"): at an interval end, a user gets a
+    new profile when at least `min_new_interactions` arrived since the last one, or when at least one did and the
+    last profile is `max_age_days` old or older. A user without a profile gets one once they have
+    `min_new_interactions`."""
+
+    min_new_interactions: int = Field(3, ge=1)
+    max_age_days: float = Field(7.0, gt=0)
+
+
+class StreamConfig(_Strict):
+    """Daily operation (augment/stream_split.py): the log is read as of an interval end, never past it.
+
+    The bootstrap run ends at `start` and covers everything before it; every later run ends `interval_hours` after
+    the one before (the DAG's data_interval_end). `end` is the interval end of one run: set by the DAG from its data
+    interval (or by hand: --set stream.end=...), never in the YAML of a scheduled deployment."""
+
+    start: datetime = Field(description="the bootstrap run's end; later runs end on start + k * interval_hours")
+    interval_hours: int = Field(24, ge=1, description="must equal the DAG's schedule (LLMFA_SCHEDULE)")
+    end: datetime | None = Field(None, description="this run's interval end (data_interval_end)")
+    valid_intervals: int = Field(1, ge=1, description="the intervals before the newest one that select models")
+    refresh: RefreshPolicy = RefreshPolicy()
+
+    @model_validator(mode="after")
+    def _on_grid(self) -> "StreamConfig":
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:  # a naive time would be read in the worker's zone
+                setattr(self, name, value.replace(tzinfo=timezone.utc))
+        if self.end is not None:
+            steps = (self.end - self.start) / self.interval
+            if self.end < self.start or steps != int(steps):
+                raise ValueError(f"stream.end {self.end.isoformat()} is not on the interval grid: start "
+                                 f"{self.start.isoformat()} + k * {self.interval_hours} h, k >= 0")
+        return self
+
+    @property
+    def interval(self) -> timedelta:
+        return timedelta(hours=self.interval_hours)
+
+    def require_end(self) -> datetime:
+        if self.end is None:
+            raise ValueError("stream.end is not set: the DAG sets it from data_interval_end; by hand pass "
+                             "--set stream.end=<interval end>")
+        return self.end
+
+
 class RunConfig(_Strict):
     workdir: str = "var"
     data: DataConfig = DataConfig()
@@ -213,6 +261,22 @@ class RunConfig(_Strict):
     generation: GenerationConfig = GenerationConfig()
     encode: EncodeConfig = EncodeConfig()
     train: TrainConfig = TrainConfig()
+    stream: StreamConfig | None = None  # daily operation over data intervals; None: one run over the whole log
+
+    @model_validator(mode="after")
+    def _stream_supported(self) -> "RunConfig":
+        if self.stream is None:
+            return self
+        # A key that depends on which ids today's file happens to hold would change every key the day one
+        # non-numeric id arrives.
+        if "auto" in (self.data.id_types.user, self.data.id_types.item):
+            raise ValueError("stream needs declared id types: set data.id_types.user and .item to int or string")
+        if self.generation.structured.enabled or self.generation.external.user is not None:
+            raise ValueError("stream: structured generation and external user text are one-shot only for now "
+                             "(they key users by user_id alone; stream profiles are keyed by user and cutoff)")
+        if self.data.feedback == "positive_only":
+            raise ValueError("stream: positives-only logs (sampled negatives) are one-shot only for now")
+        return self
 
     @model_validator(mode="after")
     def _raw_columns_exist(self) -> "RunConfig":
@@ -228,6 +292,23 @@ class RunConfig(_Strict):
         from feature_store.files import json_digest  # lazy: DAG files import configs at parse time
 
         return json_digest(self.model_dump(mode="json"))
+
+    @property
+    def stats_path(self) -> Path:
+        """Where stages write their stats (feature_store/stage_stats.py): one directory per interval in a daily run,
+        so an interval's LLM calls and wall time stay apart from the others'."""
+        base = self.workdir_path / "stats"
+        if self.stream is None or self.stream.end is None:
+            return base
+        return base / f"end={self.stream.end.astimezone(timezone.utc):%Y-%m-%dT%H%M}"
+
+    def with_stream_end(self, end: datetime) -> "RunConfig":
+        """This config for the run whose interval ends at `end` (validated: on the interval grid)."""
+        if self.stream is None:
+            raise ValueError("with_stream_end: the config has no stream section")
+        raw = self.model_dump(mode="json")
+        raw["stream"]["end"] = end.isoformat()
+        return RunConfig.model_validate(raw)
 
     @property
     def workdir_path(self) -> Path:

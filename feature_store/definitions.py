@@ -62,8 +62,10 @@ USER_CUTOFFS = TableSpec(
     name="user_cutoffs", entity="user", join_keys=("user_id",),
     features=(Feature("cutoff", "timestamp"), Feature("n_history", "int64"), Feature("n_samples", "int64"),
               Feature("split", "string")),
-    event_timestamp=None, created_timestamp=None, owner=OWNER,
-    description="Per-user time of the last prompt-history interaction.")
+    event_timestamp="cutoff", created_timestamp=None, owner=OWNER,
+    description="When each user profile is cut: one row per user (the last prompt-history interaction), or in a "
+                "daily run one row per (user, cutoff) profile, built from the interactions strictly before it "
+                "(n_samples: the interactions new since the previous profile; augment/stream_split.py).")
 
 _PROMPT_FEATURES = (Feature("messages", "string"), Feature("template_name", "string"),
                     Feature("template_version", "string"), Feature("prompt_hash", "string"))

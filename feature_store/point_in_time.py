@@ -1,7 +1,7 @@
 """Point-in-time correct join of label rows with feature tables (no feature from the future leaks in).
 
 For every label row and table: the latest feature row with the same join keys and
-event_timestamp <= label time (and >= label time - ttl when the table has a ttl); static tables
+event_timestamp <= label time (< with strict=True; and >= label time - ttl when the table has a ttl); static tables
 (event_timestamp=None) are a plain left join. DuckDB's ASOF JOIN finds only *which* feature row matches (keys,
 times and row numbers go in); the feature values are then gathered with Arrow `take` / numpy, so 64-d vectors
 never pass through SQL.
@@ -69,7 +69,7 @@ def _label_keys(labels: pa.Table, spec: TableSpec) -> list[pa.ChunkedArray]:
 
 
 def _match_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, label_keys: list[pa.ChunkedArray],
-                label_us: np.ndarray | None, feat: pa.Table, n: int) -> np.ndarray:
+                label_us: np.ndarray | None, feat: pa.Table, n: int, strict: bool = False) -> np.ndarray:
     """Index of the matching feature row for every label row, -1 where there is none."""
     keys = [f"k{i}" for i in range(len(spec.join_keys))]
     lab = pa.table({"__row": pa.array(np.arange(n, dtype=np.int64)), **dict(zip(keys, label_keys))})
@@ -85,7 +85,7 @@ def _match_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, label_keys: lis
         if spec.ttl is not None:
             ttl_us = int(round(spec.ttl.total_seconds() * 1_000_000))
             frow = f"CASE WHEN f.__ts >= l.__ts - {ttl_us} THEN f.__frow ELSE -1 END"
-        sql = f"SELECT l.__row, {frow} AS __frow FROM lab l ASOF LEFT JOIN feat f ON {on} AND l.__ts >= f.__ts"
+        sql = f"SELECT l.__row, {frow} AS __frow FROM lab l ASOF LEFT JOIN feat f ON {on} AND l.__ts {'>' if strict else '>='} f.__ts"
     feat_keys = pa.table(fcols)
     con.register("lab", lab)
     con.register("feat", feat_keys)
@@ -143,9 +143,11 @@ def gather_feature(col: pa.ChunkedArray, feature: Feature, idx: np.ndarray, miss
 
 def point_in_time_join(labels: Any, store: FeatureStore, tables: Mapping[str, str],
                        timestamp_col: str = "event_timestamp", prefix_features: bool = False,
-                       threads: int | None = None) -> pa.Table:
+                       threads: int | None = None, strict: bool = False) -> pa.Table:
     """Join `labels` (pandas or Arrow) with each `tables[name]` version as of each label's timestamp.
 
+    `strict`: a feature row counts only if its event time is strictly before the label's (a daily run's profiles
+    are valid from their cutoff, and a label at the cutoff itself may be the interaction that closed it).
     `threads` caps DuckDB's threads (None: DuckDB's default).
     """
     lab = to_arrow(labels, where="labels")
@@ -167,7 +169,7 @@ def point_in_time_join(labels: Any, store: FeatureStore, tables: Mapping[str, st
             small = [*spec.join_keys, *([spec.event_timestamp] if spec.event_timestamp else []),
                      *(f.name for f in spec.features if f.dtype != "vector")]
             feat = snap.read(small)
-            idx = _match_rows(con, spec, _label_keys(lab, spec), label_us, feat, n)
+            idx = _match_rows(con, spec, _label_keys(lab, spec), label_us, feat, n, strict)
             matched.append((name, snap, feat.select([f.name for f in spec.features if f.dtype != "vector"]), idx))
     finally:
         con.close()  # DuckDB keeps ~100 MB of buffers per 1M labels until closed: free them before gathering

@@ -81,6 +81,8 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
     features = list(run_entries(TrainConfig()) if features is None else features)
     pinned = dataset_versions(versions, features)
     splits = store.read_pandas(LABELS, pinned[LABELS])
+    # A daily run's labels join the newest profile whose cutoff is strictly before them (augment/stream_split.py).
+    strict = "stream" in store.manifest(LABELS, pinned[LABELS]).get("recipe", {})
     labels = splits[splits["role"] == "sample"][["user_id", "item_id", "label", "timestamp", "split"]]
     # Grouped by split (stable, so each split keeps its row order): every split's vectors are then a slice of
     # one matrix, not a copy (a 1M-row log's vectors are gigabytes).
@@ -104,7 +106,7 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
     if pit_tables:
         joined = point_in_time_join(labels[["user_id", "item_id", "timestamp"]], store,
                                     {t: pinned[t] for t in pit_tables}, timestamp_col="timestamp",
-                                    prefix_features=True, threads=threads)
+                                    prefix_features=True, threads=threads, strict=strict)
         for e in pit_scalars:
             raw = pd.Series(joined[f"{e.source}__{e.column}"].to_pylist(), name=e.column)
             frame = pd.concat([frame, apply_transform(e, raw)], axis=1)

@@ -139,7 +139,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
     tc = cfg.train
     backbones = tuple(backbones or tc.backbones)
     store = FeatureStore(work / "feature_store")
-    stats_path = work / "stats"
+    stats_path = cfg.stats_path
     variants = resolve_variants(tc)
     entries = run_entries(tc, backbones)
     with stage_timer(stats_path, "retrain") as rec:
