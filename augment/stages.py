@@ -483,12 +483,15 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
 def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[str, str]:
     """Encode a text table (or the raw item metadata, the no-LLM control) into a vector table."""
     from augment.encode import dimension, encode_texts, encoder_id, raw_item_texts
+    from augment.encode_cache import EncodeCache
     from augment.output_validation import ACCEPTED
 
     v = pinned("encode", inputs, kind)
     source_name = ENCODE_SOURCE[kind]
     store = store_for(cfg)
     encoder = encoder_id(cfg.encode)
+    # Shared by all kinds and versions: a new version of a text table re-encodes only the texts it changed.
+    cache = EncodeCache(cfg.workdir_path / "encode_cache", cfg.encode)
     table = {"item": "item_knowledge_emb", "user": "user_profile_emb", "item_raw": "item_raw_emb"}[kind]
     with stage_timer(stats_dir(cfg), f"encode-{kind}") as rec:
         def build() -> pd.DataFrame:
@@ -507,7 +510,9 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
                 # created_timestamp: when the text was generated (from the input table, not the clock).
                 frame = pd.DataFrame({key: src[key].to_numpy(), "event_timestamp": src["event_timestamp"],
                                       "created_timestamp": src["created_timestamp"]})
-            vectors = encode_texts(texts, cfg.encode)
+            # dim is set below before _publish calls build; it shapes the result only when there are no texts.
+            vectors, counts = cache.vectors(texts, lambda missing: encode_texts(missing, cfg.encode), dim)
+            rec.update(counts)
             frame["emb"] = list(vectors)
             frame["encoder"] = encoder
             frame["source_hash"] = [digest(t) for t in texts]
@@ -518,9 +523,13 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
         # raw_item_columns shapes only the item_raw text: the other kinds' versions ignore it.
         encode_settings = (_settings(cfg.encode, "raw_item_columns") if kind == "item_raw"
                            else cfg.encode.model_dump(mode="json", exclude={"raw_item_columns"}))
-        recipe, code = {**v, "encoder": encoder, "encode": encode_settings}, ("augment.encode",)
-        # Nothing new: reused without loading the encoder (it would only give the vector width).
-        ref = _reuse(cfg, table, recipe, code) or _publish(cfg, spec(dimension(cfg.encode)), build, recipe, code)
+        recipe, code = {**v, "encoder": encoder, "encode": encode_settings}, ("augment.encode", "augment.encode_cache")
+        # Nothing new: reused without loading the encoder (it would only give the vector width). A new version
+        # takes the width from the cache when it can, so one whose texts are all cached loads no encoder either.
+        ref = _reuse(cfg, table, recipe, code)
+        if ref is None:
+            dim = cache.dim() or dimension(cfg.encode)
+            ref = _publish(cfg, spec(dim), build, recipe, code)
         rec["encoder"] = encoder
         return _versions({table: ref}, rec)
 
