@@ -195,6 +195,18 @@ def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schem
     })
 
 
+def pending(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path, model: str,
+            json_schema: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the shard's prompts with their gen_key, those without a cached output, one per key)."""
+    if not 0 <= shard < cfg.shards:
+        raise ValueError(f"shard {shard} out of range for generation.shards={cfg.shards}")
+    settings = output_settings(cfg, kind, model, json_schema)
+    mine = prompts[shard_of(prompts[KEY_COLUMN[kind]], cfg.shards) == shard].copy()
+    mine["gen_key"] = [generation_key(h, settings) for h in mine["prompt_hash"]]
+    done = read_cache(cache_dir, set(mine["gen_key"]))
+    return mine, mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
+
+
 def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path,
                    model: str, batch_size: int | None = None, json_schema: dict | None = None) -> ShardStats:
     """Generate the missing outputs of one shard; commit them to the cache in one file per batch.
@@ -203,14 +215,8 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     is skipped; so a re-run after a crash redoes at most the batch in flight, and an unchanged run calls no LLM."""
     from augment import llm_engine
 
-    if not 0 <= shard < cfg.shards:
-        raise ValueError(f"shard {shard} out of range for generation.shards={cfg.shards}")
     batch_size = batch_size or cfg.batch_size
-    settings = output_settings(cfg, kind, model, json_schema)
-    mine = prompts[shard_of(prompts[KEY_COLUMN[kind]], cfg.shards) == shard].copy()
-    mine["gen_key"] = [generation_key(h, settings) for h in mine["prompt_hash"]]
-    done = read_cache(cache_dir, set(mine["gen_key"]))
-    todo = mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
+    mine, todo = pending(prompts, kind, shard, cfg, cache_dir, model, json_schema)
     # Sorting by prompt length keeps batches uniform (little padding work, similar finish times); the shared
     # instruction comes first in every template, so every prompt also shares a prefix for vLLM's prefix cache.
     todo = todo.assign(_len=todo["messages"].str.len()).sort_values("_len", kind="stable")

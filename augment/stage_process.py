@@ -90,6 +90,9 @@ def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int)
     if stages.external_text(cfg, kind):
         return stages.skipped_external(cfg, kind)  # the text comes from a file: publish-texts imports it
     pins = stages.pinned("generate", inputs, kind)
+    if not stages.shard_has_work(cfg, kind, pins, shard):
+        # Every output is cached (most shards of a daily run): no engine starts, so no child interpreter either.
+        return stages.generate(cfg, kind, pins, shard)[0]
     return run_stage(["generate", *_args(config_path, pins), "--kind", kind, "--shard", str(shard)])[0]
 
 

@@ -355,6 +355,18 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
     return out
 
 
+def shard_has_work(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int) -> bool:
+    """Whether a generation shard has prompts without a cached output (a daily run's shards mostly have none)."""
+    from augment.generate import pending
+    from augment.llm_engine import model_id
+
+    v = pinned("generate", inputs, kind)
+    prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
+    _, todo = pending(prompt_frame, kind, shard, cfg.generation, generation_cache(cfg),
+                      model_id(cfg.generation.engine), _json_schema(cfg, kind))
+    return len(todo) > 0
+
+
 def _text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> tuple[Callable, TableRef]:
     """Publish (or reuse) the *_text table of `kind`; returns a loader of (prompts, texts) and the table."""
     from augment.generate import collect_texts, flag_counts, output_settings

@@ -150,8 +150,3 @@ def stream_split(interactions: pd.DataFrame, split: SplitConfig,
         "split": pd.Series("stream", index=range(len(cut)), dtype="str"),
     })
     return rows, cutoffs
-
-
-def run_kind(stream: StreamConfig) -> str:
-    """"bootstrap" for the run ending at stream.start, else "interval"."""
-    return "bootstrap" if stream.require_end() == stream.start else "interval"

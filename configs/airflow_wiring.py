@@ -7,7 +7,7 @@ time, heavy modules are imported inside the functions tasks call.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from airflow.sdk import Asset
@@ -27,6 +27,23 @@ FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{name}")
                   for name in ("item_knowledge_emb", "user_profile_emb", "item_raw_emb")]
 
 
+# augment_features' data intervals. Parse-time settings (a schedule cannot come from a run's config): the cron of
+# one interval (it must match stream.interval_hours), the first interval's start, an optional last one, catchup.
+SCHEDULE = os.environ.get("LLMFA_SCHEDULE", "0 0 * * *")
+START_DATE = datetime.fromisoformat(os.environ.get("LLMFA_START_DATE", "2026-01-01")).replace(tzinfo=timezone.utc)
+END_DATE = (datetime.fromisoformat(os.environ["LLMFA_END_DATE"]).replace(tzinfo=timezone.utc)
+            if os.environ.get("LLMFA_END_DATE") else None)
+CATCHUP = os.environ.get("LLMFA_CATCHUP", "false").lower() in ("1", "true", "yes")
+
+
+def timetable():
+    """Cron intervals with real data intervals: Airflow 3's plain cron schedules run at a point in time and have an
+    empty data interval (start == end), which would give every run nothing to process."""
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(SCHEDULE, timezone="UTC")
+
+
 def config_path(params: Mapping[str, Any]) -> str:
     """The run's config file: the `config` param, else $LLMFA_CONFIG on the worker, else configs/ml100k.yaml."""
     return params.get("config") or os.environ.get("LLMFA_CONFIG") or DEFAULT_CONFIG
@@ -39,15 +56,25 @@ def load(config_path: str):
     return load_config(config_path)
 
 
-def freeze(config_path: str) -> str:
+def freeze(config_path: str, data_interval_start: datetime | None = None,
+           data_interval_end: datetime | None = None) -> str:
     """Snapshot the resolved config once per DAG run and hand its path to every task.
 
     Tasks that each re-read the user's YAML would silently mix settings if the file changed mid-run (a shard
     generated with one max_tokens, the publish step looking for another); the snapshot is named by its digest.
+    A daily (stream) config gets the run's data interval end as stream.end, so every task of the run works on
+    that interval; an interval whose length is not stream.interval_hours is an error (schedule and config differ).
     """
     from feature_store.files import atomic_write_json
 
     cfg = load(config_path)
+    if cfg.stream is not None and data_interval_end is not None:
+        length = data_interval_end - data_interval_start if data_interval_start is not None else None
+        if length != cfg.stream.interval:
+            raise ValueError(f"data interval {data_interval_start}..{data_interval_end} is not "
+                             f"stream.interval_hours={cfg.stream.interval_hours} long: LLMFA_SCHEDULE and the "
+                             "config disagree")
+        cfg = cfg.with_stream_end(data_interval_end)
     path = cfg.workdir_path / "run_configs" / f"{cfg.digest()}.json"
     if not path.is_file():
         atomic_write_json(path, cfg.model_dump(mode="json"), sort_keys=True)

@@ -246,6 +246,11 @@ class StreamConfig(_Strict):
     def interval(self) -> timedelta:
         return timedelta(hours=self.interval_hours)
 
+    @property
+    def run_kind(self) -> str:
+        """"bootstrap" for the run that ends at `start`, else "interval"."""
+        return "bootstrap" if self.require_end() == self.start else "interval"
+
     def require_end(self) -> datetime:
         if self.end is None:
             raise ValueError("stream.end is not set: the DAG sets it from data_interval_end; by hand pass "

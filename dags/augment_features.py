@@ -1,5 +1,9 @@
 """augment_features: daily LLM feature augmentation (ingest -> split -> prompts -> vLLM generation -> encoding).
 
+Each run processes its data interval: with a `stream` config the log is read as of data_interval_end, profiles are
+cut on the interval grid and only what changed is generated and encoded (augment/stream_split.py); the schedule is
+LLMFA_SCHEDULE (cron, default daily at 00:00 UTC) from LLMFA_START_DATE (configs/airflow_wiring.py).
+
 Thin wiring only: every task calls the same typed function as `python -m augment <stage>` and hands on what it
 returns, the exact versions of the tables it wrote; each task reads exactly the versions it is handed (XCom
 carries version ids, never data, and nothing here reads `latest`). Generation is mapped over shards and runs in
@@ -10,17 +14,20 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from configs.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, LLM_POOL, config_path, freeze, load
+from configs.airflow_wiring import (CATCHUP, DEFAULT_ARGS, END_DATE, FEATURE_ASSETS, LLM_POOL, START_DATE,
+                                    config_path, freeze, load, timetable)
 
 
-@dag(dag_id="augment_features", schedule="@daily", catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,
+@dag(dag_id="augment_features", schedule=timetable(), start_date=START_DATE, end_date=END_DATE, catchup=CATCHUP,
+     max_active_runs=1, default_args=DEFAULT_ARGS,
      params={"config": Param("", type="string",
                              description="run config YAML (empty: $LLMFA_CONFIG on the worker, else ml100k.yaml)")},
      tags=["llm", "features"], doc_md=__doc__)
 def augment_features():
     @task
-    def freeze_config(params=None) -> str:
-        return freeze(config_path(params))
+    def freeze_config(params=None, data_interval_start=None, data_interval_end=None) -> str:
+        """The run's config; a daily config gets this run's data interval (stream.end = data_interval_end)."""
+        return freeze(config_path(params), data_interval_start, data_interval_end)
 
     @task
     def ingest(config: str) -> dict:
@@ -87,7 +94,7 @@ def augment_features():
         versions = {**ingested, **splits}
         for part in [*texts, *embeddings, *structured]:
             versions.update({k: v for k, v in part.items() if k != "skipped"})
-        for asset in FEATURE_ASSETS:
+        for asset in FEATURE_ASSETS:  # every event carries the whole, coherent set: one event = one run's tables
             outlet_events[asset].extra = {"versions": versions}
         return versions
 

@@ -60,8 +60,7 @@ INTERACTION_SPLITS = TableSpec(
                 "sampled: a negative drawn at split time for a positives-only log (augment/negatives.py).")
 USER_CUTOFFS = TableSpec(
     name="user_cutoffs", entity="user", join_keys=("user_id",),
-    features=(Feature("cutoff", "timestamp"), Feature("n_history", "int64"), Feature("n_samples", "int64"),
-              Feature("split", "string")),
+    features=(Feature("n_history", "int64"), Feature("n_samples", "int64"), Feature("split", "string")),
     event_timestamp="cutoff", created_timestamp=None, owner=OWNER,
     description="When each user profile is cut: one row per user (the last prompt-history interaction), or in a "
                 "daily run one row per (user, cutoff) profile, built from the interactions strictly before it "

@@ -137,11 +137,14 @@ def _append_decision(path: Path, decision: dict) -> None:
 
 
 def promote(root: str | Path, name: str, challenger_dir: str | Path,
-            valid_auc: Callable[[ScoringModel], float], margin: float, force: bool = False) -> dict:
+            valid_auc: Callable[[ScoringModel], float], margin: float, force: bool = False,
+            on: str = "valid") -> dict:
     """Gate: promote `challenger_dir` iff valid_auc(challenger) - valid_auc(champion) > margin.
 
-    `valid_auc` scores a model on the current valid rows (each model with its own pinned features), so both
-    numbers come from the same valid set. Returns (and logs, and appends to decisions.jsonl) the decision.
+    `valid_auc` scores a model on this run's gate rows, `on` names them ("valid"; "test" in a daily run: the
+    newest interval, which neither model trained or selected on), so both numbers come from the same rows.
+    The AUCs keep the key `valid_auc` for older readers; `gate_rows` says which rows they are. Returns (and
+    logs, and appends to decisions.jsonl) the decision.
     """
     base = registry_root(root) / name
     challenger_dir = Path(challenger_dir).resolve()
@@ -152,7 +155,7 @@ def promote(root: str | Path, name: str, challenger_dir: str | Path,
     c_auc = float(valid_auc(challenger))
     info = champion_info(root, name)
     decision: dict = {"name": name, "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                      "margin": margin, "challenger": {"model_path": rel, "valid_auc": c_auc,
+                      "margin": margin, "gate_rows": on, "challenger": {"model_path": rel, "valid_auc": c_auc,
                                                         **_describe(challenger)}}
     if info is None:
         decision.update(promoted=True, reason="no champion yet")
@@ -177,7 +180,7 @@ def promote(root: str | Path, name: str, challenger_dir: str | Path,
             decision["delta"] = delta
             ok = delta > margin
             decision.update(promoted=ok or bool(force),
-                            reason=(f"valid AUC {c_auc:.4f} vs champion {h_auc:.4f}: {delta:+.4f} "
+                            reason=(f"{on} AUC {c_auc:.4f} vs champion {h_auc:.4f}: {delta:+.4f} "
                                     f"{'>' if ok else '<='} margin {margin:g}") + ("; forced" if force and not ok
                                                                                      else ""))
     if decision["promoted"]:

@@ -234,7 +234,8 @@ def _promotion_section(decision: Mapping | None) -> list[str]:
         out.append(f"- champion: {champ.get('backbone')}/{champ.get('variant')} seed={champ.get('seed')} "
                    f"valid AUC {_fmt(champ.get('valid_auc', champ.get('valid_auc_now')))} "
                    f"(`{champ.get('model_path')}`)")
-    out.append(f"- margin: {decision.get('margin')}; both scored on the same valid rows")
+    rows = {"test": "newest interval's"}.get(decision.get("gate_rows", "valid"), "valid")
+    out.append(f"- margin: {decision.get('margin')}; both scored on the same {rows} rows")
     return out
 
 
@@ -263,6 +264,9 @@ def render_markdown(results: pd.DataFrame, stats: Mapping, png_name: str | None 
             for _, r in summary.iterrows()]
     lines += _table(header, body)
     lines += _promotion_section(stats.get("promotion"))
+    if stats.get("history"):  # a daily run: every interval so far (models/run_history.py)
+        lines += ["", "## Daily runs: the newest interval of each run (history.png beside history.md)", "",
+                  stats["history"].rstrip("\n")]
     lines += _speed_section(results)
     lines += _stats_sections(stats)
     if png_name:

@@ -18,9 +18,11 @@ import logging
 import os
 import shutil
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
 from configs import RunConfig
@@ -31,8 +33,9 @@ from feature_store.lineage import code_digest
 from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
 from models.feature_spec import Variant, resolve_variants, run_entries, spec_entries, tables_needed
-from models.metrics import auc, json_safe
-from models.registry import champion_info, promote, write_model_manifest
+from models.metrics import auc, ctr_metrics, json_safe
+from models.registry import champion_info, promote, registry_root, write_model_manifest
+from models.run_history import history_markdown, record_run
 from models.report import write_report
 from models.train_variants import train_variants
 
@@ -106,25 +109,48 @@ def valid_fingerprint(frame: pd.DataFrame) -> str:
                              .tolist()}, length=12)
 
 
-def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig):
-    """valid AUC of any registered model on THIS run's valid rows, each model with its own pinned features."""
+def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig, part: str = "valid",
+                      scores: dict | None = None):
+    """AUC of any registered model on THIS run's `part` rows (valid; the newest interval, test, in a daily run),
+    each model with its own pinned features. In a daily run a model reads this run's version of every table it
+    reads where the two are interchangeable (embeddings: same encoder and settings), as serving does after the
+    daily feature refresh: the champion meets the newest slice with the newest profiles. `scores` (if given)
+    collects model_dir -> AUC, GAUC, rows, and the cold view (rows of users with no training row)."""
     cache: dict[str, BuiltDataset] = {}
-    expected = valid_fingerprint(built.data.valid.frame)
+    expected = valid_fingerprint(getattr(built.data, part).frame)
+    daily = cfg.stream is not None
+    seen_users = set(built.data.train.frame[built.data.user_col].tolist())
+
+    def current(table: str, own: str) -> str:
+        now = built.versions.get(table)
+        if not daily or now is None or now == own:
+            return own
+        same = ("encoder", "encode")
+        a, b = (store.manifest(table, v).get("recipe", {}) for v in (own, now))
+        return now if all(a.get(k) == b.get(k) for k in same) else own
 
     def score(model) -> float:
         # the model's own spec entries and pinned versions; this run's labels (interaction_splits)
         entries = spec_entries(model.feature_map)
         tables = {"interaction_splits", *(e.source for e in entries)}
-        pins = {**model.feature_tables, "interaction_splits": built.versions["interaction_splits"]}
+        pins = {t: current(t, v) for t, v in model.feature_tables.items()}
+        pins = {**pins, "interaction_splits": built.versions["interaction_splits"]}
         pins = {k: v for k, v in pins.items() if k in tables}
         key = canonical_json({"pins": pins, "features": [e.model_dump(mode="json") for e in entries]})
         if key not in cache:
             cache[key] = build_ctr_dataset(store, pins, entries, threads=cfg.train.threads,
                                            history_len=cfg.train.history_len)
         data = cache[key].data
-        if valid_fingerprint(data.valid.frame) != expected:
-            raise ValueError("valid rows differ from this run's valid set")
-        return auc(data.valid.frame[data.label].to_numpy(), model.predict_split(data.valid))
+        rows = getattr(data, part)
+        if valid_fingerprint(rows.frame) != expected:
+            raise ValueError(f"{part} rows differ from this run's {part} set")
+        y, p = rows.frame[data.label].to_numpy(), model.predict_split(rows)
+        users = rows.frame[data.user_col].to_numpy()
+        if scores is not None:
+            cold = ~np.isin(users, list(seen_users))
+            scores[str(model.model_dir)] = {**ctr_metrics(y, p, users), "rows": int(len(y)),
+                                            "cold_rows": int(cold.sum()), "cold_auc": auc(y[cold], p[cold])}
+        return auc(y, p)
 
     return score
 
@@ -139,7 +165,9 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
     tc = cfg.train
     backbones = tuple(backbones or tc.backbones)
     store = FeatureStore(work / "feature_store")
+    cfg = interval_config(cfg, store, versions)
     stats_path = cfg.stats_path
+    gate_part = "test" if cfg.stream is not None else "valid"  # a daily run gates on the newest interval
     variants = resolve_variants(tc)
     entries = run_entries(tc, backbones)
     with stage_timer(stats_path, "retrain") as rec:
@@ -180,17 +208,22 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
                 shutil.rmtree(run_root)
             os.replace(tmp_root, run_root)
         decision = None
+        gate_scores: dict[str, dict] = {}
         if promote_best:
             best = results.sort_values(["valid_auc", "backbone", "variant", "seed"],
                                        ascending=[False, True, True, True]).iloc[0]
-            decision = promote(work, tc.model_name, best["model_dir"], make_valid_scorer(store, built, cfg),
-                               margin=tc.promotion_margin)
+            decision = promote(work, tc.model_name, best["model_dir"],
+                               make_valid_scorer(store, built, cfg, gate_part, gate_scores),
+                               margin=tc.promotion_margin, on=gate_part)
             run_manifest["promotion"] = decision
             atomic_write_json(run_root / "run.json", json_safe(run_manifest))
         rec["rows"] = run_manifest["rows"]
         rec["run_id"] = run_id
     stats = report_stats(read_stats(stats_path), built.versions, cfg)
     stats["promotion"] = decision
+    if cfg.stream is not None and decision is not None:
+        history_entry(work, cfg, store, built, run_id, decision, gate_scores, results, stats, read_stats(stats_path))
+        stats["history"] = history_markdown(work)
     report_dir = work / "reports" / run_id
     report = write_report(report_dir, results, stats)
     atomic_write_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
@@ -199,6 +232,57 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
             "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results),
             "feature_tables": dict(built.versions)}
 
+
+
+def interval_config(cfg: RunConfig, store: FeatureStore, versions: Mapping[str, str]) -> RunConfig:
+    """A daily config gets the interval end of the labels it trains on (their recipe names it): the retrain belongs
+    to exactly that augment run, whatever the clock or the triggering event's time says."""
+    if cfg.stream is None:
+        return cfg
+    label_version = versions.get("interaction_splits")
+    recipe = store.manifest("interaction_splits", label_version).get("recipe", {}) if label_version else {}
+    if "stream" not in recipe:
+        raise ValueError(f"interaction_splits@{label_version} was not made by a daily (stream) run: retrain it with "
+                         "the config that made it")
+    return cfg.with_stream_end(datetime.fromisoformat(recipe["stream"]["end"]))
+
+
+def history_entry(work: Path, cfg: RunConfig, store: FeatureStore, built: BuiltDataset, run_id: str, decision: dict,
+                  scores: Mapping[str, dict], results: pd.DataFrame, stats: Mapping, stage_stats: Mapping) -> None:
+    """One row of the daily history (models/run_history.py): the interval, what it cost, and how challenger and
+    champion ranked the newest interval."""
+    base = registry_root(work) / cfg.train.model_name
+    challenger = scores.get(str((base / decision["challenger"]["model_path"]).resolve()), {})
+    champ_path = (decision.get("champion") or {}).get("model_path")
+    champion = scores.get(str((base / champ_path).resolve()), {}) if champ_path else {}
+    if decision.get("reason") == "challenger is already the champion":
+        champion = challenger
+    gen = stats.get("generation", {})
+    augment_s = sum(float(v.get("seconds", 0.0)) for k, v in stage_stats.items() if k != "retrain")
+    test = built.data.test.frame
+    end = cfg.stream.require_end()
+    record_run(work, {
+        "end": end.isoformat(), "kind": cfg.stream.run_kind, "run_id": run_id,
+        # the interactions of the run's own interval: the newest slice (history rows included)
+        "new_interactions": int((store.read_pandas("interaction_splits", built.versions["interaction_splits"],
+                                                   columns=["split"])["split"] == "test").sum()),
+        "test_rows": int(len(test)), "test_users": int(test[built.data.user_col].nunique()),
+        "profiles_written": int(gen.get("user", {}).get("generated", 0)),
+        "items_written": int(gen.get("item", {}).get("generated", 0)),
+        "llm_calls": int(sum(g.get("generated", 0) for g in gen.values())),  # prompts sent to the LLM
+        # what a full rerun of this interval would send to the LLM: every prompt of the run's tables
+        "prompts_total": int(sum(g.get("prompts", 0) for g in gen.values())),
+        "prompt_tokens": int(sum(g.get("prompt_tokens", 0) for g in gen.values())),
+        "output_tokens": int(sum(g.get("output_tokens", 0) for g in gen.values())),
+        "augment_seconds": round(augment_s, 1),
+        "retrain_seconds": round(float(stage_stats.get("retrain", {}).get("seconds", 0.0)), 1),
+        "models_trained": int(len(results)),
+        "challenger": decision["challenger"]["model_path"],
+        "challenger_auc": challenger.get("auc"), "challenger_gauc": challenger.get("gauc"),
+        "champion": champ_path, "champion_auc": champion.get("auc"), "champion_gauc": champion.get("gauc"),
+        "cold_rows": challenger.get("cold_rows"), "challenger_cold_auc": challenger.get("cold_auc"),
+        "promoted": bool(decision["promoted"]), "reason": decision.get("reason", ""),
+    })
 
 
 def _finished_run(work: Path, run_root: Path, promote_best: bool) -> dict | None:

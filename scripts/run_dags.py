@@ -7,6 +7,13 @@ SQLite metadata DB. This is what the README's main-job command runs (inside the 
 `dag.test()` does not fire Asset-scheduled DAGs, so retrain_ctr (scheduled on augment_features' Assets in a real
 deployment) is run explicitly after augment_features succeeds, with the exact table versions that run announced
 (what the asset event carries under a scheduler). Exit code 1 if any DAG run fails.
+
+With a daily (`stream`) config the job replays the log as a stream: a bootstrap run whose data interval ends at
+stream.start (everything before it), then `--replay N` runs, one per interval after it (default 5), each
+augment_features run followed by the retrain_ctr run on exactly its versions; it ends with the history table
+(<workdir>/history.md, history.png) and the wall time of every run (<workdir>/replay.json).
+
+    python scripts/run_dags.py --config configs/ml100k.yaml --replay 5
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,15 +49,26 @@ def migrate(env: dict[str, str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def run_dag(dag_id: str, conf: dict):
+def schedule_for(interval_hours: int) -> str:
+    """The cron of augment_features for a stream config's interval (the DAG reads LLMFA_SCHEDULE at parse time)."""
+    if interval_hours == 24:
+        return "0 0 * * *"
+    if interval_hours < 24 and 24 % interval_hours == 0:
+        return f"0 */{interval_hours} * * *"
+    raise SystemExit(f"stream.interval_hours={interval_hours}: the replay runs whole-day divisors or 24 h")
+
+
+def run_dag(dag_id: str, conf: dict, logical_date: datetime | None = None):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     started = time.perf_counter()
-    run = bag.dags[dag_id].test(run_conf=conf)
-    print(f"[run_dags] {dag_id}: {run.state} in {time.perf_counter() - started:.0f} s", flush=True)
+    # A cron-interval DAG run at logical date T covers the interval that ends at T.
+    run = bag.dags[dag_id].test(run_conf=conf, **({"logical_date": logical_date} if logical_date else {}))
+    run.wall_seconds = time.perf_counter() - started
+    print(f"[run_dags] {dag_id}: {run.state} in {run.wall_seconds:.0f} s", flush=True)
     return run
 
 
@@ -63,33 +82,60 @@ def stop_engines() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
+    parser.add_argument("--replay", type=int, default=None,
+                        help="stream configs: intervals to replay after the bootstrap run (default 5)")
     args = parser.parse_args()
     config = str(Path(args.config).resolve())
     from configs import load_config  # light: must not import Airflow before AIRFLOW_HOME is set below
 
     cfg = load_config(config)  # fail fast on a bad config, before Airflow starts
     env = airflow_env(cfg.workdir_path / "airflow")
+    ends: list[datetime | None] = [None]  # one run over the whole log
+    if cfg.stream is not None:
+        replay = 5 if args.replay is None else args.replay
+        ends = [cfg.stream.start + k * cfg.stream.interval for k in range(replay + 1)]
+        env["LLMFA_SCHEDULE"] = schedule_for(cfg.stream.interval_hours)
+        env["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")
+    elif args.replay:
+        raise SystemExit("--replay needs a config with a stream section")
     os.environ.update(env)
     if "airflow" in sys.modules:
         raise RuntimeError("Airflow was imported before AIRFLOW_HOME was set: it would use the wrong metadata DB")
     migrate(env)
     from configs.airflow_wiring import task_result
-    conf: dict = {"config": config}
+    walls = []
     try:
-        for dag_id in ("augment_features", "retrain_ctr"):
-            run = run_dag(dag_id, conf)
-            if str(run.state) != "success":
-                print(f"[run_dags] {dag_id} failed; task logs are under {env['AIRFLOW_HOME']}/logs", file=sys.stderr)
-                return 1
-            stop_engines()  # an idle engine core still polls (~10% CPU) and holds ~3 GiB during training
-            if dag_id == "augment_features":
-                conf["versions"] = task_result(run, "publish_features")
-                print(f"[run_dags] table versions: {json.dumps(conf['versions'], sort_keys=True)}", flush=True)
+        for end in ends:
+            conf: dict = {"config": config}
+            if end is not None:
+                print(f"\n[run_dags] interval ending {end.isoformat()}", flush=True)
+            row = {"end": end.isoformat() if end else None}
+            for dag_id in ("augment_features", "retrain_ctr"):
+                run = run_dag(dag_id, conf, logical_date=end if dag_id == "augment_features" else None)
+                row[f"{dag_id}_seconds"] = round(run.wall_seconds, 1)
+                if str(run.state) != "success":
+                    print(f"[run_dags] {dag_id} failed; task logs are under {env['AIRFLOW_HOME']}/logs",
+                          file=sys.stderr)
+                    return 1
+                stop_engines()  # an idle engine core still polls (~10% CPU) and holds ~3 GiB during training
+                if dag_id == "augment_features":
+                    conf["versions"] = task_result(run, "publish_features")
+                    print(f"[run_dags] table versions: {json.dumps(conf['versions'], sort_keys=True)}", flush=True)
+            walls.append(row)
     finally:
         stop_engines()
     report = cfg.workdir_path / "report.md"
     print(f"\n[run_dags] done. Report: {report}\n", flush=True)
     print(report.read_text().split("\n## ")[0], flush=True)
+    if cfg.stream is not None:
+        from feature_store.files import atomic_write_json
+
+        atomic_write_json(cfg.workdir_path / "replay.json", walls)
+        print(f"[run_dags] daily history ({cfg.workdir_path / 'history.md'}, history.png):\n", flush=True)
+        print((cfg.workdir_path / "history.md").read_text(), flush=True)
+        for row in walls:
+            print(f"[run_dags] {row['end']}: augment_features {row['augment_features_seconds']} s, "
+                  f"retrain_ctr {row['retrain_ctr_seconds']} s", flush=True)
     return 0
 
 

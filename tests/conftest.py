@@ -36,8 +36,13 @@ GENRES = ["Animation|Comedy", "Action|Thriller", "Crime|Drama", "Crime|Drama", "
           "Sci-Fi|Thriller", "Comedy"]
 
 
-def write_tiny_dataset(root: Path, n_users: int = 30, per_user: int = 12, seed: int = 0) -> dict:
-    """Ratings with a planted taste signal; returns the `data.generic` config section (absolute paths)."""
+STREAM_BASE = 20 * 86400  # 1970-01-21 00:00 UTC: with daily=True, a user's k-th rating is on day k after it
+
+
+def write_tiny_dataset(root: Path, n_users: int = 30, per_user: int = 12, seed: int = 0,
+                       daily: bool = False) -> dict:
+    """Ratings with a planted taste signal; returns the `data.generic` config section (absolute paths).
+    daily=True spreads each user's ratings one per day (a log to replay as daily intervals)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     movies = ["id,name,genre"] + [f'{i + 1},"{t} ({1990 + i % 8})",{g}' for i, (t, g) in enumerate(zip(TITLES, GENRES))]
@@ -48,7 +53,8 @@ def write_tiny_dataset(root: Path, n_users: int = 30, per_user: int = 12, seed: 
         for k, item in enumerate(rng.choice(len(TITLES), size=per_user, replace=False)):
             action = "Action" in GENRES[item]
             stars = int(np.clip(rng.normal(4.2 if action == likes_action else 2.6, 0.8), 1, 5))
-            rows.append(f"{u},{item + 1},{stars},{1_000_000 + u * 1000 + k * 10}")
+            ts = STREAM_BASE + k * 86400 + u * 600 if daily else 1_000_000 + u * 1000 + k * 10
+            rows.append(f"{u},{item + 1},{stars},{ts}")
     (root / "ratings.csv").write_text("\n".join(rows) + "\n")
     users = ["uid,sex,age_years,job"] + [f"{u},{'FM'[u % 2]},{18 + u},{['writer', 'engineer', 'artist'][u % 3]}"
                                          for u in range(1, n_users + 1)]
@@ -63,11 +69,19 @@ def write_tiny_dataset(root: Path, n_users: int = 30, per_user: int = 12, seed: 
     }
 
 
-def tiny_config(tmp: Path, **overrides) -> Path:
+def tiny_stream_config(tmp: Path, **overrides) -> Path:
+    """tiny_config for daily runs: ratings one per day per user (days 0-11), bootstrap ends on day 9."""
+    stream = {"start": "1970-01-30T00:00:00Z", "interval_hours": 24, "valid_intervals": 1,
+              "refresh": {"min_new_interactions": 1, "max_age_days": 7}}
+    return tiny_config(tmp, daily=True, stream=stream, **{"data.id_types": {"user": "int", "item": "int"},
+                                                          **overrides})
+
+
+def tiny_config(tmp: Path, daily: bool = False, **overrides) -> Path:
     """A complete run config for the tiny dataset, small enough for real vLLM on CPU in tests."""
     cfg = {
         "workdir": str(tmp / "work"),
-        "data": {"source": "generic", "generic": write_tiny_dataset(tmp / "data")},
+        "data": {"source": "generic", "generic": write_tiny_dataset(tmp / "data", daily=daily)},
         "split": {"seed": 1},
         "generation": {"shards": 2, "engine": {"max_num_seqs": 32, "max_model_len": 1024},
                        "sampling": {"max_tokens_item": 16, "max_tokens_user": 16}},
@@ -87,6 +101,11 @@ def tiny_config(tmp: Path, **overrides) -> Path:
 @pytest.fixture
 def tiny_config_path(tmp_path) -> Path:
     return tiny_config(tmp_path)
+
+
+@pytest.fixture
+def make_tiny_stream_config():
+    return tiny_stream_config
 
 
 @pytest.fixture
