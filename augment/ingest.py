@@ -9,6 +9,10 @@ type become int64 keys, augment/id_keys.py), one sort does every duplicate check
 number is worked out only for an error message. The label comes from data.feedback (rating, a 0/1 column, an
 event type, or every row for positives-only logs).
 
+A daily log may come as one file per interval (stream.partitions): the bootstrap file (data.generic.interactions,
+everything before stream.start) and the partition of every interval up to stream.end are read as one table, each
+row keeping its own file and line for messages, and each file's rows must lie in its interval.
+
     python -m augment.ingest configs/ml-latest-small.yaml      # load, validate, print a summary
 """
 from __future__ import annotations
@@ -20,14 +24,16 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from configs import ColumnMap, DataConfig, GenericSource
+from configs import ColumnMap, DataConfig, GenericSource, StreamConfig
 from augment.data_errors import DataError, decode_utf8
 from augment.id_keys import IdType, infer_id_type, is_canonical_int, keys_for, show_id
 from augment.movielens import fetch_recbole_wheel, read_ml100k
@@ -78,34 +84,73 @@ class Canonical:
 # Raw tables: strings (CSV) or typed values (Parquet) under canonical names, plus where each row came from.
 
 
+class _Origin(NamedTuple):
+    """One file of a table read from several (a log's bootstrap file and its partitions)."""
+
+    file: str
+    unit: str
+    line_of: Callable[[int], int] | None
+
+
 @dataclass
 class _Raw:
-    file: str
+    file: str  # the file, or the first of `parts`
     frame: pd.DataFrame  # canonical column names + "_pos" (the line/row number, or the record index for `line_of`)
     unit: str = "line"
     source_columns: Mapping[str, str] = field(default_factory=dict)  # canonical -> name in the file
     # CSV: record index -> 1-based line, computed only when an error needs it (a 10M-row file is scanned once).
     line_of: Callable[[int], int] | None = None
+    # Several files as one table: the frame's "_file" column indexes these, so each row keeps its file and line.
+    parts: tuple[_Origin, ...] = ()
 
-    def where(self, i: int) -> str:
+    @classmethod
+    def concat(cls, raws: Sequence["_Raw"]) -> "_Raw":
+        """Files with the same canonical columns as one table, in order (Arrow text columns are chained, not
+        copied); the first file's column names are the table's."""
+        frame = pd.concat([r.frame.assign(_file=np.int32(k)) for k, r in enumerate(raws)], ignore_index=True)
+        first = raws[0]
+        return cls(first.file, frame, first.unit, first.source_columns, first.line_of,
+                   tuple(_Origin(r.file, r.unit, r.line_of) for r in raws))
+
+    def origin(self, i: int) -> _Origin:
+        if not self.parts:
+            return _Origin(self.file, self.unit, self.line_of)
+        return self.parts[int(self.frame["_file"].iloc[i])]
+
+    def file_of(self, i: int) -> str:
+        return self.origin(i).file
+
+    def where(self, i: int, file: str | None = None) -> str:
+        """Row `i`'s line (or row) in its own file, "... of <its file>" when that is not `file` (a message naming
+        two rows of a table read from several files)."""
+        o = self.origin(i)
         pos = int(self.frame["_pos"].iloc[i])
-        return f"{self.unit} {self.line_of(pos) if self.line_of else pos}"
+        at = f"{o.unit} {o.line_of(pos) if o.line_of else pos}"
+        return at if file is None or file == o.file else f"{at} of {o.file}"
 
     def col(self, canonical: str) -> str:
         return self.source_columns.get(canonical, canonical)
 
     def rows(self, selector, columns: Sequence[str] | None = None) -> "_Raw":
-        """The same file restricted to some rows (a boolean mask or positions), and to `columns` if given (a 10M-row
-        locator needs only "_pos"); messages keep the source lines."""
-        frame = self.frame if columns is None else self.frame[list(columns)]
+        """The same file(s) restricted to some rows (a boolean mask or positions), and to `columns` if given (a
+        10M-row locator needs only "_pos"); messages keep the source files and lines."""
+        if columns is not None:
+            columns = [*columns, *(c for c in ("_pos", "_file") if c in self.frame and c not in columns)]
+        frame = self.frame if columns is None else self.frame[columns]
         frame = frame[selector] if getattr(selector, "dtype", None) == bool else frame.iloc[selector]
-        return _Raw(self.file, frame.reset_index(drop=True), self.unit, self.source_columns, self.line_of)
+        return _Raw(self.file, frame.reset_index(drop=True), self.unit, self.source_columns, self.line_of, self.parts)
 
 
+@dataclass
 class _Positions:
     """Locator for frames without source lines: 1-based row positions, canonical column names."""
 
-    def where(self, i: int) -> str:
+    file: str
+
+    def file_of(self, i: int) -> str:
+        return self.file
+
+    def where(self, i: int, file: str | None = None) -> str:
         return f"row {i + 1}"
 
     def col(self, canonical: str) -> str:
@@ -154,7 +199,8 @@ def _fail_first(raw: _Raw, mask: pd.Series | np.ndarray, column: str, problem) -
     hits = np.flatnonzero(values)
     if len(hits):
         i = int(hits[0])
-        raise DataError(problem(raw.frame[column].iloc[i]), file=raw.file, row=raw.where(i), column=raw.col(column))
+        raise DataError(problem(raw.frame[column].iloc[i]), file=raw.file_of(i), row=raw.where(i),
+                        column=raw.col(column))
 
 
 def _require(raw: _Raw, column: str) -> pd.Series:
@@ -450,14 +496,16 @@ def _sort_and_drop_duplicates(inter: pd.DataFrame, raw: _Raw, policy: str,
     exact = np.flatnonzero(same_key & same_value)
     if len(exact) and policy == "error":
         a, b = sorted((int(order[exact[0] - 1]), int(order[exact[0]])))
-        raise DataError(f"duplicate interaction {show(b)} at {raw.where(a)} and {raw.where(b)} (data.duplicates is "
-                        f"error; set it to drop to drop and count exact repeats)", file=raw.file, column=keys)
+        f = raw.file_of(b)
+        raise DataError(f"duplicate interaction {show(b)} at {raw.where(a, f)} and {raw.where(b, f)} (data.duplicates "
+                        f"is error; set it to drop to drop and count exact repeats)", file=f, column=keys)
     conflict = np.flatnonzero(same_key & ~same_value)
     if len(conflict):
         a, b = sorted((int(order[conflict[0] - 1]), int(order[conflict[0]])))
         what = "rating" if "rating" in raw.frame else "label"
-        raise DataError(f"conflicting duplicate interaction {show(b)} at {raw.where(a)} and {raw.where(b)}: same "
-                        f"user, item and time, different {what}", file=raw.file, column=raw.col(what))
+        f = raw.file_of(b)
+        raise DataError(f"conflicting duplicate interaction {show(b)} at {raw.where(a, f)} and {raw.where(b, f)}: "
+                        f"same user, item and time, different {what}", file=f, column=raw.col(what))
     order = order[~same_key]
     return inter.take(order).reset_index(drop=True), order
 
@@ -489,15 +537,16 @@ def _check_tables(c: Canonical, sources: Mapping[str, str], loc: Mapping[str, _R
             a, b = found
             key = ", ".join(show(f"{table}.{k}", b) if k != "timestamp" else str(frame[k].iloc[b]) for k in keys)
             key = key if len(keys) == 1 else f"({key})"
-            raise DataError(f"duplicate {label} {key} at {loc[table].where(a)} and {loc[table].where(b)}",
-                            file=names[table], column=",".join(loc[table].col(k) for k in keys))
+            f = loc[table].file_of(b)
+            raise DataError(f"duplicate {label} {key} at {loc[table].where(a, f)} and {loc[table].where(b, f)}",
+                            file=f, column=",".join(loc[table].col(k) for k in keys))
     refs = [("item_id", c.items, "items")] + ([("user_id", c.users, "users")] if len(c.users) else [])
     for col, table, tname in refs:
         unknown = np.flatnonzero(~c.interactions[col].isin(table[col]).to_numpy())
         if len(unknown):
             i = int(unknown[0])
             raise DataError(f"{col} {show(f'interactions.{col}', i)} not found in {names[tname]} "
-                            f"({len(unknown)} interaction(s) affected)", file=names["interactions"],
+                            f"({len(unknown)} interaction(s) affected)", file=loc["interactions"].file_of(i),
                             row=loc["interactions"].where(i), column=loc["interactions"].col(col))
 
 
@@ -541,7 +590,7 @@ def validate(c: Canonical, sources: Mapping[str, str], item_text_columns: Sequen
     if len(bad_genres):
         raise DataError("genres must be a list of str", file=names["items"], row=f"row {bad_genres[0] + 1}",
                         column="genres")
-    _check_tables(c, names, dict.fromkeys(("interactions", "items", "users"), _Positions()))
+    _check_tables(c, names, {t: _Positions(f) for t, f in names.items()})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -566,7 +615,9 @@ def load_movielens100k(cfg: DataConfig, cache_dir: Path) -> Canonical:
 
 
 def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfig, genres_sep: str, unit: str,
-              lenient_year: bool = False) -> Canonical:
+              lenient_year: bool = False, log_files: Sequence[LogFile] = ()) -> Canonical:
+    """The canonical tables from raw ones; `log_files` (stream.partitions) are the files of `r_inter`, in order,
+    whose time windows its rows must lie in."""
     raws = {"interactions": r_inter, "items": r_items, "users": r_users}
     sources = {t: r.file for t, r in raws.items() if r is not None}
     item_ids = _Ids.collect("item", cfg.id_types.item, [(r_items, "item_id"), (r_inter, "item_id")])
@@ -586,6 +637,8 @@ def _assemble(r_inter: _Raw, r_items: _Raw, r_users: _Raw | None, cfg: DataConfi
         return ids.original(raw, i)
 
     inter = _interactions(r_inter, cfg, unit, user_ids, item_ids)
+    if log_files:
+        _check_windows(r_inter, inter["timestamp"], log_files)
     n_rows = len(inter)
     inter, source_row = _sort_and_drop_duplicates(
         inter, r_inter, cfg.duplicates,
@@ -649,11 +702,15 @@ def _read_csv(path: Path, label: str, sep: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    """A configured path: relative ones resolve against `base_dir` (stages pass the repository root)."""
+    out = Path(path)
+    return Path(base_dir) / out if base_dir is not None and not out.is_absolute() else out
+
+
 def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str],
                  optional: Sequence[str]) -> _Raw:
-    path = Path(cmap.path)
-    if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
+    path = _resolve(cmap.path, base_dir)
     label = cmap.path
     unknown = set(cmap.columns) - set(required) - set(optional)
     if unknown:
@@ -696,8 +753,75 @@ def _read_source(cmap: ColumnMap, base_dir: Path | None, required: Sequence[str]
     return _Raw(label, frame, unit, {canon: src for src, canon in renamed.items()}, line_of)
 
 
-def load_generic(cfg: DataConfig, base_dir: Path | None = None) -> Canonical:
-    """Any interactions + items (+ optional users) CSV/Parquet files described by ``cfg.generic``.
+# --------------------------------------------------------------------------------------------------------------
+# Daily partitions (stream.partitions): the log as a bootstrap file plus one file per interval.
+
+
+class LogFile(NamedTuple):
+    """A file of a partitioned log and the time window [lo, hi) its rows must lie in (lo None: the bootstrap file,
+    everything before stream.start)."""
+
+    cmap: ColumnMap
+    lo: datetime | None
+    hi: datetime
+
+
+def log_files(cfg: DataConfig, stream: StreamConfig | None, base_dir: Path | None = None) -> list[LogFile]:
+    """The files of a partitioned log as of stream.end, oldest first: the bootstrap file (data.generic.interactions),
+    then the partition of every interval up to stream.end, each with data.generic.interactions' column map. Empty
+    when the log is one table (no stream.partitions). A partition that is not there yet is an error naming it and
+    its interval: a run must not silently see a day less."""
+    if stream is None or stream.partitions is None:
+        return []
+    if cfg.source != "generic" or cfg.generic is None:
+        raise DataError("stream.partitions needs data.source: generic (data.generic.interactions is the bootstrap "
+                        "part of the log)", file="config")
+    inter = cfg.generic.interactions
+    out = [LogFile(inter, None, stream.start)]
+    for lo, hi in stream.intervals():
+        label = stream.partition_path(lo)
+        path = _resolve(label, base_dir)
+        if not path.is_file():
+            raise DataError(f"partition for interval {lo.isoformat()}..{hi.isoformat()} has not landed (no file at "
+                            f"{path})", file=label)
+        out.append(LogFile(inter.model_copy(update={"path": label}), lo, hi))
+    return out
+
+
+def _read_log(files: Sequence[LogFile], base_dir: Path | None, required: Sequence[str],
+              optional: Sequence[str]) -> _Raw:
+    """The files of a partitioned log as one table: the bootstrap file's canonical columns are the table's, a
+    partition must have them too (an optional column only a partition has is not read)."""
+    first = _read_source(files[0].cmap, base_dir, required, optional)
+    cols = [c for c in first.frame.columns if c != "_pos"]
+    rest = [c for c in (*required, *optional) if c not in cols]
+    parts = [_read_source(f.cmap, base_dir, cols, rest) for f in files[1:]]
+    return _Raw.concat([first, *(r.rows(slice(None), columns=cols) for r in parts)])
+
+
+def _check_windows(raw: _Raw, ts: pd.Series, files: Sequence[LogFile]) -> None:
+    """Every row inside its file's window: a row of the wrong day would be in the log for one run and not the next
+    (or twice), so the file is wrong, not the row's run."""
+    src = raw.frame["_file"].to_numpy()
+    hi = pd.DatetimeIndex([f.hi for f in files]).as_unit("us").asi8
+    lo = np.where([f.lo is None for f in files], np.iinfo(np.int64).min,
+                  pd.DatetimeIndex([f.lo or f.hi for f in files]).as_unit("us").asi8)
+    t = ts.array.as_unit("us").asi8
+    bad = np.flatnonzero((t < lo[src]) | (t >= hi[src]))
+    if not len(bad):
+        return
+    i = int(bad[0])
+    f = files[int(src[i])]
+    at = ts.iloc[i].isoformat()
+    problem = (f"timestamp {at} is not before stream.start {f.hi.isoformat()}: the bootstrap file holds only what "
+               f"happened before it (later rows belong in their interval's partition)" if f.lo is None else
+               f"timestamp {at} is outside this partition's interval {f.lo.isoformat()}..{f.hi.isoformat()}")
+    raise DataError(problem, file=raw.file_of(i), row=raw.where(i), column=raw.col("timestamp"))
+
+
+def load_generic(cfg: DataConfig, base_dir: Path | None = None, stream: StreamConfig | None = None) -> Canonical:
+    """Any interactions + items (+ optional users) CSV/Parquet files described by ``cfg.generic``; with
+    ``stream.partitions`` the interactions are the bootstrap file plus every partition up to ``stream.end``.
 
     Relative paths resolve against ``base_dir`` (default: the working directory). Without a year column the year
     is taken from a trailing "(1995)" in the title, which is then removed from the title.
@@ -707,11 +831,16 @@ def load_generic(cfg: DataConfig, base_dir: Path | None = None) -> Canonical:
         raise DataError("data.source=generic needs a data.generic section", file="config")
     needed = (*INTERACTION_KEYS, *FEEDBACK_COLUMNS[cfg.feedback])
     optional = tuple(c for c in ("rating",) if c not in needed)
-    r_inter = _read_source(g.interactions, base_dir, needed, optional)
+    files = log_files(cfg, stream, base_dir)
+    r_inter = (_read_log(files, base_dir, needed, optional) if files
+               else _read_source(g.interactions, base_dir, needed, optional))
     # Configured item text columns must be in the file (their values may be blank).
     r_items = _read_source(g.items, base_dir, (*ITEM_REQUIRED, *cfg.item_text_columns), ITEM_OPTIONAL)
     r_users = _read_source(g.users, base_dir, USER_REQUIRED, USER_OPTIONAL) if g.users else None
-    return _assemble(r_inter, r_items, r_users, cfg, genres_sep=g.genres_sep, unit=g.timestamp_unit)
+    out = _assemble(r_inter, r_items, r_users, cfg, genres_sep=g.genres_sep, unit=g.timestamp_unit, log_files=files)
+    if files:
+        out.stats["partitions_read"] = len(files) - 1
+    return out
 
 
 def sample_users(c: Canonical, n: int, seed: int) -> Canonical:
@@ -728,9 +857,16 @@ def sample_users(c: Canonical, n: int, seed: int) -> Canonical:
     return Canonical(inter, items, users, maps, dict(c.stats))
 
 
-def load_dataset(cfg: DataConfig, cache_dir: Path, base_dir: Path | None = None) -> Canonical:
-    """Dispatch on ``cfg.source``, then keep ``cfg.sample_users`` users (seeded) when set."""
-    c = load_movielens100k(cfg, cache_dir) if cfg.source == "movielens100k" else load_generic(cfg, base_dir)
+def load_dataset(cfg: DataConfig, cache_dir: Path, base_dir: Path | None = None,
+                 stream: StreamConfig | None = None) -> Canonical:
+    """Dispatch on ``cfg.source``, then keep ``cfg.sample_users`` users (seeded) when set. ``stream`` matters only
+    with stream.partitions (the log's files up to stream.end); a one-table log is filtered to the interval by the
+    caller."""
+    if cfg.source == "movielens100k":
+        log_files(cfg, stream, base_dir)  # MovieLens has no partitions: an error when stream.partitions is set
+        c = load_movielens100k(cfg, cache_dir)
+    else:
+        c = load_generic(cfg, base_dir, stream)
     if cfg.sample_users:
         c = sample_users(c, cfg.sample_users, cfg.sample_seed)
     return c
@@ -750,13 +886,20 @@ def source_fingerprint(cfg: DataConfig, cache_dir: Path, base_dir: Path | None =
     for name, cmap in (("interactions", g.interactions), ("items", g.items), ("users", g.users)):
         if cmap is None:
             continue
-        path = Path(cmap.path)
-        if base_dir is not None and not path.is_absolute():
-            path = Path(base_dir) / path
+        path = _resolve(cmap.path, base_dir)
         if not path.is_file():
             raise DataError(f"file not found ({path})", file=cmap.path)
         out[name] = file_sha256(path)
     return out
+
+
+def partition_fingerprint(cfg: DataConfig, stream: StreamConfig | None,
+                          base_dir: Path | None = None) -> dict[str, str]:
+    """Every partition read as of stream.end (file as configured -> sha256), oldest first; {} for a one-table log
+    or the bootstrap run. Part of the recipe of the tables built from the log, not of the catalogue's."""
+    from feature_store.files import file_sha256
+
+    return {f.cmap.path: file_sha256(_resolve(f.cmap.path, base_dir)) for f in log_files(cfg, stream, base_dir)[1:]}
 
 
 def source_names(cfg: DataConfig) -> dict[str, str]:
@@ -776,7 +919,9 @@ if __name__ == "__main__":
 
     run = load_config(sys.argv[1]) if len(sys.argv) > 1 else None
     data_cfg = run.data if run else DataConfig()
-    canon = load_dataset(data_cfg, (run.workdir_path if run else Path("var")) / "cache")
+    # A partitioned log is read as of stream.end when the config sets it, else its bootstrap file alone.
+    stream_cfg = run.stream if run and run.stream and run.stream.end else None
+    canon = load_dataset(data_cfg, (run.workdir_path if run else Path("var")) / "cache", stream=stream_cfg)
     validate(canon, source_names(data_cfg), data_cfg.item_text_columns)
     for name in ("interactions", "items", "users"):
         frame = getattr(canon, name)

@@ -144,12 +144,12 @@ def _versions(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
 
 def ingest(cfg: RunConfig) -> dict[str, str]:
     """Raw source -> canonical interactions/items/users tables; a DataError names file, row and column."""
-    from augment.ingest import load_dataset, source_fingerprint, source_names, validate
+    from augment.ingest import load_dataset, partition_fingerprint, source_fingerprint, source_names, validate
 
     with stage_timer(stats_dir(cfg), "ingest") as rec:
         @functools.cache
         def canon():
-            data = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)
+            data = load_dataset(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT, stream=cfg.stream)
             validate(data, source_names(cfg.data), cfg.data.item_text_columns)
             return data
 
@@ -158,10 +158,15 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
         recipe = {"data": _settings(cfg.data, "item_text_columns"),
                   "source": source_fingerprint(cfg.data, cfg.workdir_path / "cache", base_dir=REPO_ROOT)}
         code = ("augment.ingest", "augment.movielens")
+        # A log in daily partitions (stream.partitions): the partitions read as of this run's end shape the tables
+        # made from the log (interactions, and the id maps, which hold the log's ids) but not the catalogue.
+        log_recipe = recipe
+        if cfg.stream is not None and cfg.stream.partitions is not None:
+            log_recipe = {**recipe, "partitions": partition_fingerprint(cfg.data, cfg.stream, base_dir=REPO_ROOT)}
         # A daily run sees the log as of its interval end and nothing later; the catalogue tables do not depend on
         # the interval, so they keep their versions (and item knowledge is reused) while the catalogue is unchanged.
         end = cfg.stream.require_end() if cfg.stream else None
-        inter_recipe = {**recipe, "end": end.isoformat()} if end else recipe
+        inter_recipe = {**log_recipe, "end": end.isoformat()} if end else log_recipe
 
         def interactions() -> pd.DataFrame:
             frame = canon().interactions
@@ -179,8 +184,10 @@ def ingest(cfg: RunConfig) -> dict[str, str]:
                                      build_stats=interaction_stats),
             "items": _publish(cfg, defs.items_spec(cfg.data.item_text_columns), lambda: canon().items, recipe, code),
             "users": _publish(cfg, defs.USERS, lambda: canon().users, recipe, code),
-            defs.USER_ID_MAP.name: _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], recipe, code),
-            defs.ITEM_ID_MAP.name: _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], recipe, code),
+            defs.USER_ID_MAP.name: _publish(cfg, defs.USER_ID_MAP, lambda: canon().id_maps["user"], log_recipe,
+                                            code),
+            defs.ITEM_ID_MAP.name: _publish(cfg, defs.ITEM_ID_MAP, lambda: canon().id_maps["item"], log_recipe,
+                                            code),
         }
         # What ingest did to the data (duplicates dropped, id types), also when this run reused the tables.
         rec["data"] = store_for(cfg).manifest("interactions", refs["interactions"].version).get("build_stats", {})

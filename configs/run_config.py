@@ -221,13 +221,20 @@ class StreamConfig(_Strict):
 
     The bootstrap run ends at `start` and covers everything before it; every later run ends `interval_hours` after
     the one before (the DAG's data_interval_end). `end` is the interval end of one run: set by the DAG from its data
-    interval (or by hand: --set stream.end=...), never in the YAML of a scheduled deployment."""
+    interval (or by hand: --set stream.end=...), never in the YAML of a scheduled deployment.
+
+    The log is one table (data.generic.interactions, read up to `end`), or with `partitions` one file per interval
+    (augment/ingest.py): data.generic.interactions is then the bootstrap part (everything before `start`) and the
+    interval [s, s + interval) is the file `partitions.format(start=s)`, with the same column map."""
 
     start: datetime = Field(description="the bootstrap run's end; later runs end on start + k * interval_hours")
     interval_hours: int = Field(24, ge=1, description="must equal the DAG's schedule (LLMFA_SCHEDULE)")
     end: datetime | None = Field(None, description="this run's interval end (data_interval_end)")
     valid_intervals: int = Field(1, ge=1, description="the intervals before the newest one that select models")
     refresh: RefreshPolicy = RefreshPolicy()
+    partitions: str | None = Field(None, description="one log file per interval: a path template formatted with "
+                                   "str.format(start=<interval start>), e.g. data/events/ds={start:%Y-%m-%d}.csv "
+                                   "(relative to the repository root; data.source generic only)")
 
     @model_validator(mode="after")
     def _on_grid(self) -> "StreamConfig":
@@ -240,6 +247,16 @@ class StreamConfig(_Strict):
             if self.end < self.start or steps != int(steps):
                 raise ValueError(f"stream.end {self.end.isoformat()} is not on the interval grid: start "
                                  f"{self.start.isoformat()} + k * {self.interval_hours} h, k >= 0")
+        if self.partitions is not None:
+            try:
+                paths = [self.partition_path(s) for s in (self.start, self.start + self.interval)]
+            except (KeyError, IndexError, ValueError, AttributeError) as err:
+                raise ValueError(f"stream.partitions {self.partitions!r} is not a path template of {{start}}: "
+                                 f"{type(err).__name__}: {err}") from None
+            # Two intervals in one file would be read twice (or half of it never), e.g. a daily name for hourly runs.
+            if paths[0] == paths[1]:
+                raise ValueError(f"stream.partitions {self.partitions!r} names one file ({paths[0]}) for two "
+                                 f"intervals: it must tell interval starts {self.interval_hours} h apart")
         return self
 
     @property
@@ -256,6 +273,18 @@ class StreamConfig(_Strict):
             raise ValueError("stream.end is not set: the DAG sets it from data_interval_end; by hand pass "
                              "--set stream.end=<interval end>")
         return self.end
+
+    def intervals(self) -> list[tuple[datetime, datetime]]:
+        """[(s, s + interval)] for every interval after `start` that ends by `end`, oldest first (none for the
+        bootstrap run)."""
+        n = round((self.require_end() - self.start) / self.interval)
+        return [(self.start + k * self.interval, self.start + (k + 1) * self.interval) for k in range(n)]
+
+    def partition_path(self, interval_start: datetime) -> str:
+        """The `partitions` file of the interval starting at `interval_start`, as configured (maybe relative)."""
+        if self.partitions is None:
+            raise ValueError("stream.partitions is not set: the log is one table")
+        return self.partitions.format(start=interval_start)
 
 
 class RunConfig(_Strict):
