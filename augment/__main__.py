@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                            help="run structured stages even when generation.structured.enabled is false")
         if name == "generate":
             p.add_argument("--shard", type=int, default=None)
+            p.add_argument("--num-shards", type=int, default=None,
+                           help="shards this run splits the prompts into (default generation.shards)")
         if name == "encode":
             p.add_argument("--kind", choices=["item", "user", "item_raw"], required=True)
     sub.add_parser("prepare-models")
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             kind = getattr(args, "kind", None)
             inputs = resolve_inputs(stages.store_for(cfg), stages.stage_inputs(args.cmd, kind, cfg), args.input)
             if args.cmd == "generate":
-                result = stages.generate(cfg, kind, inputs, args.shard, force=args.force)
+                result = stages.generate(cfg, kind, inputs, args.shard, force=args.force,
+                                         num_shards=args.num_shards)
             elif args.cmd == "structured-prompts":
                 result = stages.structured_prompts(cfg, inputs, force=args.force)
             elif args.cmd == "publish-structured":

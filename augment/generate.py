@@ -195,20 +195,24 @@ def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schem
     })
 
 
-def pending(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path, model: str,
-            json_schema: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the shard's prompts with their gen_key, those without a cached output, one per key)."""
-    if not 0 <= shard < cfg.shards:
-        raise ValueError(f"shard {shard} out of range for generation.shards={cfg.shards}")
+def pending(prompts: pd.DataFrame, kind: Kind, shard: int | None, cfg: GenerationConfig, cache_dir: Path,
+            model: str, json_schema: dict | None = None,
+            num_shards: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the shard's prompts with their gen_key, those without a cached output, one per key); shard None: all.
+    `num_shards` (default generation.shards) is how many shards this run splits the prompts into."""
+    num_shards = num_shards or cfg.shards
+    if shard is not None and not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} out of range for {num_shards} shards")
     settings = output_settings(cfg, kind, model, json_schema)
-    mine = prompts[shard_of(prompts[KEY_COLUMN[kind]], cfg.shards) == shard].copy()
+    mine = (prompts if shard is None else prompts[shard_of(prompts[KEY_COLUMN[kind]], num_shards) == shard]).copy()
     mine["gen_key"] = [generation_key(h, settings) for h in mine["prompt_hash"]]
     done = read_cache(cache_dir, set(mine["gen_key"]))
     return mine, mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
 
 
 def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path,
-                   model: str, batch_size: int | None = None, json_schema: dict | None = None) -> ShardStats:
+                   model: str, batch_size: int | None = None, json_schema: dict | None = None,
+                   num_shards: int | None = None) -> ShardStats:
     """Generate the missing outputs of one shard; commit them to the cache in one file per batch.
 
     A prompt whose generation key (prompt hash + model + sampling [+ schema]) already has a final row in the cache
@@ -216,12 +220,13 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     from augment import llm_engine
 
     batch_size = batch_size or cfg.batch_size
-    mine, todo = pending(prompts, kind, shard, cfg, cache_dir, model, json_schema)
+    num_shards = num_shards or cfg.shards
+    mine, todo = pending(prompts, kind, shard, cfg, cache_dir, model, json_schema, num_shards)
     # Sorting by prompt length keeps batches uniform (little padding work, similar finish times); the shared
     # instruction comes first in every template, so every prompt also shares a prefix for vLLM's prefix cache.
     todo = todo.assign(_len=todo["messages"].str.len()).sort_values("_len", kind="stable")
-    stats = ShardStats(kind, shard, cfg.shards, len(mine), len(mine) - len(todo), 0, 0, 0, 0.0)
-    log.info("%s shard %d/%d: %d prompts, %d already generated", kind, shard, cfg.shards, len(mine), stats.skipped)
+    stats = ShardStats(kind, shard, num_shards, len(mine), len(mine) - len(todo), 0, 0, 0, 0.0)
+    log.info("%s shard %d/%d: %d prompts, %d already generated", kind, shard, num_shards, len(mine), stats.skipped)
     if len(todo):  # engine start-up (12-46 s on CPU, once per process) is reported apart from generation
         since = time.time()
         t0 = time.perf_counter()

@@ -78,7 +78,8 @@ def _args(config_path: str, inputs: Mapping[str, str]) -> list[str]:
     return out
 
 
-def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int) -> dict:
+def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int,
+             num_shards: int | None = None) -> dict:
     """One generation shard of the pinned prompt table, in a child interpreter (it starts a vLLM engine unless
     every output is cached)."""
     from augment import stages
@@ -90,10 +91,12 @@ def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int)
     if stages.external_text(cfg, kind):
         return stages.skipped_external(cfg, kind)  # the text comes from a file: publish-texts imports it
     pins = stages.pinned("generate", inputs, kind)
-    if not stages.shard_has_work(cfg, kind, pins, shard):
+    num_shards = num_shards or cfg.generation.shards
+    if not stages.pending_prompts(cfg, kind, pins, shard, num_shards):
         # Every output is cached (most shards of a daily run): no engine starts, so no child interpreter either.
-        return stages.generate(cfg, kind, pins, shard)[0]
-    return run_stage(["generate", *_args(config_path, pins), "--kind", kind, "--shard", str(shard)])[0]
+        return stages.generate(cfg, kind, pins, shard, num_shards=num_shards)[0]
+    return run_stage(["generate", *_args(config_path, pins), "--kind", kind, "--shard", str(shard),
+                      "--num-shards", str(num_shards)])[0]
 
 
 def encode(config_path: str, kind: str, inputs: Mapping[str, str]) -> dict[str, str]:

@@ -335,7 +335,7 @@ def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = 
 
 
 def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int | None = None,
-             force: bool = False) -> list[dict]:
+             force: bool = False, num_shards: int | None = None) -> list[dict]:
     """Generate one shard (or every shard in turn) of the pinned prompt table with vLLM; finished batches are
     committed to the generation cache as they complete (that cache is what a re-run resumes from).
 
@@ -353,25 +353,39 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
     model = model_id(cfg.generation.engine)
     schema = _json_schema(cfg, kind)
     out = []
-    for s in range(cfg.generation.shards) if shard is None else [shard]:
+    num_shards = num_shards or cfg.generation.shards
+    for s in range(num_shards) if shard is None else [shard]:
         with stage_timer(stats_dir(cfg), f"generate-{kind}-{s:03d}") as rec:
             stats = generate_shard(prompt_frame, kind, s, cfg.generation, generation_cache(cfg), model,
-                                   json_schema=schema)
+                                   json_schema=schema, num_shards=num_shards)
             rec.update(stats_dict(stats))
         out.append(rec)
     return out
 
 
-def shard_has_work(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int) -> bool:
-    """Whether a generation shard has prompts without a cached output (a daily run's shards mostly have none)."""
+def pending_prompts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int | None = None,
+                    num_shards: int | None = None) -> int:
+    """How many prompts of a shard (None: of the whole table) have no cached output yet."""
     from augment.generate import pending
     from augment.llm_engine import model_id
 
     v = pinned("generate", inputs, kind)
     prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
     _, todo = pending(prompt_frame, kind, shard, cfg.generation, generation_cache(cfg),
-                      model_id(cfg.generation.engine), _json_schema(cfg, kind))
-    return len(todo) > 0
+                      model_id(cfg.generation.engine), _json_schema(cfg, kind), num_shards)
+    return len(todo)
+
+
+def plan_shards(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> list[dict]:
+    """The generation shards of this run, [{"shard": s, "num_shards": n}, ...]: generation.shards of them, or ONE
+    when fewer prompts than one batch (generation.batch_size) are new, as on most days of a daily run, since
+    every shard starts its own engine (20-45 s on CPU). Decided once per run, so all shards agree on the split;
+    the cache is keyed by prompt, so a resumed run may split differently and loses nothing."""
+    n = cfg.generation.shards
+    if not structured_off(cfg, kind) and not external_text(cfg, kind) and n > 1:
+        if pending_prompts(cfg, kind, inputs) < cfg.generation.batch_size:
+            n = 1
+    return [{"shard": s, "num_shards": n} for s in range(n)]
 
 
 def _text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> tuple[Callable, TableRef]:

@@ -48,15 +48,18 @@ def augment_features():
         return stages.prompts(load(config), {**ingested, **splits})
 
     @task
-    def shard_indices(config: str) -> list[int]:
-        return list(range(load(config).generation.shards))
+    def plan_shards(config: str, kind: str, prompts: dict) -> list[dict]:
+        """generation.shards shards, or one when the run has less than a batch of new prompts (one engine start)."""
+        from augment import stages
+
+        return stages.plan_shards(load(config), kind, prompts)
 
     @task(pool=LLM_POOL, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
-    def generate(config: str, kind: str, prompts: dict, shard: int) -> dict:
+    def generate(config: str, kind: str, prompts: dict, shard: int, num_shards: int) -> dict:
         # `python -m augment generate` in a child interpreter: a vLLM engine must not start in a task process.
         from augment import stage_process
 
-        return stage_process.generate(config, kind, prompts, shard)
+        return stage_process.generate(config, kind, prompts, shard, num_shards)
 
     @task
     def publish_texts(config: str, kind: str, prompts: dict, _shards: list, ingested: dict, splits: dict) -> dict:
@@ -102,19 +105,20 @@ def augment_features():
     ingested = ingest(config)
     splits = split(config, ingested)
     prompt_versions = build_prompts(config, ingested, splits)
-    shards = shard_indices(config)
     texts = {}
     for kind in ("item", "user"):
+        shards = plan_shards.override(task_id=f"plan_{kind}_shards")(config, kind, prompt_versions)
         runs = generate.override(task_id=f"generate_{kind}").partial(
-            config=config, kind=kind, prompts=prompt_versions).expand(shard=shards)
+            config=config, kind=kind, prompts=prompt_versions).expand_kwargs(shards)
         texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, prompt_versions, runs,
                                                                            ingested, splits)
     # Structured generation runs after the KAR texts so they get the llm pool first.
     structured_versions = build_structured_prompts(config, ingested, splits, [texts["item"], texts["user"]])
     structured = []
     for kind in ("item_tags", "user_interest"):
+        shards = plan_shards.override(task_id=f"plan_{kind}_shards")(config, kind, structured_versions)
         runs = generate.override(task_id=f"generate_{kind}").partial(
-            config=config, kind=kind, prompts=structured_versions).expand(shard=shards)
+            config=config, kind=kind, prompts=structured_versions).expand_kwargs(shards)
         structured.append(publish_structured.override(task_id=f"publish_{kind}")(
             config, kind, structured_versions, runs))
     embeddings = [encode.override(task_id="encode_item")(config, "item", texts["item"]),

@@ -112,29 +112,18 @@ def valid_fingerprint(frame: pd.DataFrame) -> str:
 def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig, part: str = "valid",
                       scores: dict | None = None):
     """AUC of any registered model on THIS run's `part` rows (valid; the newest interval, test, in a daily run),
-    each model with its own pinned features. In a daily run a model reads this run's version of every table it
-    reads where the two are interchangeable (embeddings: same encoder and settings), as serving does after the
-    daily feature refresh: the champion meets the newest slice with the newest profiles. `scores` (if given)
-    collects model_dir -> AUC, GAUC, rows, and the cold view (rows of users with no training row)."""
+    each model with its own pinned features: what serving would answer with it (the server loads a model with
+    the versions its manifest pins). `scores` (if given) collects model_dir -> AUC, GAUC, rows, and the cold
+    view (rows of users with no training row)."""
     cache: dict[str, BuiltDataset] = {}
     expected = valid_fingerprint(getattr(built.data, part).frame)
-    daily = cfg.stream is not None
     seen_users = set(built.data.train.frame[built.data.user_col].tolist())
-
-    def current(table: str, own: str) -> str:
-        now = built.versions.get(table)
-        if not daily or now is None or now == own:
-            return own
-        same = ("encoder", "encode")
-        a, b = (store.manifest(table, v).get("recipe", {}) for v in (own, now))
-        return now if all(a.get(k) == b.get(k) for k in same) else own
 
     def score(model) -> float:
         # the model's own spec entries and pinned versions; this run's labels (interaction_splits)
         entries = spec_entries(model.feature_map)
         tables = {"interaction_splits", *(e.source for e in entries)}
-        pins = {t: current(t, v) for t, v in model.feature_tables.items()}
-        pins = {**pins, "interaction_splits": built.versions["interaction_splits"]}
+        pins = {**model.feature_tables, "interaction_splits": built.versions["interaction_splits"]}
         pins = {k: v for k, v in pins.items() if k in tables}
         key = canonical_json({"pins": pins, "features": [e.model_dump(mode="json") for e in entries]})
         if key not in cache:

@@ -28,16 +28,18 @@ def test_every_dag_file_imports(dagbag):
 def test_augment_features_shape(dagbag):
     dag = dagbag.dags["augment_features"]
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "shard_indices", "generate_item",
+    assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "generate_item",
                           "generate_user", "publish_item_text", "publish_user_text", "encode_item", "encode_user",
                           "encode_item_raw", "publish_features", "build_structured_prompts", "generate_item_tags",
-                          "generate_user_interest", "publish_item_tags", "publish_user_interest"}
+                          "generate_user_interest", "publish_item_tags", "publish_user_interest",
+                          *(f"plan_{k}_shards" for k in ("item", "user", "item_tags", "user_interest"))}
     # Every edge carries the versions the downstream task reads: it is wired to the task that wrote them.
     up = {tid: set(t.upstream_task_ids) for tid, t in tasks.items()}
     assert up["ingest"] == {"freeze_config"}
     assert up["split"] == {"freeze_config", "ingest"}
     assert up["build_prompts"] == {"freeze_config", "ingest", "split"}
-    assert up["generate_item"] == {"freeze_config", "build_prompts", "shard_indices"}
+    assert up["generate_item"] == {"freeze_config", "build_prompts", "plan_item_shards"}
+    assert up["plan_item_shards"] == {"freeze_config", "build_prompts"}
     # ingest/split: external text (generation.external) is checked against the run's items / user_cutoffs.
     assert up["publish_item_text"] == {"freeze_config", "ingest", "split", "build_prompts", "generate_item"}
     assert up["encode_item"] == {"freeze_config", "publish_item_text"}
@@ -51,6 +53,8 @@ def test_augment_features_shape(dagbag):
     for tid in ("generate_item", "generate_user", "generate_item_tags", "generate_user_interest"):
         assert tasks[tid].pool == "llm"
         assert type(tasks[tid]).__name__.endswith("MappedOperator")  # .expand over shards
+    # Data intervals: a cron schedule with real intervals (Airflow 3's plain cron has start == end).
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert {a.uri for a in tasks["publish_features"].outlets} == {
         "llmfa://feature_store/item_knowledge_emb", "llmfa://feature_store/user_profile_emb",
         "llmfa://feature_store/item_raw_emb"}

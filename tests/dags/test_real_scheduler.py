@@ -3,6 +3,8 @@
 This is the deployment `dag.test()` cannot stand in for: every task runs in its own supervised process with the
 environment Airflow's task runner gives it (ORM access blocked), generation shards queue in the real `llm` pool,
 and retrain_ctr is started by the scheduler from the Asset events augment_features emits, not by us.
+The scheduler itself creates augment_features' runs for two consecutive daily data intervals of a daily (stream)
+config (catchup from LLMFA_START_DATE to LLMFA_END_DATE): the bootstrap interval and the first day after it.
 The test starts every process itself, in its own session, and kills each process tree at the end.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -37,7 +39,7 @@ def _free_port() -> int:
 class LocalAirflow:
     """A throw-away Airflow deployment: its own AIRFLOW_HOME, SQLite DB, pool, and three long-running services."""
 
-    def __init__(self, home: Path, config_path: Path):
+    def __init__(self, home: Path, config_path: Path, extra_env: dict[str, str] | None = None):
         self.home = home
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -58,6 +60,7 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "LLMFA_CONFIG": str(config_path),
             "LLMFA_TASK_RETRIES": "0",
+            **(extra_env or {}),
         })
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
@@ -147,62 +150,85 @@ def _seconds(ti: dict) -> float:
     return (end - start).total_seconds()
 
 
+# The tiny stream log's bootstrap ends 1970-01-30 (tests/conftest.py): the scheduler's two intervals end on
+# 1970-01-30 (bootstrap) and 1970-01-31 (the first day after it).
+INTERVALS = ("1970-01-29T00:00:00", "1970-01-30T00:00:00")
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_both_dags_succeed_under_a_real_scheduler(tmp_path, make_tiny_config):
+@pytest.mark.timeout(2400)
+def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path, make_tiny_stream_config):
     if "augment.llm_engine" in sys.modules:  # an engine cached by an earlier test holds cores and 3 GiB
         sys.modules["augment.llm_engine"].shutdown_engines()
-    config_path = make_tiny_config(tmp_path)
-    airflow = LocalAirflow(tmp_path / "airflow_home", config_path)
+    # batch_size 8: both intervals have more new prompts than one batch, so both shards run (side by side)
+    config_path = make_tiny_stream_config(tmp_path, **{"generation.batch_size": 8})
+    airflow = LocalAirflow(tmp_path / "airflow_home", config_path,
+                           {"LLMFA_START_DATE": INTERVALS[0], "LLMFA_END_DATE": INTERVALS[1], "LLMFA_CATCHUP": "true"})
     try:
         airflow.start()
         airflow.wait_for("the api-server", lambda: airflow.api("GET", "/monitor/health"), timeout=180)
         dags = {d: airflow.wait_for(f"{d} to be parsed", lambda d=d: airflow.api("GET", f"/dags/{d}"), timeout=180)
                 for d in ("augment_features", "retrain_ctr")}
-        # Trigger while the DAG is still paused. If the scheduler's next run is already due, take its logical date,
-        # so unpausing starts this run instead of adding a second one for the same interval; a future date would
-        # never start ("Logical date is in future"), so then trigger for now (the scheduled one is not due yet).
-        due = dags["augment_features"]["next_dagrun_logical_date"]
-        if due and datetime.fromisoformat(due) > datetime.now(timezone.utc):
-            due = None
-        run = airflow.api("POST", "/dags/augment_features/dagRuns",
-                          {"logical_date": due, "conf": {"config": str(config_path)}})
-        for dag_id in dags:
+        for dag_id in dags:  # from here on the scheduler decides what runs: its intervals, its asset triggers
             airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-        augment_run = airflow.wait_for("augment_features", lambda: _finished(airflow, "augment_features",
-                                                                             run["dag_run_id"]), timeout=1200)
-        assert augment_run["state"] == "success", airflow.task_log_tail("augment_features", run["dag_run_id"])
 
-        def retrain_run():
-            runs = airflow.api("GET", "/dags/retrain_ctr/dagRuns")["dag_runs"]
+        def augment_runs():
+            runs = airflow.api("GET", "/dags/augment_features/dagRuns?order_by=logical_date")["dag_runs"]
             done = [r for r in runs if r["state"] in ("success", "failed")]
-            return done[0] if done and len(done) == len(runs) else None
+            return runs if len(done) == len(INTERVALS) else None
 
-        retrain = airflow.wait_for("retrain_ctr (started by the Asset events)", retrain_run, timeout=600)
-        assert retrain["run_type"] == "asset_triggered"
-        assert len(airflow.api("GET", "/dags/augment_features/dagRuns")["dag_runs"]) == 1  # no second, scheduled run
-        assert retrain["state"] == "success", airflow.task_log_tail("retrain_ctr", retrain["dag_run_id"])
+        runs = airflow.wait_for("two augment_features intervals", augment_runs, timeout=1800)
+        for run in runs:
+            assert run["state"] == "success", airflow.task_log_tail("augment_features", run["dag_run_id"])
+        assert [(r["run_type"], r["data_interval_start"][:19], r["data_interval_end"][:10]) for r in runs] == [
+            ("scheduled", INTERVALS[0], "1970-01-30"), ("scheduled", INTERVALS[1], "1970-01-31")]
+        announced = [airflow.api("GET", f"/dags/augment_features/dagRuns/{r['dag_run_id']}/taskInstances/"
+                                        "publish_features/xcomEntries/return_value")["value"] for r in runs]
+        announced = [json.loads(a) if isinstance(a, str) else a for a in announced]
 
-        tis = {dag_id: airflow.task_instances(dag_id, r)
-               for dag_id, r in (("augment_features", run["dag_run_id"]), ("retrain_ctr", retrain["dag_run_id"]))}
-        summary = {dag_id: [{"task": t["task_id"], "map_index": t["map_index"], "state": t["state"],
-                             "seconds": round(_seconds(t), 1), "start": t["start_date"], "end": t["end_date"]}
-                            for t in rows if t["start_date"]] for dag_id, rows in tis.items()}
+        def retrains_done():
+            got = airflow.api("GET", "/dags/retrain_ctr/dagRuns")["dag_runs"]
+            finished = [r for r in got if r["state"] in ("success", "failed")]
+            if not finished or len(finished) < len(got):
+                return None
+            trained = [_xcom(airflow, "retrain_ctr", r["dag_run_id"], "table_versions") for r in finished
+                       if r["state"] == "success"]
+            # Done once the newest interval's versions were trained (an earlier event may share a run with it).
+            return (finished, trained) if announced[-1] in trained else None
+
+        retrains, trained = airflow.wait_for("retrain_ctr on the newest interval's asset event", retrains_done,
+                                             timeout=900)
+        for r in retrains:
+            assert r["run_type"] == "asset_triggered"
+            assert r["state"] == "success", airflow.task_log_tail("retrain_ctr", r["dag_run_id"])
+        # Each retrain trained on exactly one augment run's versions, as its asset event carried them: never a mix.
+        assert all(t in announced for t in trained), (trained, announced)
+        events = airflow.api("GET", "/assets/events?limit=100")["asset_events"]
+        carried = [e["extra"]["versions"] for e in events if e.get("extra", {}).get("versions")]
+        assert len(carried) == 3 * len(INTERVALS) and all(c in announced for c in carried)
+        # The two intervals: the catalogue kept its versions (item knowledge reused), the profiles did not.
+        assert announced[0]["item_knowledge_emb"] == announced[1]["item_knowledge_emb"]
+        assert announced[0]["user_profile_emb"] != announced[1]["user_profile_emb"]
+        assert len(airflow.api("GET", "/dags/augment_features/dagRuns")["dag_runs"]) == len(INTERVALS)
+
+        tis = {"augment_features": [t for r in runs for t in airflow.task_instances("augment_features",
+                                                                                     r["dag_run_id"])]}
+        summary = [{"task": t["task_id"], "map_index": t["map_index"], "state": t["state"],
+                    "seconds": round(_seconds(t), 1)} for t in tis["augment_features"] if t["start_date"]]
         (tmp_path / "summary.json").write_text(json.dumps(summary, indent=1))
-        print(json.dumps(summary, indent=1))
-        assert all(t["state"] in ("success", "skipped") for rows in tis.values() for t in rows)
+        assert all(t["state"] in ("success", "skipped") for t in tis["augment_features"])
 
         # Shards ran as separate processes, each engine pinned to its own cores, two at a time at most (pool).
         from configs import load_config
         from feature_store import FeatureStore
 
         cfg = load_config(config_path)
-        stats = [json.loads(p.read_text()) for p in sorted((cfg.workdir_path / "stats").glob("generate-*.json"))]
+        stats = [json.loads(p.read_text()) for p in sorted((cfg.workdir_path / "stats").glob("*/generate-*.json"))]
         kar = [s for s in stats if s.get("kind") in ("item", "user") and s.get("generated")]
-        assert len(kar) == 4, stats
+        assert len(kar) >= 4, stats
         gen = [t for t in tis["augment_features"] if t["task_id"] in ("generate_item", "generate_user")]
-        events = sorted([(t["start_date"], 1) for t in gen] + [(t["end_date"], -1) for t in gen])
-        running = [sum(step for _, step in events[:i + 1]) for i in range(len(events))]
+        events_t = sorted([(t["start_date"], 1) for t in gen] + [(t["end_date"], -1) for t in gen])
+        running = [sum(step for _, step in events_t[:i + 1]) for i in range(len(events_t))]
         assert max(running) <= POOL_SLOTS, "more generation tasks ran at once than the llm pool has slots"
         side_by_side = 0
         for i, a in enumerate(kar):  # engines alive at the same time must hold disjoint cores
@@ -214,20 +240,25 @@ def test_both_dags_succeed_under_a_real_scheduler(tmp_path, make_tiny_config):
         print(f"engine pairs side by side: {side_by_side}; cores: {[s['engine_cores'] for s in kar]}")
         if len(os.sched_getaffinity(0)) >= 2:  # two pool slots, two free cores: the first two shards overlap
             assert side_by_side >= 1
-        for dag_id, r in (("augment_features", augment_run), ("retrain_ctr", retrain)):
-            start, end = (datetime.fromisoformat(r[k]) for k in ("start_date", "end_date"))
-            print(f"{dag_id} {r['run_type']} {r['state']} in {(end - start).total_seconds():.0f} s")
 
         store = FeatureStore(cfg.workdir_path / "feature_store")
-        text = store.read_pandas("item_knowledge_text")
+        text = store.read_pandas("item_knowledge_text", announced[-1]["item_knowledge_text"])
         assert len(text) == 20 and text["flag"].isin(["ok", "truncated"]).sum() >= 15
-        assert store.read("user_profile_emb").schema.field("emb").type.list_size == 384
+        profiles = store.read_pandas("user_profile_text", announced[-1]["user_profile_text"])
+        assert profiles.groupby("user_id").size().max() == 2  # the bootstrap profile and the day-one refresh
         manifests = [json.loads(p.read_text()) for p in (cfg.workdir_path / "registry").rglob("manifest.json")]
         assert manifests, "no model in the registry"
-        for manifest in manifests:
-            for name, version in manifest["feature_tables"].items():
-                assert store.manifest(name, version)["version"] == version
-        assert "AUC" in (cfg.workdir_path / "report.md").read_text()
+        for manifest in manifests:  # every model read one augment run's versions, all of them from that run
+            pinned = manifest["feature_tables"]
+            assert any(all(a.get(k) == v for k, v in pinned.items()) for a in announced), pinned
+        history = (cfg.workdir_path / "history.md").read_text()
+        assert "1970-01-31 00:00 | interval" in history
     finally:
         leftovers = airflow.stop()
     assert leftovers == [], f"processes survived the shutdown: {leftovers}"
+
+
+def _xcom(airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str):
+    value = airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/"
+                               "return_value")["value"]
+    return json.loads(value) if isinstance(value, str) else value
