@@ -301,7 +301,7 @@ def build_profile_prompts(rows: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     ``build_user_prompts``; rows sorted by user_id, cutoff.
 
     ``rows`` is the run's split frame (every interaction before the interval end), sorted by user, time, item."""
-    from augment.stream_split import time_us
+    from augment.stream_split import rows_before, time_us
 
     events = rows[~rows["sampled"]] if "sampled" in rows else rows  # sampled negatives are not behaviour
     user_ids = events["user_id"].to_numpy()
@@ -309,17 +309,9 @@ def build_profile_prompts(rows: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     cut = cutoffs.sort_values(["user_id", "cutoff"], kind="stable").reset_index(drop=True)
     if not len(cut):
         return _frame([], "user_id", template).assign(cutoff=cutoffs["cutoff"].iloc[:0].to_numpy())
-    cut_ts = time_us(cut["cutoff"])
-    # the window [lo, hi) of each profile: one monotone (user, time) key over all rows, as in models/history.py
-    times = np.unique(np.concatenate([ts, cut_ts]))
-    ids = np.unique(np.concatenate([user_ids, cut["user_id"].to_numpy()]))
-    width = np.int64(len(times) + 1)
-    key = np.searchsorted(ids, user_ids).astype(np.int64) * width + np.searchsorted(times, ts)
-    if len(key) > 1 and (np.diff(key) < 0).any():
-        raise ValueError("build_profile_prompts: rows must be sorted by user_id, timestamp")
-    q_user = np.searchsorted(ids, cut["user_id"].to_numpy()).astype(np.int64) * width
-    hi = np.searchsorted(key, q_user + np.searchsorted(times, cut_ts), side="left")  # strictly before the cutoff
-    lo = np.maximum(np.searchsorted(key, q_user, side="left"), hi - history_max)
+    # each profile's window [lo, hi): the user's last history_max rows strictly before its cutoff
+    first, hi = rows_before(user_ids, ts, cut["user_id"].to_numpy(), time_us(cut["cutoff"]))
+    lo = np.maximum(first, hi - history_max)
     lengths = hi - lo
     take = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(int(lengths.sum()))
     profile = np.repeat(np.arange(len(cut), dtype=np.int64), lengths)

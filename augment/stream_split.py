@@ -55,19 +55,27 @@ def _counts_below(ts: np.ndarray, starts: np.ndarray, bound: np.int64) -> np.nda
     return np.add.reduceat((ts < bound).astype(np.int64), starts)
 
 
-def _within_user(ts: np.ndarray, sizes: np.ndarray, q_user: np.ndarray, q_ts: np.ndarray,
-                 side: str) -> np.ndarray:
-    """Row index of searchsorted(q_ts) within user q_user's rows, for every query at once: one monotone key of
-    (user position, dense time rank), as in models/history.py."""
+def rows_before(user_ids: np.ndarray, ts: np.ndarray, q_users: np.ndarray, q_ts: np.ndarray,
+                side: str = "left") -> tuple[np.ndarray, np.ndarray]:
+    """For each query (user, time): the index of the user's first row and the index just past the user's rows
+    before that time (side "left": ts < t; "right": ts <= t), all queries at once. Rows are grouped by user in
+    ascending user order and time-sorted within; the search runs on one monotone key of (user rank, dense time
+    rank), as in models/history.py."""
+    ids = np.unique(np.concatenate([user_ids, q_users]))
     times = np.unique(np.concatenate([ts, q_ts]))
     width = np.int64(len(times) + 1)
-    key = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes) * width + np.searchsorted(times, ts)
-    return np.searchsorted(key, q_user.astype(np.int64) * width + np.searchsorted(times, q_ts), side=side)
+    key = np.searchsorted(ids, user_ids).astype(np.int64) * width + np.searchsorted(times, ts)
+    if len(key) > 1 and (np.diff(key) < 0).any():
+        raise ValueError("rows_before: rows must be sorted by user, then time")
+    q_user = np.searchsorted(ids, q_users).astype(np.int64) * width
+    first = np.searchsorted(key, q_user, side="left")
+    return first, np.searchsorted(key, q_user + np.searchsorted(times, q_ts), side=side)
 
 
 def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
                     stream: StreamConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """(cutoffs: user_id, cutoff [us], n_new, n_history; per row: its user's bootstrap cutoff in us (int64 min for users who joined later: all their rows are labels)).
+    """(cutoffs: user_id, cutoff [us], n_new, n_history; per row, its user's bootstrap cutoff in us: int64 min for
+    users who joined later, all of whose rows are labels).
 
     `user_ids`/`ts` (microseconds) are grouped by user and time-sorted within each user."""
     end, start = _us(stream.require_end()), _us(stream.start)
@@ -78,7 +86,6 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
     starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]]) if len(user_ids) else np.zeros(0, int)
     sizes = np.diff(np.r_[starts, len(user_ids)]).astype(np.int64)
     users = user_ids[starts]
-    position = np.arange(len(starts), dtype=np.int64)
     parts = []
 
     # Bootstrap: KAR's history rule on what happened before `start`.
@@ -88,7 +95,7 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
     last_hist = ts[starts + np.maximum(n_hist, 1) - 1] if len(ts) else np.zeros(0, np.int64)
     # The first time after the last history row, so that its whole second is history (logs stamp many rows in
     # one second, in an unknown order).
-    nxt = _within_user(ts, sizes, position, last_hist, side="right")
+    nxt = rows_before(user_ids, ts, users, last_hist, side="right")[1]
     after = np.where(nxt < starts + sizes, ts[np.minimum(nxt, max(len(ts) - 1, 0))] if len(ts) else 0, start)
     first_cut = np.where(boot, np.minimum(after, start), none)
     last_cut = first_cut.copy()
@@ -113,8 +120,8 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
         g += step
     cut = pd.concat(parts, ignore_index=True).sort_values(["user_id", "cutoff"], kind="stable")
     cut = cut.reset_index(drop=True)
-    pos = np.searchsorted(users, cut["user_id"].to_numpy())
-    below = _within_user(ts, sizes, pos, cut["cutoff"].to_numpy(np.int64), "left") - starts[pos]
+    first, end_row = rows_before(user_ids, ts, cut["user_id"].to_numpy(), cut["cutoff"].to_numpy(np.int64))
+    below = end_row - first
     cut["n_history"] = np.minimum(below, split.history_max)  # the rows the profile is built from
     # Bootstrap users' rows before their first cutoff are their KAR history: behaviour only, never labels.
     row_first = np.repeat(np.where(boot, first_cut, np.iinfo(np.int64).min), sizes)

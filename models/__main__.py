@@ -3,6 +3,7 @@
     python -m models retrain --config configs/ml100k.yaml [--set 'train.seeds=[0,1,2]'] [--version users=<ver>]
     python -m models report --results var/models/results.parquet --stats var/stats.json --out var/report
     python -m models registry ls --root var/ml100k [--name ctr]
+    python -m models history --config configs/ml100k.yaml        # the daily runs so far; rewrites history.png
     python -m models promote --config configs/ml100k.yaml --model-dir var/ml100k/registry/ctr/<run>/<b>/<v>/seed=0
     # the full ablation (5 backbones x 6 variants x 3 seeds = 87 models; ~20-25 min on a quiet 2-core box):
     python -m models retrain --config configs/ml100k.yaml --set 'train.seeds=[0,1,2]' \
@@ -80,19 +81,32 @@ def _promote(args: argparse.Namespace) -> int:
     from feature_store import FeatureStore
     from models.dataset_builder import build_ctr_dataset
     from models.registry import promote
-    from models.retrain import make_valid_scorer
+    from models.retrain import interval_config, make_valid_scorer
 
     cfg = load_config(args.config, parse_overrides(args.set))
     store = FeatureStore(cfg.workdir_path / "feature_store")
     versions = _versions(cfg, store, args.version)
+    cfg = interval_config(cfg, store, versions)
+    part = "test" if cfg.stream is not None else "valid"  # a daily run gates on its newest interval
     # the gate needs only this run's valid rows: labels + base features
     built = build_ctr_dataset(store, versions, [f for f in cfg.train.features if f.feature_group is None],
                               threads=cfg.train.threads, history_len=cfg.train.history_len)
     margin = cfg.train.promotion_margin if args.margin is None else args.margin
     decision = promote(cfg.workdir_path, cfg.train.model_name, args.model_dir,
-                       make_valid_scorer(store, built, cfg), margin=margin, force=args.force)
+                       make_valid_scorer(store, built, cfg, part), margin=margin, force=args.force, on=part)
     print(json.dumps(decision, indent=1, default=str))
     return 0 if decision["promoted"] else 3
+
+
+def _history(args: argparse.Namespace) -> int:
+    from configs import load_config
+    from models.run_history import write_history
+
+    cfg = load_config(args.config)
+    md, png = write_history(cfg.workdir_path)
+    print(md.read_text())
+    print(f"plot: {png}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     pro.add_argument("--margin", type=float, default=None, help="default: train.promotion_margin")
     pro.add_argument("--force", action="store_true", help="promote even if the gate fails (logged as forced)")
     pro.set_defaults(func=_promote)
+    his = sub.add_parser("history", help="the daily runs so far: <workdir>/history.md and history.png")
+    his.add_argument("--config", required=True)
+    his.set_defaults(func=_history)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "retrain" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -79,6 +79,26 @@ def stop_engines() -> None:
         engine.shutdown_engines()
 
 
+def print_costs(cfg, walls: list[dict]) -> None:
+    """Each run's wall time (both DAGs) beside the first (bootstrap, full) run's, and what it did, from the stage
+    stats this run wrote: LLM calls beside the prompts a full rerun would send, texts encoded, models trained."""
+    from feature_store.stage_stats import read_stats
+
+    full = None
+    for row in walls:
+        wall = row["augment_features_seconds"] + row["retrain_ctr_seconds"]
+        full = wall if full is None else full
+        stats = read_stats(cfg.with_stream_end(datetime.fromisoformat(row["end"])).stats_path)
+        gen = [s for k, s in stats.items() if k.startswith("generate-")]
+        calls, prompts = sum(s.get("generated", 0) for s in gen), sum(s.get("prompts", 0) for s in gen)
+        encoded = sum(s.get("encoded", 0) for k, s in stats.items() if k.startswith("encode-"))
+        retrain = stats.get("retrain", {})
+        trained = "none (" + retrain["skipped"] + ")" if retrain.get("skipped") else "yes"
+        print(f"[run_dags] {row['end']}: augment_features {row['augment_features_seconds']} s + retrain_ctr "
+              f"{row['retrain_ctr_seconds']} s = {wall:.0f} s ({100 * wall / full:.1f}% of the first run); "
+              f"LLM calls {calls} of {prompts} prompts; texts encoded {encoded}; training {trained}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
@@ -133,9 +153,7 @@ def main() -> int:
         atomic_write_json(cfg.workdir_path / "replay.json", walls)
         print(f"[run_dags] daily history ({cfg.workdir_path / 'history.md'}, history.png):\n", flush=True)
         print((cfg.workdir_path / "history.md").read_text(), flush=True)
-        for row in walls:
-            print(f"[run_dags] {row['end']}: augment_features {row['augment_features_seconds']} s, "
-                  f"retrain_ctr {row['retrain_ctr_seconds']} s", flush=True)
+        print_costs(cfg, walls)
     return 0
 
 
