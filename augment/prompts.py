@@ -256,6 +256,23 @@ def _history_by_user(user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.nda
     return dict(zip(user_ids[starts].tolist(), joined.to_pylist()))
 
 
+def _user_messages(user_ids: Sequence, histories: Sequence[str], users: pd.DataFrame,
+                   template: PromptTemplate) -> list[dict]:
+    """One rendered prompt per (user, history text): KAR's profile sentence from the user's attributes."""
+    cols = [c for c in ("gender", "age", "occupation") if c in users]
+    attributes = users.set_index("user_id")[cols].to_dict("index")
+    sentence = functools.lru_cache(maxsize=4096)(profile_sentence)  # few distinct profiles, many users
+    rows = []
+    for uid, history in zip(user_ids, histories):
+        p = attributes.get(uid, {})
+        try:
+            profile = sentence(**p)
+        except TypeError:  # an unhashable attribute value: no caching
+            profile = profile_sentence(**p)
+        rows.append({"user_id": uid, "messages": template.render(profile=profile, history=history)})
+    return rows
+
+
 def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, cutoffs: pd.DataFrame,
                        template: PromptTemplate) -> pd.DataFrame:
     """One prompt per user in ``cutoffs``: user_id, messages, template_name, template_version, prompt_hash, cutoff.
@@ -276,19 +293,8 @@ def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     hist = hist.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     lines = _history_by_user(hist["user_id"].to_numpy(), hist["item_id"].to_numpy(), hist["rating"].to_numpy(),
                              hist["label"].to_numpy() if "label" in hist else np.ones(len(hist), np.int8), titles)
-    cols = [c for c in ("gender", "age", "occupation") if c in users]
-    profiles = users.set_index("user_id")[cols].to_dict("index")
-    sentence = functools.lru_cache(maxsize=4096)(profile_sentence)  # few distinct profiles, many users
-
-    rows = []
-    for uid in cutoffs["user_id"].sort_values():
-        p = profiles.get(uid, {})
-        try:
-            profile = sentence(**p)
-        except TypeError:  # an unhashable attribute value: no caching
-            profile = profile_sentence(**p)
-        rows.append({"user_id": uid, "messages": template.render(profile=profile, history=lines.get(uid, ""))})
-    out = _frame(rows, "user_id", template)
+    uids = cutoffs["user_id"].sort_values().tolist()
+    out = _frame(_user_messages(uids, [lines.get(u, "") for u in uids], users, template), "user_id", template)
     out["cutoff"] = cutoffs.set_index("user_id")["cutoff"].reindex(out["user_id"]).to_numpy()
     out["cutoff"] = out["cutoff"].astype(cutoffs["cutoff"].dtype)
     return out
@@ -322,18 +328,8 @@ def build_profile_prompts(rows: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
         raise ValueError(f"history item_id {item_ids[missing][0]} not in items")
     labels = events["label"].to_numpy()[take] if "label" in events else np.ones(len(take), np.int8)
     lines = _history_by_user(profile, item_ids, events["rating"].to_numpy()[take], labels, titles)
-    cols = [c for c in ("gender", "age", "occupation") if c in users]
-    attributes = users.set_index("user_id")[cols].to_dict("index")
-    sentence = functools.lru_cache(maxsize=4096)(profile_sentence)
-    out_rows = []
-    for i, uid in enumerate(cut["user_id"].tolist()):
-        p = attributes.get(uid, {})
-        try:
-            text = sentence(**p)
-        except TypeError:  # an unhashable attribute value: no caching
-            text = profile_sentence(**p)
-        out_rows.append({"user_id": uid, "messages": template.render(profile=text, history=lines.get(i, ""))})
-    out = _frame(out_rows, "user_id", template)
+    histories = [lines.get(i, "") for i in range(len(cut))]
+    out = _frame(_user_messages(cut["user_id"].tolist(), histories, users, template), "user_id", template)
     out["cutoff"] = cut["cutoff"].to_numpy()
     out["cutoff"] = out["cutoff"].astype(cutoffs["cutoff"].dtype)
     return out

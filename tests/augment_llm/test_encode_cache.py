@@ -13,21 +13,11 @@ import pytest
 
 from augment import encode as encode_module
 from augment import encode_cache, stages
-from configs import load_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TEXTS = {i: f"Tagged by users as: tag{i}, a second tag for item {i}" for i in range(1, 21)}
 CHANGED = {3: "Tagged by users as: heist, slow burn, great score", 7: "Tagged by users as: pixar, toys, friendship"}
-
-
-@pytest.fixture
-def tiny(tmp_path, make_tiny_config):
-    """(config, versions) of the tiny dataset after ingest + split (no LLM)."""
-    cfg = load_config(make_tiny_config(tmp_path))
-    versions = stages.ingest(cfg)
-    versions.update(stages.split(cfg, versions))
-    return cfg, versions
 
 
 @pytest.fixture

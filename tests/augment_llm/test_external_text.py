@@ -18,15 +18,6 @@ from configs import REPO_ROOT, load_config
 TEXT_OK = "Tagged by users as: heist, slow burn, great score — «noir» 🎬"
 
 
-@pytest.fixture
-def tiny(tmp_path, make_tiny_config):
-    """(config, versions) of the tiny dataset after ingest + split (no LLM)."""
-    cfg = load_config(make_tiny_config(tmp_path))
-    versions = stages.ingest(cfg)
-    versions.update(stages.split(cfg, versions))
-    return cfg, versions
-
-
 def ITEM_PINS(v: dict) -> dict:  # what import-text --kind item pins: the items table and the item id map
     return {t: v[t] for t in ("items", "item_id_map")}
 
