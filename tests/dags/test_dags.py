@@ -165,3 +165,24 @@ def test_end_to_end_dag_runs_on_tiny_data(tmp_path, make_tiny_config):
             assert version == announced[name] and store.manifest(name, version)["version"] == version
     pngs = list((cfg.workdir_path / "reports").glob("*/report.png"))
     assert pngs and pngs[0].stat().st_size > 1000
+
+
+@pytest.mark.timeout(60)
+def test_freeze_gives_a_daily_config_its_data_interval(tmp_path, make_tiny_stream_config):
+    """The run's data interval becomes stream.end of its frozen config; a schedule that disagrees with
+    stream.interval_hours is an error, not a silently different interval."""
+    from datetime import datetime, timezone
+
+    from configs import load_config
+    from configs.airflow_wiring import freeze
+
+    path = str(make_tiny_stream_config(tmp_path))
+    end = datetime(1970, 1, 31, tzinfo=timezone.utc)
+    frozen = load_config(freeze(path, datetime(1970, 1, 30, tzinfo=timezone.utc), end))
+    assert frozen.stream.end == end and frozen.stream.run_kind == "interval"
+    assert frozen.stats_path.name == "end=1970-01-31T0000"
+    with pytest.raises(ValueError, match="not stream.interval_hours=24 long"):
+        freeze(path, datetime(1970, 1, 29, tzinfo=timezone.utc), end)
+    with pytest.raises(ValueError, match="not on the interval grid"):
+        freeze(path, datetime(1970, 1, 30, 12, tzinfo=timezone.utc), datetime(1970, 1, 31, 12, tzinfo=timezone.utc))
+    assert load_config(freeze(path)).stream.end is None  # no interval (a manual CLI run): stages ask for one
