@@ -56,6 +56,24 @@ def ctr_metrics(y_true: np.ndarray, y_pred: np.ndarray, users: np.ndarray) -> di
             "gauc_users": int(len(per_user))}
 
 
+def paired_auc_diff(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int = 1000,
+                    seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """AUC(a) - AUC(b) on the same rows, with a paired bootstrap interval (rows resampled together for both
+    models; draws with a single class are skipped). How a gate on one small slice can say "within noise"."""
+    y, a, b = np.asarray(y_true), np.asarray(pred_a, dtype=np.float64), np.asarray(pred_b, dtype=np.float64)
+    delta = auc(y, a) - auc(y, b)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if np.unique(y[idx]).size == 2:
+            draws.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+    if not draws:
+        return {"delta": delta, "low": float("nan"), "high": float("nan")}
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return {"delta": delta, "low": float(lo), "high": float(hi)}
+
+
 def json_safe(obj):
     """NaN/inf -> None, recursively (an undefined AUC is null in JSON; the shared writers reject NaN)."""
     if isinstance(obj, float) or isinstance(obj, np.floating):

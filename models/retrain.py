@@ -33,7 +33,7 @@ from feature_store.lineage import code_digest
 from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
 from models.feature_spec import Variant, resolve_variants, run_entries, spec_entries, tables_needed
-from models.metrics import auc, ctr_metrics, json_safe
+from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
 from models.registry import champion_info, promote, registry_root, write_model_manifest
 from models.run_history import history_markdown, record_run
 from models.report import write_report
@@ -138,7 +138,8 @@ def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig, 
         if scores is not None:
             cold = ~np.isin(users, list(seen_users))
             scores[str(model.model_dir)] = {**ctr_metrics(y, p, users), "rows": int(len(y)),
-                                            "cold_rows": int(cold.sum()), "cold_auc": auc(y[cold], p[cold])}
+                                            "cold_rows": int(cold.sum()), "cold_auc": auc(y[cold], p[cold]),
+                                            "labels": y, "predictions": p}
         return auc(y, p)
 
     return score
@@ -247,14 +248,16 @@ def history_entry(work: Path, cfg: RunConfig, store: FeatureStore, built: BuiltD
     if decision.get("reason") == "challenger is already the champion":
         champion = challenger
     gen = stats.get("generation", {})
+    diff = {}
+    if champion and champion is not challenger:  # the gate's difference, with its paired bootstrap interval
+        diff = paired_auc_diff(challenger["labels"], challenger["predictions"], champion["predictions"])
     augment_s = sum(float(v.get("seconds", 0.0)) for k, v in stage_stats.items() if k != "retrain")
     test = built.data.test.frame
     end = cfg.stream.require_end()
     record_run(work, {
         "end": end.isoformat(), "kind": cfg.stream.run_kind, "run_id": run_id,
-        # the interactions of the run's own interval: the newest slice (history rows included)
-        "new_interactions": int((store.read_pandas("interaction_splits", built.versions["interaction_splits"],
-                                                   columns=["split"])["split"] == "test").sum()),
+        # the interactions the run brought: its interval (the newest slice), or everything for the bootstrap
+        "new_interactions": _interval_rows(store, built, cfg),
         "test_rows": int(len(test)), "test_users": int(test[built.data.user_col].nunique()),
         "profiles_written": int(gen.get("user", {}).get("generated", 0)),
         "items_written": int(gen.get("item", {}).get("generated", 0)),
@@ -270,8 +273,16 @@ def history_entry(work: Path, cfg: RunConfig, store: FeatureStore, built: BuiltD
         "challenger_auc": challenger.get("auc"), "challenger_gauc": challenger.get("gauc"),
         "champion": champ_path, "champion_auc": champion.get("auc"), "champion_gauc": champion.get("gauc"),
         "cold_rows": challenger.get("cold_rows"), "challenger_cold_auc": challenger.get("cold_auc"),
+        "delta_auc": diff.get("delta"), "delta_low": diff.get("low"), "delta_high": diff.get("high"),
         "promoted": bool(decision["promoted"]), "reason": decision.get("reason", ""),
     })
+
+
+def _interval_rows(store: FeatureStore, built: BuiltDataset, cfg: RunConfig) -> int:
+    if cfg.stream.run_kind == "bootstrap":
+        return int(store.manifest("interaction_splits", built.versions["interaction_splits"])["rows"])
+    splits = store.read_pandas("interaction_splits", built.versions["interaction_splits"], columns=["split"])
+    return int((splits["split"] == "test").sum())
 
 
 def _finished_run(work: Path, run_root: Path, promote_best: bool) -> dict | None:

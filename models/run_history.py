@@ -21,7 +21,8 @@ from models.metrics import json_safe
 
 COLUMNS = ("end", "kind", "new_interactions", "profiles_written", "items_written", "llm_calls", "output_tokens",
            "augment_seconds", "retrain_seconds", "models_trained", "champion_auc", "challenger_auc",
-           "champion_gauc", "challenger_gauc", "cold_rows", "challenger_cold_auc", "promoted")
+           "champion_gauc", "challenger_gauc", "delta_auc", "delta_low", "delta_high", "cold_rows",
+           "challenger_cold_auc", "promoted")
 
 
 def history_dir(work: Path) -> Path:
@@ -57,19 +58,29 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _delta(row: Mapping) -> str:
+    d = row.get("delta_auc")
+    if d is None or (isinstance(d, float) and math.isnan(d)):
+        return "-"
+    lo, hi = row.get("delta_low"), row.get("delta_high")
+    noise = "" if lo is None or math.isnan(lo) else (" (within noise)" if lo <= 0 <= hi else "")
+    return f"{d:+.4f} [{_fmt(lo)}, {_fmt(hi)}]{noise}"
+
+
 def history_markdown(work: Path) -> str:
     """The history as a Markdown table (AUC/GAUC on each run's newest interval)."""
     h = read_history(work)
     head = ("| interval end | run | new interactions | profiles / items written | LLM calls | output tokens | "
-            "augment s | retrain s | champion AUC / GAUC | challenger AUC / GAUC | cold rows: AUC | promoted |")
-    lines = [head, "|" + "---|" * 12]
+            "augment s | retrain s | champion AUC / GAUC | challenger AUC / GAUC | challenger - champion AUC "
+            "[95% paired CI] | cold rows: AUC | promoted |")
+    lines = [head, "|" + "---|" * 13]
     for r in h.to_dict(orient="records"):
         lines.append(
             f"| {r['end']:%Y-%m-%d %H:%M} | {r['kind']} | {r['new_interactions']} | "
             f"{r['profiles_written']} / {r['items_written']} | {r['llm_calls']} | {r['output_tokens']} | "
             f"{_fmt(r['augment_seconds'], 1)} | {_fmt(r['retrain_seconds'], 1)} | "
             f"{_fmt(r.get('champion_auc'))} / {_fmt(r.get('champion_gauc'))} | "
-            f"{_fmt(r.get('challenger_auc'))} / {_fmt(r.get('challenger_gauc'))} | "
+            f"{_fmt(r.get('challenger_auc'))} / {_fmt(r.get('challenger_gauc'))} | {_delta(r)} | "
             f"{_fmt(r.get('cold_rows'))}: {_fmt(r.get('challenger_cold_auc'))} | {_fmt(bool(r['promoted']))} |")
     return "\n".join(lines) + "\n"
 
