@@ -385,6 +385,10 @@ def plan_shards(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> list[d
     if not structured_off(cfg, kind) and not external_text(cfg, kind) and n > 1:
         if pending_prompts(cfg, kind, inputs) < cfg.generation.batch_size:
             n = 1
+    # A re-run of the interval with fewer shards must not leave an earlier plan's extra shards in its stats.
+    for stale in stats_dir(cfg).glob(f"generate-{kind}-*.json"):
+        if int(stale.stem.rsplit("-", 1)[1]) >= n:
+            stale.unlink(missing_ok=True)
     return [{"shard": s, "num_shards": n} for s in range(n)]
 
 

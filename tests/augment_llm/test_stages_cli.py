@@ -95,3 +95,20 @@ def test_cli_pins_inputs_or_reads_latest_and_says_so(tmp_path, make_tiny_config)
     assert latest.returncode == 0 and "input items: latest = " + versions["items"] in latest.stderr
     wrong = _run("split", "--config", str(cfg), "--input", "items=abc")
     assert wrong.returncode != 0 and "this stage reads ['interactions']" in wrong.stderr
+
+
+def test_generation_shard_plan_follows_the_new_prompts_and_clears_a_wider_plans_stats(tiny):
+    """Fewer new prompts than one batch: one shard (one engine start); a re-run of the interval with a narrower
+    plan drops the stats of the shards it no longer runs, so the run's LLM-call count is this run's."""
+    from augment import stages
+
+    cfg, v = tiny
+    v.update(stages.prompts(cfg, v))
+    stats = stages.stats_dir(cfg)
+    stats.mkdir(parents=True, exist_ok=True)
+    for s in (0, 1):
+        (stats / f"generate-user-{s:03d}.json").write_text(json.dumps({"generated": 99}))
+    assert stages.plan_shards(cfg, "user", v) == [{"shard": 0, "num_shards": 1}]  # 30 new < batch_size 256
+    assert sorted(p.name for p in stats.glob("generate-user-*.json")) == ["generate-user-000.json"]
+    wide = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"batch_size": 8})})
+    assert stages.plan_shards(wide, "user", v) == [{"shard": 0, "num_shards": 2}, {"shard": 1, "num_shards": 2}]
