@@ -27,7 +27,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from augment.sorting import int_columns, lexsorted
+from augment.split import sorted_by_user_time
 from configs import SplitConfig, StreamConfig
 
 
@@ -38,14 +38,6 @@ def _us(t: datetime | pd.Timestamp) -> np.int64:
 def time_us(values: pd.Series) -> np.ndarray:
     """int64 microseconds since the epoch of a (tz-aware) timestamp column."""
     return pd.DatetimeIndex(values).as_unit("us").asi8
-
-
-def _sorted(interactions: pd.DataFrame) -> pd.DataFrame:
-    order = ["user_id", "timestamp", "item_id"]
-    cols = int_columns(interactions, order)
-    if cols is not None and lexsorted(cols):  # ingest wrote it in this order
-        return interactions.reset_index(drop=True)
-    return interactions.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def _counts_below(ts: np.ndarray, starts: np.ndarray, bound: np.int64) -> np.ndarray:
@@ -78,8 +70,7 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
     users who joined later, all of whose rows are labels).
 
     `user_ids`/`ts` (microseconds) are grouped by user and time-sorted within each user."""
-    end, start = _us(stream.require_end()), _us(stream.start)
-    step = np.int64(stream.interval // pd.Timedelta(microseconds=1))
+    start = _us(stream.start)
     max_age = np.int64(round(stream.refresh.max_age_days * 86_400_000_000))
     k_min = stream.refresh.min_new_interactions
     none = np.iinfo(np.int64).max
@@ -105,8 +96,8 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
     parts.append(pd.DataFrame({"user_id": users[boot], "cutoff": first_cut[boot], "n_new": n_pre[boot]}))
 
     # Every interval end after the bootstrap: the refresh policy.
-    g = start + step
-    while g <= end:
+    for _, interval_end in stream.intervals():
+        g = _us(interval_end)
         count = _counts_below(ts, starts, g)
         new = count - count_at
         has = last_cut != none
@@ -117,7 +108,6 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
             first_cut = np.where(due & ~has, g, first_cut)
             last_cut = np.where(due, g, last_cut)
             count_at = np.where(due, count, count_at)
-        g += step
     cut = pd.concat(parts, ignore_index=True).sort_values(["user_id", "cutoff"], kind="stable")
     cut = cut.reset_index(drop=True)
     first, end_row = rows_before(user_ids, ts, cut["user_id"].to_numpy(), cut["cutoff"].to_numpy(np.int64))
@@ -133,7 +123,7 @@ def stream_split(interactions: pd.DataFrame, split: SplitConfig,
     """(rows with role/split/sampled, sorted by user_id, timestamp, item_id; profile cutoffs, one row per
     (user_id, cutoff) with n_history, n_samples = the interactions new since the user's previous profile, split)."""
     end = _us(stream.require_end())
-    rows = _sorted(interactions)
+    rows = sorted_by_user_time(interactions)
     ts = time_us(rows["timestamp"])
     late = np.flatnonzero(ts >= end)
     if len(late):
@@ -144,8 +134,8 @@ def stream_split(interactions: pd.DataFrame, split: SplitConfig,
     cut, row_first = profile_cutoffs(user_ids, ts, split, stream)
     is_history = ts < row_first
     rows["role"] = pd.Series(np.where(is_history, "history", "sample"), dtype="str")
-    step = np.int64(stream.interval // pd.Timedelta(microseconds=1))
-    test_from, valid_from = end - step, end - step * (1 + stream.valid_intervals)
+    test_from = _us(stream.require_end() - stream.interval)
+    valid_from = _us(stream.require_end() - stream.interval * (1 + stream.valid_intervals))
     rows["split"] = pd.Series(np.select([ts >= test_from, ts >= valid_from], ["test", "valid"], "train"),
                               dtype="str")
     rows["sampled"] = False

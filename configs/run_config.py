@@ -206,6 +206,11 @@ class EncodeConfig(_Strict):
     raw_item_columns: list[str] = Field(default_factory=lambda: list(RAW_ITEM_DEFAULT), min_length=1)
 
 
+def interval_tag(end: datetime) -> str:
+    """How an interval end names its per-interval files (stats directory, history row): UTC, to the minute."""
+    return f"{end.astimezone(timezone.utc):%Y-%m-%dT%H%M}"
+
+
 class RefreshPolicy(_Strict):
     """When a user's profile is written again (LIBER / KAR "new partitions only"): at an interval end, a user gets a
     new profile when at least `min_new_interactions` arrived since the last one, or when at least one did and the
@@ -334,7 +339,7 @@ class RunConfig(_Strict):
         base = self.workdir_path / "stats"
         if self.stream is None or self.stream.end is None:
             return base
-        return base / f"end={self.stream.end.astimezone(timezone.utc):%Y-%m-%dT%H%M}"
+        return base / f"end={interval_tag(self.stream.end)}"
 
     def with_stream_end(self, end: datetime) -> "RunConfig":
         """This config for the run whose interval ends at `end` (validated: on the interval grid)."""

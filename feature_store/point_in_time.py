@@ -85,7 +85,8 @@ def _match_rows(con: duckdb.DuckDBPyConnection, spec: TableSpec, label_keys: lis
         if spec.ttl is not None:
             ttl_us = int(round(spec.ttl.total_seconds() * 1_000_000))
             frow = f"CASE WHEN f.__ts >= l.__ts - {ttl_us} THEN f.__frow ELSE -1 END"
-        sql = f"SELECT l.__row, {frow} AS __frow FROM lab l ASOF LEFT JOIN feat f ON {on} AND l.__ts {'>' if strict else '>='} f.__ts"
+        before = ">" if strict else ">="
+        sql = f"SELECT l.__row, {frow} AS __frow FROM lab l ASOF LEFT JOIN feat f ON {on} AND l.__ts {before} f.__ts"
     feat_keys = pa.table(fcols)
     con.register("lab", lab)
     con.register("feat", feat_keys)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
+from configs.run_config import interval_tag
 from feature_store.files import atomic_path, atomic_write_json, atomic_write_text
 from models.metrics import json_safe
 
@@ -31,8 +33,7 @@ def history_dir(work: Path) -> Path:
 
 def record_run(work: Path, row: Mapping) -> Path:
     """Write one interval's row and refresh the table and plot."""
-    end = pd.Timestamp(row["end"]).tz_convert("UTC")
-    path = history_dir(work) / f"{end:%Y-%m-%dT%H%M}.json"
+    path = history_dir(work) / f"{interval_tag(datetime.fromisoformat(row['end']))}.json"
     atomic_write_json(path, json_safe(dict(row)))
     write_history(work)
     return path
