@@ -20,7 +20,11 @@ FeatureType = Literal["categorical", "numeric", "sequence", "vector"]
 # age_bucket: numeric age -> "<18", "18-24", ... (categorical); decade: year -> "1990" (categorical)
 # first: first element of a list column (categorical; empty -> "none"); fill_median: numeric, NaN -> table median
 # multi_hot: list column -> one numeric 0/1 column per value seen in the table, named <name>_<value>
-Transform = Literal["none", "age_bucket", "decade", "first", "fill_median", "multi_hot"]
+# history_mean / history_recency (vector, key user_id, source an item-keyed vector table): the user's taste, the
+#   (recency-weighted) mean of the vectors of the items liked before each label (models/taste.py)
+# history_cosine (numeric, key user_id, same kind of source): cosine of that taste and the row's item vector
+Transform = Literal["none", "age_bucket", "decade", "first", "fill_median", "multi_hot", "history_mean",
+                    "history_recency", "history_cosine"]
 
 
 class FeatureEntry(_Strict):
@@ -35,10 +39,14 @@ class FeatureEntry(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "FeatureEntry":
         allowed = {"categorical": {"none", "age_bucket", "decade", "first"},
-                   "numeric": {"none", "fill_median", "multi_hot"}, "sequence": {"none"}, "vector": {"none"}}
+                   "numeric": {"none", "fill_median", "multi_hot", "history_cosine"}, "sequence": {"none"},
+                   "vector": {"none", "history_mean", "history_recency"}}
         if self.transform not in allowed[self.type]:
             raise ValueError(f"feature {self.name!r}: transform {self.transform!r} does not apply to a {self.type} "
                              f"feature (allowed: {sorted(allowed[self.type])})")
+        if self.transform.startswith("history_") and self.key != "user_id":
+            raise ValueError(f"feature {self.name!r}: transform {self.transform!r} is a user's taste over the items "
+                             "they liked: key must be user_id (the source is the item vector table)")
         return self
 
     @property
@@ -73,6 +81,12 @@ DEFAULT_FEATURES: tuple[FeatureEntry, ...] = (
     _f("item_topics", "vector", "item_tags", "item_id", "topic_multi_hot", group="structured"),
     _f("user_top_topic", "categorical", "user_interest", "user_id", "top_topic", group="structured"),
     _f("user_topics", "vector", "user_interest", "user_id", "topic_weights", group="structured"),
+    # user taste without an LLM (models/taste.py): mean item vector of the user's liked history before each label,
+    # and its cosine with the candidate item, for the knowledge vectors and (same treatment) the raw-text control
+    _f("user_taste_knowledge", "vector", "item_knowledge_emb", "user_id", "emb", "history_mean"),
+    _f("match_knowledge", "numeric", "item_knowledge_emb", "user_id", "emb", "history_cosine", "match_knowledge"),
+    _f("user_taste_raw", "vector", "item_raw_emb", "user_id", "emb", "history_mean"),
+    _f("match_raw", "numeric", "item_raw_emb", "user_id", "emb", "history_cosine", "match_raw"),
 )
 
 
@@ -91,6 +105,12 @@ DEFAULT_VARIANTS: dict[str, VariantDef] = {
     # need the structured tables (generation.structured.enabled): not in the default `variants`
     "structured": VariantDef(groups=("structured",)),
     "llm_structured": VariantDef(groups=("item_knowledge_emb", "user_profile_emb", "structured")),
+    # + the user's taste (mean liked-item vector) and its match with the candidate: raw text vs LLM text
+    "raw_text_taste": VariantDef(groups=("item_raw_emb", "user_taste_raw", "match_raw")),
+    "llm_taste": VariantDef(groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge",
+                                    "match_knowledge")),
+    "llm_kar_taste": VariantDef(groups=("match_knowledge",),
+                                adaptor_groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge")),
 }
 
 
@@ -125,6 +145,9 @@ class TrainConfig(_Strict):
     deepfm_lr: float = 1e-3
     embedding_dim: int = 16
     patience: int = 2
+    # deepctr: a training row's user id is replaced by the 'unseen' id with this probability, so the embedding
+    # every cold user shares is trained (else it stays at its random init and adds noise to every unseen user)
+    unseen_id_dropout: float = Field(0.0, ge=0, lt=1)
     lgbm_rounds: int = 1000
     lgbm_early_stopping: int = 50
     lgbm_pca_dim: int = 16
@@ -139,6 +162,8 @@ class TrainConfig(_Strict):
                                                 description="added to / replacing the built-in variants")
     features: tuple[FeatureEntry, ...] = DEFAULT_FEATURES
     history_len: int = Field(20, ge=1, description="DIN: the user's most recent items before each sample")
+    taste_len: int = Field(50, ge=1, description="taste vectors: the user's most recent liked items averaged")
+    taste_half_life: float = Field(10.0, gt=0, description="history_recency: items until an item's weight halves")
     sequence_backbones: tuple[str, ...] = Field(("din",), description="deepctr backbones fed the item history")
     din_att_activation: Literal["prelu", "Dice", "sigmoid", "relu"] = "prelu"
     kar_shared_experts: int = Field(1, ge=0)  # 1+1: adaptor within ~5% of DenseFeat speed (2+2: +45%)

@@ -118,7 +118,8 @@ class OnlineTable:
                 self.unknown_count += n_missing
         return pos, missing
 
-    def _vectors_at(self, feature: str, pos: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    def vectors_at(self, feature: str, pos: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Vectors of rows `pos` from `lookup` (its `missing` keys get the default)."""
         f = self.spec.feature(feature)
         if f.dtype != "vector":
             raise ValueError(f"table {self.name!r}: feature {feature!r} is {f.dtype}, not a vector")
@@ -131,7 +132,7 @@ class OnlineTable:
     def get_vectors(self, feature: str, keys: Sequence | np.ndarray) -> np.ndarray:
         """(n, d) float32 vectors for `keys`; unknown keys get the default (zeros) and are counted."""
         pos, missing = self.lookup(keys)
-        return self._vectors_at(feature, pos, missing)
+        return self.vectors_at(feature, pos, missing)
 
     def get(self, keys: Sequence | np.ndarray, with_missing: bool = False) -> dict[str, np.ndarray]:
         """All features for a batch of keys (+ a boolean '__missing' array when with_missing=True)."""
@@ -139,7 +140,7 @@ class OnlineTable:
         out: dict[str, np.ndarray] = {}
         for f in self.spec.features:
             if f.dtype == "vector":
-                out[f.name] = self._vectors_at(f.name, pos, missing)
+                out[f.name] = self.vectors_at(f.name, pos, missing)
                 continue
             arr = self._scalars[f.name]
             vals = arr[pos] if arr.shape[0] else np.empty(len(pos), dtype=arr.dtype if arr.dtype.kind != "O" else object)

@@ -43,6 +43,8 @@ class CtrData:
     column_groups: dict[str, str] = field(default_factory=dict)  # column/vector -> feature group (gated ones)
     # entity -> "int" | "string": how the source spells its ids (augment/id_keys.py); serving takes those ids.
     id_types: dict[str, str] = field(default_factory=dict)
+    # {"len": L, "half_life": h} when the spec has taste / match entries (models/taste.py): serving needs them too
+    taste: dict | None = None
 
     @property
     def has_history(self) -> bool:

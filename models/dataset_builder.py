@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 
 from configs.train_config import FeatureEntry, TrainConfig
-from feature_store import FeatureStore, point_in_time_join, vector_matrix
+from feature_store import FeatureStore, OnlineTable, point_in_time_join, vector_matrix
 from feature_store import pins
 from feature_store.definitions import ID_MAPS
 from models.ctr_inputs import CtrData, CtrSplit
 from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, run_entries, side_frame
 from models.history import recent_items
+from models.taste import check_item_table, history_features, is_history_derived, liked_events
 
 log = logging.getLogger(__name__)
 LABELS = "interaction_splits"
@@ -74,7 +75,7 @@ def _utc_times(s: pd.Series) -> np.ndarray:
 
 def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
                       features: Sequence[FeatureEntry] | None = None, threads: int | None = None,
-                      history_len: int = 20) -> BuiltDataset:
+                      history_len: int = 20, taste_len: int = 50, taste_half_life: float = 10.0) -> BuiltDataset:
     """CtrData with one column (or, multi-hot, several) per scalar entry, one vector group per vector entry and,
     if the spec has a sequence entry, each sample's last `history_len` items before its timestamp.
     `features` defaults to what a default-config run reads (models.feature_spec.run_entries)."""
@@ -99,7 +100,7 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
         frame = frame.merge(side.drop(columns=[c for c in side.columns if c in frame.columns and c != key]),
                             on=key, how="left")
     pit_scalars = pit_scalar_entries(store, pinned, features)
-    vector_entries = [f for f in features if f.type == "vector"]
+    vector_entries = [f for f in features if f.type == "vector" and not is_history_derived(f)]
     pit_tables = list(dict.fromkeys([f.source for f in (*pit_scalars, *vector_entries)]))
     missing: dict[str, int] = {}
     vectors: dict[str, np.ndarray] = {}
@@ -116,6 +117,23 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
         for t, n in missing.items():
             if n:
                 log.warning("%s: %d of %d label rows have no feature row (default used)", t, n, len(labels))
+    derived = [f for f in features if is_history_derived(f)]
+    if derived:
+        # the user's taste: liked items strictly before each label (the same rule as DIN's history below)
+        liked = splits[liked_events(splits)]
+        t_hist, t_len = recent_items(liked["user_id"].to_numpy(), liked["item_id"].to_numpy(),
+                                     _utc_times(liked["timestamp"]), labels["user_id"].to_numpy(),
+                                     _utc_times(labels["timestamp"]), taste_len)
+        tables = {}
+        for e in derived:
+            if e.source not in tables:
+                tables[e.source] = OnlineTable.load(store, e.source, pinned[e.source])
+                check_item_table(e, tables[e.source].spec.join_keys)
+        taste, match_cols = history_features(derived, tables, t_hist, t_len, labels["item_id"].to_numpy(),
+                                             taste_half_life)
+        vectors.update(taste)
+        frame = pd.concat([frame, pd.DataFrame(match_cols, index=frame.index)], axis=1)
+        del t_hist, tables
     categorical, numeric, column_groups = [], [], {}
     names = {f.name for f in features}
     for e in features:
@@ -157,7 +175,8 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
             id_types[entity] = kinds[0].as_py() if len(kinds) else "int"
     data = CtrData(parts["train"], parts["valid"], parts["test"], categorical=categorical, numeric=numeric,
                    features=tuple(features), entry_columns=entry_columns, column_groups=column_groups,
-                   id_types=id_types)
+                   id_types=id_types,
+                   taste={"len": int(taste_len), "half_life": float(taste_half_life)} if derived else None)
     log.info("CTR data: train %d, valid %d, test %d rows; %d categorical, %d numeric, %d vector inputs",
              len(data.train), len(data.valid), len(data.test), len(categorical), len(numeric), len(vectors))
     return BuiltDataset(data, pinned, missing)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from configs.train_config import FeatureEntry, TrainConfig, VariantDef
 from models.backbones import reads_history
+from models.taste import is_history_derived
 
 USER_KEY, ITEM_KEY = "user_id", "item_id"
 HISTORY = "__history__"  # a model's input_layout name for the sequence block (ids + length): the user's side
@@ -131,7 +132,8 @@ def side_frame(store, versions: Mapping[str, str], entries: Sequence[FeatureEntr
     out: pd.DataFrame | None = None
     by_table: dict[str, list[FeatureEntry]] = {}
     for e in entries:
-        if e.key == key and e.type in ("categorical", "numeric") and is_static(store, e.source, versions[e.source]):
+        if (e.key == key and e.type in ("categorical", "numeric") and not is_history_derived(e)
+                and is_static(store, e.source, versions[e.source])):
             by_table.setdefault(e.source, []).append(e)
     for table, ents in by_table.items():
         cols = list(dict.fromkeys([key, *(e.column for e in ents)]))
@@ -146,7 +148,7 @@ def side_frame(store, versions: Mapping[str, str], entries: Sequence[FeatureEntr
 
 def pit_scalar_entries(store, versions: Mapping[str, str], entries: Sequence[FeatureEntry]) -> list[FeatureEntry]:
     """Scalar entries read through the point-in-time join (their table has an event timestamp)."""
-    out = [e for e in entries if e.type in ("categorical", "numeric")
+    out = [e for e in entries if e.type in ("categorical", "numeric") and not is_history_derived(e)
            and not is_static(store, e.source, versions[e.source])]
     bad = [e.name for e in out if e.transform not in ROWWISE]
     if bad:
@@ -213,10 +215,23 @@ def common_feature_map(data, inputs: ModelInputs, backbone: str, history_maxlen:
         "vector_groups": [{"name": g, "dim": dims[g]} for g in inputs.groups],
         "adaptor": None,
         "history": {"item": data.item_col, "maxlen": int(history_maxlen)} if history_maxlen else None,
+        "taste": getattr(data, "taste", None) if any(is_history_derived(e) for e in _used_entries(data, used))
+        else None,
         "label": data.label,
         "user_col": data.user_col,
         "item_col": data.item_col,
     }
+
+
+def _used_entries(data, used: set[str]) -> list[FeatureEntry]:
+    return [e for e in data.features if any(c in used for c in data.entry_columns.get(e.name, [e.name]))]
+
+
+def dataset_options(train: TrainConfig, feature_map: dict | None = None) -> dict:
+    """build_ctr_dataset's history settings: the config's, or those a saved model was trained with."""
+    taste = (feature_map or {}).get("taste") or {}
+    return {"history_len": train.history_len, "taste_len": int(taste.get("len", train.taste_len)),
+            "taste_half_life": float(taste.get("half_life", train.taste_half_life))}
 
 
 def spec_entries(feature_map: dict) -> list[FeatureEntry]:

@@ -32,7 +32,8 @@ from feature_store.files import atomic_write_json, atomic_write_text, canonical_
 from feature_store.lineage import code_digest
 from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
-from models.feature_spec import Variant, resolve_variants, run_entries, spec_entries, tables_needed
+from models.feature_spec import (Variant, dataset_options, resolve_variants, run_entries, spec_entries,
+                                 tables_needed)
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
 from models.registry import champion_info, promote, registry_root, write_model_manifest
 from models.run_history import history_markdown, record_run
@@ -125,10 +126,11 @@ def make_valid_scorer(store: FeatureStore, built: BuiltDataset, cfg: RunConfig, 
         tables = {"interaction_splits", *(e.source for e in entries)}
         pins = {**model.feature_tables, "interaction_splits": built.versions["interaction_splits"]}
         pins = {k: v for k, v in pins.items() if k in tables}
-        key = canonical_json({"pins": pins, "features": [e.model_dump(mode="json") for e in entries]})
+        options = dataset_options(cfg.train, model.feature_map)
+        key = canonical_json({"pins": pins, "features": [e.model_dump(mode="json") for e in entries], **options})
         if key not in cache:
             cache[key] = build_ctr_dataset(store, pins, entries, threads=cfg.train.threads,
-                                           history_len=cfg.train.history_len)
+                                           **options)
         data = cache[key].data
         rows = getattr(data, part)
         if valid_fingerprint(rows.frame) != expected:
@@ -172,7 +174,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
             log.info("retrain: nothing new since run %s (same table versions, train config and code); "
                      "no training", run_id)
             return done
-        built = build_ctr_dataset(store, versions, entries, threads=tc.threads, history_len=tc.history_len)
+        built = build_ctr_dataset(store, versions, entries, threads=tc.threads, **dataset_options(tc))
         tmp_root = reg / f".tmp-{run_id}-{os.getpid()}"
         shutil.rmtree(tmp_root, ignore_errors=True)
         results = train_variants(built.data, variants, tc, tmp_root, backbones=backbones)

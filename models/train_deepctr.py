@@ -265,6 +265,8 @@ def train_deepctr(data: CtrData, variant: Variant, cfg: TrainConfig, seed: int,
     y_valid = dc.as_label_array(data.valid.frame[data.label])
     optim = torch.optim.Adam(model.net.parameters(), lr=cfg.deepfm_lr)
     shuffler = torch.Generator().manual_seed(seed)
+    user_block = next((k for k, v in enumerate(model.vocabs) if v.column == data.user_col), None)
+    drop_ids = float(cfg.unseen_id_dropout) if user_block is not None else 0.0
     seed_everything(seed)  # dropout draws from the global generator: same start for every run of this seed
 
     best_auc, best_epoch, best_state, history = -np.inf, 0, None, []
@@ -275,7 +277,10 @@ def train_deepctr(data: CtrData, variant: Variant, cfg: TrainConfig, seed: int,
         loss_sum = 0.0
         for start in range(0, len(order), cfg.deepfm_batch_size):
             idx = order[start:start + cfg.deepfm_batch_size]
-            pred = model.net(x_train[idx]).reshape(-1)
+            xb = x_train[idx]
+            if drop_ids:
+                xb[torch.rand(len(idx), generator=shuffler) < drop_ids, user_block] = 0.0  # the unseen id
+            pred = model.net(xb).reshape(-1)
             # summed BCE + deepctr's own L2 terms: the objective deepctr's fit() optimises
             loss = F.binary_cross_entropy(pred, y_train[idx], reduction="sum")
             total = loss + model.net.get_regularization_loss() + model.net.aux_loss

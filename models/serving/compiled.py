@@ -9,6 +9,9 @@ training matrices) once over all items and once over all users, and keep
     user_cols  the input columns that belong to the user
 
 A request is then two gathers and one broadcast: X = item_rows[pos]; X[:, user_cols] = user_rows[u]; forward.
+The one exception is a taste-item match (models/taste.py): a cosine of the user's taste and each candidate's
+vector, kept as unit vectors per user and per item and written into its column as `scale * cos + shift` (the
+model's own encoding of that column, measured at compile time).
 No pandas, no per-row Python. Parity with ScoringModel.predict on the same frame is a test
 (tests/serving/test_scorer.py), and the column layout is checked against the encoder's output width at compile
 time, so a layout change in models/ fails loudly instead of scoring garbage.
@@ -18,7 +21,7 @@ time, so a layout change in models/ fails loudly instead of scoring garbage.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -28,6 +31,18 @@ from models.ctr_inputs import CtrSplit
 from models.feature_spec import HISTORY, ITEM_KEY, USER_KEY, input_sides
 from models.registry import ScoringModel
 from models.serving.features import FeatureSnapshot
+from models.taste import entry_taste, unit
+
+
+@dataclass
+class PairColumn:
+    """One taste-item match column: cosine of unit vectors, encoded as the model encodes that column."""
+
+    col: int
+    scale: float
+    shift: float
+    item_unit: np.ndarray      # (len(item_keys) + 1, d)
+    user_unit: np.ndarray      # (len(user_keys) + 1, d): each known user's taste as of now (+ the default)
 
 
 @dataclass
@@ -42,7 +57,9 @@ class CompiledModel:
     user_tables: list[str]
     user_cols: np.ndarray      # int64 column indices of the user-side inputs
     forward: Callable[[np.ndarray], np.ndarray]  # (n, width) -> (n,) float64 probabilities
-    encode_users: Callable[[pd.DataFrame, np.ndarray | None, np.ndarray | None], np.ndarray]
+    encode_users: Callable[..., np.ndarray]
+    pairs: list[PairColumn] = field(default_factory=list)
+    user_tastes: Callable[[np.ndarray, np.ndarray], list[np.ndarray]] | None = None  # liked hist -> unit tastes
 
     def item_positions(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each id in item_rows (unknown -> the default row) and the unknown mask."""
@@ -52,10 +69,22 @@ class CompiledModel:
         pos, unknown = _positions(self.user_keys, np.asarray([user_id], dtype=np.int64))
         return int(pos[0]), bool(unknown[0])
 
-    def assemble(self, item_pos: np.ndarray, user_row: np.ndarray) -> np.ndarray:
+    def assemble(self, item_pos: np.ndarray, user_row: np.ndarray,
+                 tastes: list[np.ndarray] | None = None) -> np.ndarray:
+        """Candidate rows for one user; `tastes` (one unit vector per pair column, `taste_of`) when the model has
+        match columns."""
         x = self.item_rows[item_pos]  # fancy indexing copies: the shared rows stay untouched
         x[:, self.user_cols] = user_row
+        if self.pairs:
+            if tastes is None or len(tastes) != len(self.pairs):
+                raise ValueError("this model reads a taste-item match: assemble needs the user's tastes")
+            for pair, taste in zip(self.pairs, tastes):
+                x[:, pair.col] = pair.scale * (pair.item_unit[item_pos] @ taste) + pair.shift
         return x
+
+    def taste_of(self, user_pos: int) -> list[np.ndarray]:
+        """The user's taste unit vectors as of now, one per pair column."""
+        return [p.user_unit[user_pos] for p in self.pairs]
 
 
 def _positions(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,21 +152,45 @@ def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int =
     uids = np.append(user_keys, _sentinel(user_keys))
     item_placeholder = _placeholder(snapshot, ITEM_KEY, 1)
 
-    def encode_users(user_frame: pd.DataFrame, history: np.ndarray | None,
-                     history_len: np.ndarray | None) -> np.ndarray:
-        """User-side input columns for rows of user scalar columns (+ histories, for sequence models)."""
+    def encode_users(user_frame: pd.DataFrame, history: np.ndarray | None, history_len: np.ndarray | None,
+                     liked: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """User-side input columns for rows of user scalar columns (+ histories, for sequence models; + liked
+        items, for taste vectors: default their latest)."""
         n = len(user_frame)
         frame = pd.concat([item_placeholder.iloc[[0] * n].reset_index(drop=True),
                            user_frame.reset_index(drop=True)], axis=1)
-        vecs = snapshot.vectors(USER_KEY, user_frame[USER_KEY].to_numpy(dtype=np.int64), groups)
+        vecs = snapshot.vectors(USER_KEY, user_frame[USER_KEY].to_numpy(dtype=np.int64), groups, liked)
         x = check_width(encode(split_for(frame, vecs, history, history_len)), "user")
         return np.ascontiguousarray(x[:, user_cols])
 
     hist, hist_len = snapshot.latest_history(uids, maxlen) if hist_spec else (None, None)
-    user_rows = encode_users(snapshot.scalars(USER_KEY, uids), hist, hist_len)
+    user_frame = snapshot.scalars(USER_KEY, uids)
+    user_rows = encode_users(user_frame, hist, hist_len)
+    matches = snapshot.match_entries()
+
+    def user_tastes(liked_hist: np.ndarray, liked_len: np.ndarray) -> list[np.ndarray]:
+        return [unit(entry_taste(e, snapshot.online[e.source], liked_hist, liked_len, snapshot.taste["half_life"]))
+                for e in matches]
+
+    pairs = []
+    if matches:
+        offsets, start = {}, 0
+        for name, width in inner.input_layout():
+            offsets[name], start = start, start + width
+        tastes = user_tastes(*snapshot.liked_history(uids))
+        probe = user_frame.iloc[[len(uids) - 1] * 2].reset_index(drop=True)
+        for e, taste in zip(matches, tastes):
+            probe[e.name] = [0.0, 1.0]
+            col = offsets[e.name]
+            enc = encode_users(probe, *((hist[-1:].repeat(2, 0), hist_len[-1:].repeat(2)) if hist_spec
+                                       else (None, None)))
+            where = int(np.flatnonzero(user_cols == col)[0])
+            item_vecs = snapshot.online[e.source].get_vectors(e.column, ids)
+            pairs.append(PairColumn(col, float(enc[1, where] - enc[0, where]), float(enc[0, where]),
+                                    unit(item_vecs), taste))
     return CompiledModel(item_keys, item_rows, item_missing, item_tables, user_keys, user_rows,
                          snapshot.missing(USER_KEY, uids), snapshot.tables(USER_KEY), user_cols,
-                         inner.forward_fn(threads), encode_users)
+                         inner.forward_fn(threads), encode_users, pairs, user_tastes if matches else None)
 
 
 def history_rows(item_ids: list[int], maxlen: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,9 @@ buckets, multi-hot columns and median filling cannot drift from training:
 - scalar entries of timestamped tables (user_interest) and every vector entry: an `OnlineTable` (latest row per
   key, the table's default for unknown keys), scalars then through `apply_transform`;
 - the sequence entry: each user's item sequence from `interaction_splits` (the last `L` items of ALL the user's
-  rows, i.e. the history "as of now").
+  rows, i.e. the history "as of now");
+- taste / match entries (models/taste.py): the item vector table as an `OnlineTable`, and each user's latest
+  liked items from `interaction_splits` (or a request's history), averaged with the model's own settings.
 
 Nothing here runs per request: models/serving/compiled.py turns a snapshot into per-item / per-user input rows.
 
@@ -29,6 +31,7 @@ from feature_store import FeatureStore, OnlineTable
 from models.feature_spec import (ITEM_KEY, USER_KEY, age_bucket, apply_transform, is_static, side_frame,
                                  spec_entries)
 from models.history import recent_items
+from models.taste import MATCH, check_item_table, entry_taste, is_history_derived, liked_events
 
 SIDES = (USER_KEY, ITEM_KEY)
 
@@ -43,6 +46,8 @@ class FeatureSnapshot:
     online: dict[str, OnlineTable]         # timestamped scalar tables and every vector table
     online_ids: dict[str, np.ndarray]      # online table -> the int64 keys it holds
     events: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (user, item, int64 time) of interaction_splits
+    liked: np.ndarray | None = None        # events mask: what a taste is made of (models/taste.py liked_events)
+    taste: dict | None = None              # the model's {"len", "half_life"} for taste / match entries
 
     @classmethod
     def load(cls, store: FeatureStore, pins: Mapping[str, str], feature_map: dict) -> "FeatureSnapshot":
@@ -50,13 +55,16 @@ class FeatureSnapshot:
         if not entries:
             raise ValueError("the model's feature_map.json records no feature-spec entries (trained on data not "
                              "built by models.dataset_builder): it cannot be served")
-        need = list(dict.fromkeys(e.source for e in entries))
+        # taste / match entries average the users' liked items: the label table's events
+        need = list(dict.fromkeys([*(e.source for e in entries),
+                                   *(["interaction_splits"] if any(map(is_history_derived, entries)) else [])]))
         missing = [t for t in need if t not in pins]
         if missing:
             raise ValueError(f"model manifest pins no version for table(s) {missing} (pins: {sorted(pins)})")
         versions = {t: store.resolve(t, pins[t]) for t in need}
         seq = [e for e in entries if e.type == "sequence"] if feature_map.get("history") else []
-        scalar_or_vector = [e for e in entries if e.type != "sequence"]
+        derived = [e for e in entries if is_history_derived(e)]
+        scalar_or_vector = [e for e in entries if e.type != "sequence" and not is_history_derived(e)]
         static, static_tables, static_ids, online, online_ids = {}, {}, {}, {}, {}
         for key in SIDES:
             static[key] = side_frame(store, versions, scalar_or_vector, key).reset_index(drop=True)
@@ -76,15 +84,23 @@ class FeatureSnapshot:
                                  f"{list(table.spec.join_keys)}, the feature spec says [{e.key!r}]")
             online[e.source] = table
             online_ids[e.source] = store.read(e.source, versions[e.source], columns=[e.key]).column(e.key).to_numpy()
-        events = None
-        if seq:
-            v = versions[seq[0].source]
-            ev = store.read(seq[0].source, v)
+        for e in derived:
+            if e.source not in online:
+                online[e.source] = OnlineTable.load(store, e.source, versions[e.source])
+                check_item_table(e, online[e.source].spec.join_keys)
+        events = liked = None
+        if seq or derived:
+            labels_table = seq[0].source if seq else "interaction_splits"
+            if labels_table not in versions:
+                raise ValueError(f"model manifest pins no version for {labels_table!r} (the users' histories)")
+            ev = store.read(labels_table, versions[labels_table])
             if "sampled" in ev.column_names:  # negatives drawn for a positives-only log are not behaviour
                 ev = ev.filter(pc.invert(ev.column("sampled")))
             events = (ev.column("user_id").to_numpy(), ev.column("item_id").to_numpy().astype(np.int64),
                       ev.column("timestamp").cast(pa.int64()).to_numpy())
-        return cls(versions, entries, static, static_tables, static_ids, online, online_ids, events)
+            liked = liked_events(ev.select([c for c in ("label",) if c in ev.column_names]).to_pandas())
+        return cls(versions, entries, static, static_tables, static_ids, online, online_ids, events, liked,
+                   feature_map.get("taste"))
 
     @property
     def users(self) -> pd.DataFrame:
@@ -96,7 +112,8 @@ class FeatureSnapshot:
 
     def tables(self, key: str) -> list[str]:
         """Tables on `key`'s side, in the order `missing` reports them (the attribute table first)."""
-        dynamic = [t for t in dict.fromkeys(e.source for e in self.entries if e.key == key and e.source in self.online)
+        dynamic = [t for t in dict.fromkeys(e.source for e in self.entries if e.key == key and e.source in self.online
+                                            and not is_history_derived(e))
                    if t not in self.static_tables[key]]
         return [*self.static_tables[key], *dynamic]
 
@@ -114,7 +131,11 @@ class FeatureSnapshot:
         """key + every scalar model column of `key`'s side for `ids` (NaN / table defaults where absent)."""
         frame = pd.DataFrame({key: ids}).merge(self.static[key], on=key, how="left")
         for e in self.entries:
-            if (e.key == key and e.type in ("categorical", "numeric") and e.source in self.online
+            if e.key == key and e.transform == MATCH:
+                frame[e.name] = 0.0  # a user x item value: the compiled model fills it per candidate
+            elif is_history_derived(e):
+                continue
+            elif (e.key == key and e.type in ("categorical", "numeric") and e.source in self.online
                     and e.source not in self.static_tables[key]):  # timestamped: latest row per key
                 values = self.online[e.source].get(ids)[e.column]
                 frame = pd.concat([frame, apply_transform(e, pd.Series(list(values)))], axis=1)
@@ -123,13 +144,18 @@ class FeatureSnapshot:
     def vector_entry(self, name: str) -> FeatureEntry:
         return next(e for e in self.entries if e.name == name and e.type == "vector")
 
-    def vectors(self, key: str, ids: np.ndarray, groups: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each vector group for `ids` if it is on `key`'s side (unknown ids: the table default), else zeros."""
+    def vectors(self, key: str, ids: np.ndarray, groups: Sequence[str],
+                liked: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Each vector group for `ids` if it is on `key`'s side (unknown ids: the table default), else zeros.
+        Taste groups average each user's liked items: `liked` (hist, lengths) or their latest ones."""
         out = {}
         for g in groups:
             e = self.vector_entry(g)
             table = self.online[e.source]
-            if e.key == key:
+            if e.key == key and is_history_derived(e):
+                hist, lengths = liked if liked is not None else self.liked_history(ids)
+                out[g] = entry_taste(e, table, hist, lengths, self.taste["half_life"])
+            elif e.key == key:
                 out[g] = table.get_vectors(e.column, ids)
             else:
                 out[g] = np.zeros((len(ids), table.spec.feature(e.column).dim), dtype=np.float32)
@@ -144,6 +170,17 @@ class FeatureSnapshot:
         # a query time after every event: recent_items excludes events at or after it, so all are included
         q_times = np.full(n, times.max() + 1, dtype=np.int64)
         return recent_items(users, items, times, np.asarray(user_ids), q_times, max_len)
+
+    def liked_history(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's last taste-length liked items, as of now (models/taste.py)."""
+        n, width = len(user_ids), int(self.taste["len"])
+        if self.events is None or not self.liked.any():
+            return np.zeros((n, width), dtype=np.int64), np.zeros(n, dtype=np.int64)
+        users, items, times = (a[self.liked] for a in self.events)
+        return recent_items(users, items, times, np.asarray(user_ids), np.full(n, times.max() + 1), width)
+
+    def match_entries(self) -> list[FeatureEntry]:
+        return [e for e in self.entries if e.transform == MATCH]
 
     def key_universe(self, key: str, extra: Sequence = ()) -> np.ndarray:
         """Sorted int64 ids known to any table on this side (plus `extra`, e.g. the model's id vocabulary)."""

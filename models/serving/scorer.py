@@ -149,9 +149,10 @@ class Scorer:
         ids = _as_ids(item_ids, "item_ids", self.id_types["item"])
         c = self.compiled
         u_pos, u_unknown = c.user_position(user_key)
-        user_row = self._user_row(user_key, u_pos, context) if context else c.user_rows[u_pos]
+        user_row, tastes = (self._user_row(user_key, u_pos, context) if context
+                            else (c.user_rows[u_pos], c.taste_of(u_pos)))
         i_pos, i_unknown = c.item_positions(ids)
-        probs = c.forward(c.assemble(i_pos, user_row)) if len(ids) else np.zeros(0)
+        probs = c.forward(c.assemble(i_pos, user_row, tastes)) if len(ids) else np.zeros(0)
         defaults = dict(zip(c.item_tables, c.item_missing[i_pos].sum(axis=0).tolist()))
         defaults.update(zip(c.user_tables, c.user_missing[u_pos].astype(int).tolist()))
         result = ScoreResult(probs, user_known=not bool(c.user_missing[u_pos, 0]),
@@ -159,8 +160,9 @@ class Scorer:
         self.cold_start.add(result)
         return result
 
-    def _user_row(self, user_id: int, u_pos: int, context: Mapping) -> np.ndarray:
-        """Slow path (pandas, ~ms): re-encode this user's inputs with request-time overrides."""
+    def _user_row(self, user_id: int, u_pos: int, context: Mapping) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Slow path (pandas, ~ms): re-encode this user's inputs with request-time overrides (a request's
+        `history` is also what their taste vectors average); the row and the user's match tastes."""
         if not isinstance(context, Mapping):
             raise ValueError(f"context: expected an object, got {type(context).__name__}")
         overrides = user_context_frame(self.snapshot, context)
@@ -177,7 +179,14 @@ class Scorer:
                 hist, hist_len = self.snapshot.latest_history(np.asarray([user_id]), self._maxlen)
         elif "history" in context:
             _as_ids(context["history"], "context['history']", self.id_types["item"])  # validated; this model reads no history
-        return self.compiled.encode_users(row, hist, hist_len)[0]
+        liked = None
+        if self.snapshot.taste:
+            liked = (history_rows(_as_ids(context["history"], "context['history']", self.id_types["item"]).tolist(),
+                                  int(self.snapshot.taste["len"])) if "history" in context
+                     else self.snapshot.liked_history(np.asarray([user_id])))
+        c = self.compiled
+        tastes = c.user_tastes(*liked) if c.pairs else []
+        return c.encode_users(row, hist, hist_len, liked)[0], [t[0] for t in tastes]
 
     def describe(self) -> dict:
         """Model and feature versions (every HTTP response carries these)."""
