@@ -6,7 +6,9 @@ Adaptor variants are skipped for LightGBM (the adaptor is a neural module). Ever
 same splits and the same seeds, so per-seed differences are paired comparisons.
 Early stopping and model selection look at valid only; test is scored once, with the selected model.
 Each model lands in out_dir/<backbone>/<variant>/seed=<s>/ with its metrics.json; all rows go to
-out_dir/results.parquet and are returned as a DataFrame.
+out_dir/results.parquet and are returned as a DataFrame. Every model's test predictions go to
+out_dir/test_predictions.parquet (backbone, variant, seed, row, user_id, label, p; `row` indexes data.test), so
+the report can pair two variants on the very same rows (a bootstrap over test users, models/report.py).
 
     from models.train_variants import train_variants
     results = train_variants(data, variants, cfg.train, Path("var/models"))
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -31,14 +34,34 @@ from models.metrics import ctr_metrics, json_safe
 log = logging.getLogger(__name__)
 
 
-def score(model, split: CtrSplit, data: CtrData) -> tuple[dict[str, float], float]:
-    """Metrics of `model` on `split`, and prediction throughput in rows/s."""
+PREDICTIONS = "test_predictions.parquet"
+
+
+def score(model, split: CtrSplit, data: CtrData) -> tuple[dict[str, float], float, np.ndarray]:
+    """Metrics of `model` on `split`, prediction throughput in rows/s, and the predictions."""
     started = time.perf_counter()
     pred = model.predict(split)
     seconds = time.perf_counter() - started
     y = split.frame[data.label].to_numpy()
     users = split.frame[data.user_col].to_numpy()
-    return ctr_metrics(y, pred, users), len(split) / max(seconds, 1e-9)
+    return ctr_metrics(y, pred, users), len(split) / max(seconds, 1e-9), pred
+
+
+def predictions_frame(data: CtrData, preds: Mapping[tuple[str, str, int], np.ndarray]) -> pd.DataFrame:
+    """(backbone, variant, seed) -> test predictions, as one long table; float32 and categoricals keep ~100 models
+    x 10k rows at a few MB."""
+    test = data.test.frame
+    n = len(test)
+    keys = list(preds)
+    return pd.DataFrame({
+        "backbone": pd.Categorical(np.repeat([k[0] for k in keys], n)),
+        "variant": pd.Categorical(np.repeat([k[1] for k in keys], n)),
+        "seed": np.repeat(np.array([k[2] for k in keys], dtype=np.int32), n),
+        "row": np.tile(np.arange(n, dtype=np.int32), len(keys)),
+        "user_id": np.tile(test[data.user_col].to_numpy(), len(keys)),
+        "label": np.tile(test[data.label].to_numpy().astype(np.int8), len(keys)),
+        "p": np.concatenate([np.empty(0, np.float32), *(np.asarray(preds[k], np.float32) for k in keys)]),
+    })
 
 
 def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainConfig,
@@ -59,13 +82,14 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainCon
     out_dir = Path(out_dir)
     jobs = [(b, v, s) for b in backbones for v in variants for s in cfg.seeds
             if supports_adaptor(b) or not variants[v].adaptor_groups]
-    rows = []
+    rows, preds = [], {}
     for backbone, variant, seed in tqdm(jobs, desc="train variants", unit="model"):
         spec = variants[variant]
         log.info("training %s/%s seed=%d groups=%s", backbone, variant, seed, spec.describe())
         fit = trainer(backbone)(data, spec, cfg, seed)
-        valid, _ = score(fit.model, data.valid, data)
-        test, predict_rps = score(fit.model, data.test, data)  # the only look at test
+        valid, _, _ = score(fit.model, data.valid, data)
+        test, predict_rps, pred = score(fit.model, data.test, data)  # the only look at test
+        preds[backbone, variant, seed] = pred.astype(np.float32)
         model_dir = out_dir / backbone / variant / f"seed={seed}"
         fit.model.save(model_dir)
         row = {
@@ -86,4 +110,6 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainCon
     results = pd.DataFrame(rows)
     with atomic_path(out_dir / "results.parquet", suffix=".parquet") as tmp:
         results.to_parquet(tmp, index=False)
+    with atomic_path(out_dir / PREDICTIONS, suffix=".parquet") as tmp:
+        predictions_frame(data, preds).to_parquet(tmp, index=False)
     return results
