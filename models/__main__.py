@@ -1,7 +1,7 @@
 """Command line for models/.
 
     python -m models retrain --config configs/ml100k.yaml [--seeds 0 1 2] [--version users=<ver>] [--set k=v]
-    python -m models report --results var/models/results.parquet --stats var/stats.json --out var/report
+    python -m models report --results <run dir>/results.parquet --stats var/stats.json --out var/report
     python -m models registry ls --root var/ml100k [--name ctr]
     python -m models history --config configs/ml100k.yaml        # the daily runs so far; rewrites history.png
     python -m models promote --config configs/ml100k.yaml --model-dir var/ml100k/registry/ctr/<run>/<b>/<v>/seed=0
@@ -25,17 +25,18 @@ from pathlib import Path
 def _report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from models.report import write_report
+    from models.report import read_predictions, write_report
 
-    for path in (args.results, args.stats):
+    for path in (args.results, args.stats, args.predictions):
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"python -m models report: no such file {path}")
     results = pd.read_parquet(args.results)
+    predictions = pd.read_parquet(args.predictions) if args.predictions else read_predictions(args.results.parent)
     try:
         stats = json.loads(Path(args.stats).read_text()) if args.stats else {}
     except json.JSONDecodeError as exc:
         raise SystemExit(f"{args.stats}: not valid JSON ({exc})") from exc
-    print(write_report(Path(args.out), results, stats))
+    print(write_report(Path(args.out), results, stats, predictions))
     return 0
 
 
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="render report.md + report.png from results and run stats")
     rep.add_argument("--results", required=True, type=Path, help="results.parquet from train_variants")
     rep.add_argument("--stats", type=Path, help="stats.json (rows, generation, stages, ...)")
+    rep.add_argument("--predictions", type=Path, help="test predictions of every model, for the bootstrap over "
+                     "test users (default: test_predictions.parquet beside --results, if there)")
     rep.add_argument("--out", required=True, type=Path)
     rep.set_defaults(func=_report)
     ret = sub.add_parser("retrain", help="build the CTR dataset from the feature store, train, report")

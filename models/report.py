@@ -1,18 +1,22 @@
 """report.md + report.png for one retraining run: did the LLM features help, by how much, and at what cost.
 
-The FIRST LINE is the verdict: did the LLM variant (fixed in advance: `llm_kar` where run, else `llm`) beat
-`base` and the `raw_text` control on mean test AUC, by more than the seed-to-seed std? Then the ablation table
-(backbone x variant, mean ± std over seeds), paired lifts per seed, all metrics, the promotion-gate decision,
-training speed, and run statistics (rows, generation throughput, stage times, peak RSS, feature-table versions,
-config digest). Missing statistics render as "n/a", never as an error.
+The FIRST LINE is the verdict: per backbone, which LLM-derived variants beat BOTH `base` and the `raw_text`
+control with the 95% interval of the paired test-AUC difference above 0 — or plainly that none does. Intervals
+come two ways: a paired t over seeds (same splits, same seed, from results.parquet) and a bootstrap over test
+USERS on the saved test predictions (test_predictions.parquet, same rows for both arms); the verdict reads the
+bootstrap when predictions exist. Then the ablation table (backbone x variant, mean ± std over seeds), the
+paired-differences table, training-seed vs generation-run variance (<stats dir>/generation_variance.json), all
+metrics, the promotion-gate decision, training speed, and run statistics (rows, generation throughput, stage
+times, peak RSS, feature-table versions, config digest). Missing statistics render as "n/a", never as an error.
 
-    python -m models report --results var/models/results.parquet --stats var/stats.json --out var/report
+    python -m models report --results <run dir>/results.parquet --stats var/stats.json --out var/report
+    # test_predictions.parquet beside results.parquet is read when present (--predictions to point elsewhere)
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import matplotlib
 
@@ -20,12 +24,15 @@ matplotlib.use("Agg")  # headless: Airflow workers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import sparse  # noqa: E402
+from scipy.stats import t as student_t  # noqa: E402
 
 from feature_store.files import atomic_path, atomic_write_text  # noqa: E402
+from models.train_variants import PREDICTIONS  # noqa: E402
 
 METRICS = ["valid_auc", "valid_logloss", "valid_gauc", "test_auc", "test_logloss", "test_gauc"]
-LLM, KAR, BASE, RAW = "llm", "llm_kar", "base", "raw_text"
-MIN_DELTA = 0.001  # AUC gain below this is reported as no help: seed noise on ~7.5k test rows is of this order
+BASE, RAW = "base", "raw_text"
+LEVEL, N_BOOT = 0.95, 1000
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -42,92 +49,150 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def primary_llm_variant(variants: list[str]) -> str | None:
-    """The LLM variant the verdict judges, fixed in advance (no picking the best on test): the adaptor if the
-    backbone ran it, else both knowledge vectors as plain DenseFeat, else the first other LLM variant the run
-    names (e.g. `llm_item` when only item text exists)."""
-    return next((v for v in (KAR, LLM) if v in variants), next((v for v in variants if v.startswith("llm")), None))
+def is_control(variant: str) -> bool:
+    """`raw_text` and its kin (`raw_text_*`): the same text without the LLM, judged against base only."""
+    return variant.startswith(RAW)
 
 
-def paired_lifts(results: pd.DataFrame, metric: str = "test_auc") -> pd.DataFrame:
-    """Per (backbone, variant): lift over base and over raw_text, paired by seed (same splits, same seed).
+def comparisons(variants: list[str]) -> list[tuple[str, str]]:
+    """(variant, reference) pairs the report judges: every LLM-derived variant against base and raw_text, every
+    control against base."""
+    return [(v, ref) for v in variants if v != BASE
+            for ref in ((BASE,) if is_control(v) else (BASE, RAW)) if ref in variants]
 
-    Columns: lift_base, lift_base_std (std of the per-seed differences), wins_base (seeds where the variant
-    won), same for raw; seed_std = the larger seed-to-seed std of the two arms; exceeds_std = lift_base > seed_std.
-    """
+
+def t_interval(diffs: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Paired t interval of the mean per-seed difference (nan with fewer than 2 seeds)."""
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), float("nan")
+    half = float(student_t.ppf((1 + level) / 2, n - 1)) * float(np.std(diffs, ddof=1)) / math.sqrt(n)
+    mean = float(np.mean(diffs))
+    return mean - half, mean + half
+
+
+def pair_counts(y: np.ndarray, p: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:
+    """A[u, v] = sum over positives i of user u and negatives j of user v of [p_i > p_j] + 1/2 [p_i = p_j].
+
+    The AUC of any resample of whole users, user u drawn c_u times, is c'Ac / ((c'pos)(c'neg)): one matrix per
+    model turns every bootstrap draw into a quadratic form instead of a sort of the drawn rows."""
+    neg = y == 0
+    order = np.argsort(p[neg], kind="stable")
+    p_neg = p[neg][order]
+    below = np.zeros((len(p_neg) + 1, n_users))  # below[k, v]: negatives of user v among the k lowest
+    np.cumsum(np.eye(n_users)[users[neg][order]], axis=0, out=below[1:])
+    p_pos = p[~neg]
+    wins = 0.5 * (below[np.searchsorted(p_neg, p_pos, "left")] + below[np.searchsorted(p_neg, p_pos, "right")])
+    owner = sparse.csr_matrix((np.ones(len(p_pos)), (users[~neg], np.arange(len(p_pos)))),
+                              shape=(n_users, len(p_pos)))  # one-hot user of each positive: sums rows per user
+    return owner @ wins
+
+
+def user_bootstrap(predictions: pd.DataFrame, n_boot: int = N_BOOT,
+                   seed: int = 0) -> Callable[[str, str, list[int], float], tuple[float, float]]:
+    """For one backbone's test predictions (train_variants.predictions_frame): a function (variant, ref, seeds) ->
+    95% interval of the seed-averaged AUC(variant) - AUC(ref), resampling test USERS with replacement (rows of
+    one user are not independent draws). All comparisons share the same draws."""
+    first = predictions[predictions.seed == predictions.seed.iloc[0]]
+    first = first[(first.variant == first.variant.iloc[0])].sort_values("row")
+    y = first["label"].to_numpy()
+    users, uniq = pd.factorize(first["user_id"])
+    n_users = len(uniq)
+    matrices = {(v, int(s)): pair_counts(y, g.sort_values("row")["p"].to_numpy(np.float64), users, n_users)
+                for (v, s), g in predictions.groupby(["variant", "seed"], observed=True)}
+    pos = np.bincount(users, weights=y, minlength=n_users)
+    neg = np.bincount(users, minlength=n_users) - pos
+    counts = np.random.default_rng(seed).multinomial(n_users, np.full(n_users, 1 / n_users), size=n_boot) \
+        .astype(np.float64)  # draw b holds user u counts[b, u] times
+    pairs = (counts @ pos) * (counts @ neg)  # 0 when a draw holds one class only: its AUC is undefined
+
+    def interval(variant: str, ref: str, seeds: list[int], level: float = LEVEL) -> tuple[float, float]:
+        seeds = [s for s in seeds if (variant, s) in matrices and (ref, s) in matrices]
+        if not seeds:
+            return float("nan"), float("nan")
+        diff = sum(matrices[variant, s] - matrices[ref, s] for s in seeds) / len(seeds)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            draws = ((counts @ diff) * counts).sum(axis=1) / pairs
+        draws = draws[np.isfinite(draws)]
+        if not len(draws):
+            return float("nan"), float("nan")
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
+
+    return interval
+
+
+def judge(low: float, high: float) -> str:
+    """'beats' only when the whole interval is above 0, 'worse' when below, else 'within noise'."""
+    if math.isnan(low) or math.isnan(high):
+        return "n/a"
+    return "beats" if low > 0 else "worse" if high < 0 else "within noise"
+
+
+def paired_differences(results: pd.DataFrame, predictions: pd.DataFrame | None = None,
+                       n_boot: int = N_BOOT, level: float = LEVEL) -> pd.DataFrame:
+    """One row per (backbone, variant, ref) of `comparisons`: delta = mean over seeds of the per-seed test-AUC
+    difference (same splits, same seed), wins, the paired t interval over seeds (t_low, t_high), the user
+    bootstrap interval (boot_low, boot_high; nan without predictions) and the verdict, read off the bootstrap
+    interval when there is one, else off the t interval."""
     rows = []
     for backbone, sub in results.groupby("backbone", sort=False):
-        table = sub.pivot_table(index="seed", columns="variant", values=metric)
-        for variant in dict.fromkeys(sub["variant"]):
-            row: dict[str, Any] = {"backbone": backbone, "variant": variant}
-            for ref, key in ((BASE, "base"), (RAW, "raw")):
-                if ref not in table or variant == ref:
-                    continue
-                diff = (table[variant] - table[ref]).dropna()
-                row[f"lift_{key}"] = float(diff.mean()) if len(diff) else float("nan")
-                row[f"lift_{key}_std"] = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
-                row[f"wins_{key}"] = f"{int((diff > 0).sum())}/{len(diff)}"
-                if key == "base":
-                    seed_std = max(float(table[variant].std(ddof=1)), float(table[ref].std(ddof=1))) \
-                        if len(table) > 1 else float("nan")
-                    row["seed_std"] = seed_std
-                    row["exceeds_std"] = bool(len(table) > 1 and row["lift_base"] > seed_std)
-            rows.append(row)
+        table = sub.pivot_table(index="seed", columns="variant", values="test_auc")
+        preds = None if predictions is None else predictions[predictions.backbone == backbone]
+        boot = user_bootstrap(preds, n_boot) if preds is not None and len(preds) else None
+        for variant, ref in comparisons(list(dict.fromkeys(sub["variant"]))):
+            diff = (table[variant] - table[ref]).dropna()
+            t_low, t_high = t_interval(diff.to_numpy(), level)
+            b_low, b_high = boot(variant, ref, [int(s) for s in diff.index], level) if boot else (math.nan,) * 2
+            use_boot = not math.isnan(b_low)
+            rows.append({"backbone": backbone, "variant": variant, "ref": ref, "seeds": len(diff),
+                         "delta": float(diff.mean()) if len(diff) else math.nan,
+                         "wins": f"{int((diff > 0).sum())}/{len(diff)}", "t_low": t_low, "t_high": t_high,
+                         "boot_low": b_low, "boot_high": b_high,
+                         "verdict": judge(b_low, b_high) if use_boot else judge(t_low, t_high),
+                         "by": "users bootstrap" if use_boot else "paired t"})
     return pd.DataFrame(rows)
 
 
-def verdict(summary: pd.DataFrame, min_delta: float = MIN_DELTA, lifts: pd.DataFrame | None = None) -> str:
-    """One line: whether the LLM variant beat `base` and the raw-text control on mean test AUC, per backbone.
-
-    'Helped' = beats base AND raw_text by more than min_delta and, with >= 2 seeds, by more than the
-    seed-to-seed std. The judged variant is fixed in advance (`primary_llm_variant`)."""
-    parts, helped = [], {}
-    for backbone in dict.fromkeys(summary.backbone):
-        variant = primary_llm_variant(list(summary[summary.backbone == backbone].variant))
-        llm, base, raw = (_auc(summary, backbone, v) for v in (variant or "", BASE, RAW))
-        if llm is None or base is None:
-            parts.append(f"{backbone}: n/a (needs an LLM variant and '{BASE}')")
+def verdict(diffs: pd.DataFrame, backbones: list[str]) -> str:
+    """The report's first line: per backbone, the LLM-derived variants whose 95% interval is above 0 against
+    BOTH base and raw_text, or plainly that none is."""
+    winners: dict[str, list[str]] = {}
+    missing, undecided = [], []
+    for backbone in backbones:
+        sub = diffs[diffs.backbone == backbone] if len(diffs) else diffs
+        if not {BASE, RAW} <= set(sub.get("ref", [])):
+            missing.append(backbone)
             continue
-        noise = _seed_std(summary, backbone, variant)
-        lift = llm - base
-        text = f"{backbone} {variant}: {llm:.4f} vs base {base:.4f} ({lift:+.4f}"
-        if not math.isnan(noise):
-            text += f"; seed std {noise:.4f}, lift {'exceeds' if lift > noise else 'within'} it"
-        text += ")"
-        ok = lift > max(min_delta, 0.0 if math.isnan(noise) else noise)
-        if raw is not None:
-            beats = llm - raw > min_delta
-            text += (f"; raw-text control {raw:.4f} ({raw - base:+.4f} vs base): LLM "
-                     f"{'beats' if beats else 'does NOT beat'} the control ({llm - raw:+.4f})")
-            ok = ok and beats
-        helped[backbone] = ok
-        parts.append(text)
-    if not helped:
-        head = "Verdict: n/a"
-    elif all(helped.values()):
-        head = "Verdict: LLM features helped"
-    elif not any(helped.values()):
-        head = "Verdict: LLM features did not help"
+        if (sub.verdict == "n/a").all():
+            undecided.append(backbone)
+            continue
+        beat = sub[sub.verdict == "beats"].groupby("variant", sort=False)["ref"].agg(set)
+        winners[backbone] = [v for v, r in beat.items() if not is_control(v) and {BASE, RAW} <= r]
+    won = {b: v for b, v in winners.items() if v}
+    lost = [b for b, v in winners.items() if not v]
+
+    def lifts(backbone: str, variant: str) -> str:
+        d = diffs[(diffs.backbone == backbone) & (diffs.variant == variant)].set_index("ref")["delta"]
+        return f"{variant} ({d[BASE]:+.4f} vs base, {d[RAW]:+.4f} vs raw_text)"
+
+    if won:
+        head = "Verdict: LLM-derived variants beating both base and the raw-text control beyond noise — " + "; ".join(
+            f"{b}: {', '.join(lifts(b, v) for v in vs)}" for b, vs in won.items())
+        head += f"; no LLM-derived variant does on {', '.join(lost)}" if lost else ""
+    elif lost:
+        head = f"Verdict: no LLM-derived variant beats both base and the raw-text control beyond noise on " \
+               f"{', '.join(lost)}"
     else:
-        yes = ", ".join(b for b, ok in helped.items() if ok)
-        no = ", ".join(b for b, ok in helped.items() if not ok)
-        head = f"Verdict: LLM features helped for {yes}, did not help for {no}"
-    seeds = int(summary["seeds"].max()) if len(summary) else 0
-    return (f"**{head}** (mean test AUC over {seeds} seed(s); 'helped' = beats base by more than "
-            f"max({min_delta:g}, seed std) and the raw-text control by more than {min_delta:g}) — "
-            + "; ".join(parts))
-
-
-def _seed_std(summary: pd.DataFrame, backbone: str, variant: str) -> float:
-    sub = summary[(summary.backbone == backbone) & summary.variant.isin([variant, BASE])]
-    if len(sub) < 2 or (sub["seeds"] < 2).any():
-        return float("nan")
-    return float(sub["test_auc_std"].max())
-
-
-def _auc(summary: pd.DataFrame, backbone: str, variant: str) -> float | None:
-    hit = summary[(summary.backbone == backbone) & (summary.variant == variant)]
-    return None if hit.empty else float(hit["test_auc_mean"].iloc[0])
+        head = "Verdict: n/a"
+    if missing:
+        head += f" (n/a on {', '.join(missing)}: needs an LLM-derived variant, '{BASE}' and '{RAW}')"
+    if undecided:
+        head += f" (n/a on {', '.join(undecided)}: no interval with one seed and no test predictions)"
+    by = "users bootstrap" if len(diffs) and (diffs["by"] == "users bootstrap").any() else "paired t over seeds"
+    seeds = int(diffs["seeds"].max()) if len(diffs) else 0
+    return (f"**{head}** ({LEVEL:.0%} interval of the paired test-AUC difference ({by}) above 0; {seeds} seed(s); "
+            "see 'Paired differences')")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -198,26 +263,35 @@ def _ablation_table(summary: pd.DataFrame) -> list[str]:
     return _table(["test AUC", *variants], rows)
 
 
-def _lift_table(lifts: pd.DataFrame) -> list[str]:
-    if lifts.empty:
+def _ci(low: float, high: float) -> str:
+    return "n/a" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _diff_table(diffs: pd.DataFrame) -> list[str]:
+    if diffs.empty:
         return ["n/a"]
+    body = [[r.backbone, r.variant, r.ref, f"{r.delta:+.4f}", r.wins, _ci(r.t_low, r.t_high),
+             _ci(r.boot_low, r.boot_high), r.verdict] for r in diffs.itertuples()]
+    return _table(["backbone", "variant", "vs", "Δ test AUC", "seeds won", f"{LEVEL:.0%} CI paired t (seeds)",
+                   f"{LEVEL:.0%} CI bootstrap (test users)", "verdict"], body)
 
-    def pm(row: pd.Series, key: str) -> str:
-        mean, std = row.get(f"lift_{key}"), row.get(f"lift_{key}_std")
-        if mean is None or pd.isna(mean):
-            return "-"
-        return f"{mean:+.4f}" + (f" ± {std:.4f}" if std is not None and not pd.isna(std) else "")
 
-    body = []
-    for _, r in lifts.iterrows():
-        if r["variant"] == BASE:
-            continue
-        exceeds = r.get("exceeds_std")
-        body.append([r["backbone"], r["variant"], pm(r, "base"), r.get("wins_base") or "-",
-                     _fmt(r.get("seed_std")), "yes" if exceeds is True else ("no" if exceeds is False else "n/a"),
-                     pm(r, "raw"), r.get("wins_raw") if isinstance(r.get("wins_raw"), str) else "-"])
-    return _table(["backbone", "variant", "Δ test AUC vs base (paired)", "seeds won", "seed std",
-                   "lift > seed std", "Δ vs raw_text (paired)", "seeds won"], body)
+def _variance_lines(summary: pd.DataFrame, gen: Mapping | None) -> list[str]:
+    """Two sources of noise, kept apart: retraining with another seed, and generating the LLM text again."""
+    std = summary.loc[summary["seeds"] > 1, "test_auc_std"].dropna()
+    train = (f"median {std.median():.4f} (range {std.min():.4f}-{std.max():.4f}) over {len(std)} backbone x "
+             f"variant cells, {int(summary['seeds'].max())} seeds each" if len(std) else "n/a (one seed)")
+    lines = [f"- Training-seed variance (std of test AUC over seeds, same features): {train}"]
+    if not gen:
+        return lines + ["- Generation-run variance: n/a (run `python -m augment generation-variance`)"]
+    seeds, kind = gen.get("seeds"), gen.get("kind", "item")
+    n_seeds = len(seeds) if isinstance(seeds, (list, tuple)) else seeds
+    return lines + [
+        f"- Generation-run variance ({kind} text, {gen.get('sample')} {kind}s x {n_seeds} sampling seeds at "
+        f"T={gen.get('temperature')}): {_fmt(100 * float(gen.get('identical_fraction', math.nan)), 0)}% of texts "
+        f"identical; same-{kind} vector cosine {_fmt(gen.get('mean_pairwise_cosine'), 2)} "
+        f"(min {_fmt(gen.get('min_pairwise_cosine'), 2)}) vs {_fmt(gen.get('between_item_cosine'), 2)} between "
+        f"different {kind}s"]
 
 
 def _promotion_section(decision: Mapping | None) -> list[str]:
@@ -248,14 +322,23 @@ def _speed_section(results: pd.DataFrame) -> list[str]:
     return ["", "## Training speed (this run)", ""] + _table(["backbone", "variant", "rows/s", "train s"], body)
 
 
-def render_markdown(results: pd.DataFrame, stats: Mapping, png_name: str | None = "report.png") -> str:
+def render_markdown(results: pd.DataFrame, stats: Mapping, png_name: str | None = "report.png",
+                    predictions: pd.DataFrame | None = None) -> str:
     summary = summarize(results)
-    lifts = paired_lifts(results)
-    lines = [verdict(summary), "", "# CTR retraining report", "",
+    diffs = paired_differences(results, predictions)
+    lines = [verdict(diffs, list(dict.fromkeys(results.backbone))), "", "# CTR retraining report", "",
              "## Ablation: test AUC (mean ± std over seeds; each model chosen on valid, test read once)", ""]
     lines += _ablation_table(summary)
-    lines += ["", "## Lift over base and over the raw-text control (same splits, paired by seed)", ""]
-    lines += _lift_table(lifts)
+    lines += ["", "## Paired differences: each variant vs base and vs the raw-text control", "",
+              f"Same test rows and seed for both arms; Δ = mean over seeds of the per-seed AUC difference. The "
+              f"bootstrap resamples test users ({N_BOOT} draws, seed-averaged difference per draw). Verdict from "
+              f"the bootstrap interval when test predictions exist, else from the t interval: 'beats' = interval "
+              f"above 0, 'within noise' = it crosses 0, 'worse' = below 0.", ""]
+    lines += _diff_table(diffs)
+    lines += ["", f"Caveat: {len(diffs)} comparisons at {LEVEL:.0%} each, not corrected for multiplicity: about 1 "
+                  f"in 20 intervals misses 0 by chance alone, so a lone 'beats' is a lead to re-run, not a result.",
+              "", "## Variance", ""]
+    lines += _variance_lines(summary, stats.get("generation_variance"))
     lines += ["", "## All metrics", ""]
     header = ["backbone", "variant", "groups", "seeds", "valid AUC", "valid LogLoss", "valid GAUC", "test AUC",
               "test LogLoss", "test GAUC", "best iter", "train s"]
@@ -312,8 +395,16 @@ def plot(results: pd.DataFrame, stats: Mapping, target: Path) -> Path:
     return target
 
 
-def write_report(out_dir: Path, results: pd.DataFrame, stats: Mapping) -> Path:
-    """Write report.md and report.png into out_dir; return the report.md path."""
+def read_predictions(run_dir: Path) -> pd.DataFrame | None:
+    """<run dir>/test_predictions.parquet (train_variants), or None (runs from before it was written)."""
+    path = Path(run_dir) / PREDICTIONS
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def write_report(out_dir: Path, results: pd.DataFrame, stats: Mapping,
+                 predictions: pd.DataFrame | None = None) -> Path:
+    """Write report.md and report.png into out_dir; return the report.md path. `predictions` (test predictions
+    of every model, train_variants.predictions_frame) enable the user bootstrap."""
     if results.empty:
         raise ValueError("write_report: results table is empty")
     missing = [c for c in ["backbone", "variant", *METRICS] if c not in results.columns]
@@ -322,4 +413,4 @@ def write_report(out_dir: Path, results: pd.DataFrame, stats: Mapping) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(results, stats or {}, out_dir / "report.png")
-    return atomic_write_text(out_dir / "report.md", render_markdown(results, stats or {}))
+    return atomic_write_text(out_dir / "report.md", render_markdown(results, stats or {}, predictions=predictions))

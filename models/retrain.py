@@ -37,7 +37,7 @@ from models.feature_spec import (Variant, dataset_options, resolve_variants, run
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
 from models.registry import champion_info, promote, registry_root, write_model_manifest
 from models.run_history import history_markdown, record_run
-from models.report import write_report
+from models.report import read_predictions, write_report
 from models.train_variants import train_variants
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,9 @@ def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfi
     data = {**stats.get("ingest", {}).get("data", {}),
             **({"negatives": stats["split"]["negatives"]} if stats.get("split", {}).get("negatives") else {})}
     return {"rows": rows, "data": data, "generation": generation, "stages": stages, "peak_rss_mb": peak,
-            "feature_tables": versions, "config_digest": cfg.digest()}
+            "feature_tables": versions, "config_digest": cfg.digest(),
+            # <stats dir>/generation_variance.json, written by `python -m augment generation-variance`
+            "generation_variance": stats.get("generation_variance")}
 
 
 def _model_manifest(row: dict, run_id: str, built, cfg: RunConfig, variant: Variant, valid_fp: str) -> dict:
@@ -217,7 +219,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
         history_entry(work, cfg, store, built, run_id, decision, gate_scores, results, stats, read_stats(stats_path))
         stats["history"] = history_markdown(work)
     report_dir = work / "reports" / run_id
-    report = write_report(report_dir, results, stats)
+    report = write_report(report_dir, results, stats, read_predictions(run_root))
     atomic_write_text(work / "report.md", f"Newest report: {report}\n\n" + report.read_text())
     log.info("report: %s", report)
     return {"run_id": run_id, "model_dir": str(run_root), "report": str(report),

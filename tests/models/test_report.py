@@ -1,11 +1,20 @@
-"""report.md starts with the verdict, shows every backbone x variant, renders stats or n/a; report.png is a PNG."""
+"""report.md starts with the verdict (which LLM-derived variants beat base AND raw_text with the 95% interval above
+0), shows every backbone x variant, the paired differences with a t and a user-bootstrap interval, training-seed
+and generation-run variance, renders stats or n/a; report.png is a PNG."""
 import json
+import time
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import ttest_1samp
+from sklearn.metrics import roc_auc_score
 
 from models.__main__ import main
-from models.report import paired_lifts, summarize, verdict, write_report
+from models.report import (judge, pair_counts, paired_differences, render_markdown, t_interval, user_bootstrap,
+                           write_report)
+
+pytestmark = pytest.mark.timeout(60)
 
 STATS = {
     "rows": {"interactions": 100_000, "ctr_train": 60_000},
@@ -16,53 +25,139 @@ STATS = {
     "feature_tables": {"item_knowledge_emb": "v3"},
     "config_digest": "abc123",
 }
+GEN_VARIANCE = {"kind": "item", "sample": 60, "seeds": [0, 1, 2], "temperature": 0.7, "identical_fraction": 0.12,
+                "mean_pairwise_cosine": 0.912, "min_pairwise_cosine": 0.62, "between_item_cosine": 0.35,
+                "seconds": 41.0}
 
 
-def _results(llm_delta: float, seeds=(0, 1), kar_delta: float | None = None) -> pd.DataFrame:
+def _results(llm_delta: float, seeds=(0, 1), kar_delta: float | None = None, jitter: float = 0.0) -> pd.DataFrame:
+    """test AUC = arm + 0.002 * seed (+ jitter on llm's odd seeds): per-seed differences are exact."""
     rows = []
     for backbone in ("lightgbm", "deepfm"):
         arms = [("base", 0.70), ("raw_text", 0.71), ("llm", 0.70 + llm_delta)]
         if kar_delta is not None and backbone == "deepfm":
             arms.append(("llm_kar", 0.70 + kar_delta))
-        for variant, base_auc in arms:
+        for variant, arm_auc in arms:
             for s in seeds:
+                noise = jitter * (s % 2) if variant == "llm" else 0.0
                 rows.append({"backbone": backbone, "variant": variant, "seed": s, "groups": "",
-                             "valid_auc": base_auc, "valid_logloss": 0.6, "valid_gauc": 0.65,
-                             "test_auc": base_auc + 0.002 * s, "test_logloss": 0.6, "test_gauc": 0.64,
+                             "valid_auc": arm_auc, "valid_logloss": 0.6, "valid_gauc": 0.65,
+                             "test_auc": arm_auc + 0.002 * s + noise, "test_logloss": 0.6, "test_gauc": 0.64,
                              "best_iteration": 3, "train_seconds": 1.0})
     return pd.DataFrame(rows)
 
 
-def test_verdict_helped_and_not():
-    assert verdict(summarize(_results(0.03))).startswith("**Verdict: LLM features helped**")
-    line = verdict(summarize(_results(0.005)))  # beats base, loses to raw_text
-    assert line.startswith("**Verdict: LLM features did not help**")
-    assert "raw-text control 0.7110 (+0.0100 vs base): LLM does NOT beat the control (-0.0050)" in line
-    assert "seed std 0.0014, lift exceeds it" in line
+def _rows(n_users: int = 40, per_user: int = 25, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users) * 7 + 3, per_user)  # ids need not be 0..n-1
+    y = (rng.random(len(users)) < 0.4).astype(np.int8)
+    return users, y, rng
 
 
-def test_verdict_judges_the_adaptor_when_present_and_respects_seed_noise():
-    line = verdict(summarize(_results(0.03, kar_delta=-0.01)))
-    assert line.startswith("**Verdict: LLM features helped for lightgbm, did not help for deepfm**")
-    assert "deepfm llm_kar: 0.6910" in line
-    # a lift smaller than the seed-to-seed std is not called help
-    noisy = _results(0.03)
-    noisy.loc[noisy.seed == 1, "test_auc"] += 0.1
-    noisy.loc[(noisy.seed == 1) & (noisy.variant == "llm"), "test_auc"] -= 0.1
-    assert verdict(summarize(noisy)).startswith("**Verdict: LLM features did not help**")
+def _predictions(strength: dict[str, float], seeds=(0, 1, 2)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test predictions (and the matching results) where each variant's score is y * strength + noise."""
+    users, y, rng = _rows()
+    preds, results = [], []
+    for variant, k in strength.items():
+        for s in seeds:
+            p = (1 / (1 + np.exp(-(k * y + rng.normal(size=len(y)))))).astype(np.float32)
+            preds.append(pd.DataFrame({"backbone": "deepfm", "variant": variant, "seed": s, "row": np.arange(len(y)),
+                                       "user_id": users, "label": y, "p": p}))
+            results.append({"backbone": "deepfm", "variant": variant, "seed": s, "valid_auc": 0.7,
+                            "valid_logloss": 0.6, "valid_gauc": 0.6, "test_auc": roc_auc_score(y, p),
+                            "test_logloss": 0.6, "test_gauc": 0.6})
+    return pd.concat(preds, ignore_index=True), pd.DataFrame(results)
 
 
-def test_paired_lifts():
-    lifts = paired_lifts(_results(0.03)).set_index(["backbone", "variant"])
-    row = lifts.loc[("deepfm", "llm")]
-    assert row["lift_base"] == pytest.approx(0.03) and row["wins_base"] == "2/2"
-    assert row["lift_raw"] == pytest.approx(0.02) and row["exceeds_std"]
+def test_t_interval_is_scipys_paired_t():
+    d = np.array([0.01, 0.02, 0.03, 0.015, 0.025])
+    lo, hi = t_interval(d)
+    ref = ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((ref.low, ref.high))
+    assert np.isnan(t_interval(np.array([0.01]))[0])  # one seed: no interval
+    assert t_interval(np.full(3, 0.01)) == pytest.approx((0.01, 0.01))  # identical differences: no spread
+
+
+def test_pair_counts_give_the_auc_of_any_user_resample():
+    users, y, rng = _rows()
+    p = np.round(rng.random(len(y)), 2)  # ties count half, as in sklearn
+    codes, uniq = pd.factorize(users)
+    a = pair_counts(y, p, codes, len(uniq))
+    pos = np.bincount(codes, weights=y)
+    neg = np.bincount(codes) - pos
+    assert a.sum() / (pos.sum() * neg.sum()) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    c = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)))
+    rows = np.concatenate([np.tile(np.flatnonzero(codes == u), k) for u, k in enumerate(c)])
+    assert c @ a @ c / ((c @ pos) * (c @ neg)) == pytest.approx(roc_auc_score(y[rows], p[rows]), abs=1e-12)
+
+
+def test_user_bootstrap_clear_winner_and_identical_predictions():
+    preds, _ = _predictions({"base": 0.3, "llm": 2.0})
+    interval = user_bootstrap(preds[preds.backbone == "deepfm"])
+    lo, hi = interval("llm", "base", [0, 1, 2], 0.95)
+    assert 0 < lo < hi and judge(lo, hi) == "beats"
+    assert judge(*interval("base", "llm", [0, 1, 2], 0.95)) == "worse"
+    same = preds[preds.variant == "base"].assign(variant="copy")
+    twin = user_bootstrap(pd.concat([preds, same]))
+    assert twin("copy", "base", [0, 1, 2], 0.95) == pytest.approx((0.0, 0.0))  # degenerate, around 0
+    assert judge(*twin("copy", "base", [0, 1, 2], 0.95)) == "within noise"
+
+
+def test_paired_differences_and_verdict_from_the_bootstrap():
+    preds, results = _predictions({"base": 0.5, "raw_text": 0.5, "llm": 2.0, "llm_weak": 0.5})
+    started = time.perf_counter()
+    diffs = paired_differences(results, preds).set_index(["variant", "ref"])
+    assert time.perf_counter() - started < 5
+    assert list(diffs.index) == [("raw_text", "base"), ("llm", "base"), ("llm", "raw_text"),
+                                 ("llm_weak", "base"), ("llm_weak", "raw_text")]  # controls vs base only
+    assert (diffs["by"] == "users bootstrap").all()
+    assert diffs.loc[("llm", "base"), "verdict"] == "beats" and diffs.loc[("llm_weak", "base"), "verdict"] != "beats"
+    # the bootstrap's full-sample difference is the seed-averaged AUC difference the delta column reports
+    row = diffs.loc[("llm", "raw_text")]
+    assert row.boot_low < row.delta < row.boot_high and row.t_low < row.delta < row.t_high
+    text = render_markdown(results, {}, png_name=None, predictions=preds)
+    first = text.splitlines()[0]
+    assert first.startswith("**Verdict: LLM-derived variants beating both base and the raw-text control beyond "
+                            "noise — deepfm: llm (+"), first
+    assert "llm_weak" not in first and "(users bootstrap) above 0; 3 seed(s)" in first
+    assert "| deepfm | llm | raw_text | +" in text and "| beats |" in text
+    assert "Caveat: 5 comparisons at 95% each, not corrected for multiplicity" in text
+
+
+def test_verdict_from_the_t_interval_without_predictions():
+    text = render_markdown(_results(0.03, seeds=(0, 1, 2)), STATS, png_name=None)
+    assert text.startswith("**Verdict: LLM-derived variants beating both base and the raw-text control beyond noise"
+                           " — lightgbm: llm (+0.0300 vs base, +0.0200 vs raw_text); deepfm: llm (+0.0300 vs base, "
+                           "+0.0200 vs raw_text)** (95% interval of the paired test-AUC difference (paired t over "
+                           "seeds) above 0; 3 seed(s)")
+    # beats base but loses to the control: plainly "no"
+    line = render_markdown(_results(0.005, seeds=(0, 1, 2)), STATS, png_name=None).splitlines()[0]
+    assert line.startswith("**Verdict: no LLM-derived variant beats both base and the raw-text control beyond noise "
+                           "on lightgbm, deepfm**"), line
+    # a lift that swings with the seed: its interval crosses 0 -> within noise, not "beats"
+    noisy = _results(0.03, seeds=(0, 1, 2, 3), jitter=-0.06)
+    diffs = paired_differences(noisy).set_index(["backbone", "variant", "ref"])
+    assert diffs.loc[("deepfm", "llm", "base"), "verdict"] == "within noise"
+    assert diffs.loc[("deepfm", "llm", "base"), "wins"] == "2/4"
+    # the adaptor wins on deepfm only
+    line = render_markdown(_results(0.005, seeds=(0, 1, 2), kar_delta=0.03), STATS, png_name=None).splitlines()[0]
+    assert "deepfm: llm_kar (+0.0300 vs base" in line and "no LLM-derived variant does on lightgbm" in line
+
+
+def test_generation_variance_line_present_and_absent():
+    results = _results(0.03, seeds=(0, 1, 2))
+    text = render_markdown(results, {**STATS, "generation_variance": GEN_VARIANCE}, png_name=None)
+    assert ("- Generation-run variance (item text, 60 items x 3 sampling seeds at T=0.7): 12% of texts identical; "
+            "same-item vector cosine 0.91 (min 0.62) vs 0.35 between different items") in text
+    assert "- Training-seed variance (std of test AUC over seeds, same features): median 0.0020" in text
+    absent = render_markdown(results, STATS, png_name=None)
+    assert "- Generation-run variance: n/a (run `python -m augment generation-variance`)" in absent
 
 
 def test_report_markdown_and_png(tmp_path):
     path = write_report(tmp_path, _results(0.03), STATS)
     text = path.read_text()
-    assert text.startswith("**Verdict: LLM features helped**")
+    assert text.startswith("**Verdict: LLM-derived variants beating both base")
     assert "\n# CTR retraining report\n" in text and "| test AUC | base | raw_text | llm |" in text
     assert "| lightgbm | llm |" in text and "| deepfm | raw_text |" in text
     assert "0.7310 ± 0.0014" in text  # mean ± std over two seeds
@@ -71,10 +166,30 @@ def test_report_markdown_and_png(tmp_path):
 
 
 def test_report_with_missing_stats_and_real_results(tmp_path, variant_run):
-    _, results = variant_run
+    out, results = variant_run
     text = write_report(tmp_path, results, {}).read_text()
-    assert "Verdict: n/a" in text  # the planted run has no 'llm' variant
+    assert "Verdict: n/a" in text  # the planted run has no raw_text control
     assert "Peak RSS: n/a MB" in text and "## Feature tables\n\nn/a" in text
+
+
+@pytest.mark.timeout(180)
+def test_saved_test_predictions_pair_variants(tmp_path, variant_run, ctr_data):
+    """train_variants saves every model's test predictions; with the noise vector as the raw-text control and the
+    planted signal as the LLM variant, one seed is enough for the user bootstrap to call it."""
+    from models.report import read_predictions
+
+    out, results = variant_run
+    preds = read_predictions(out)
+    assert preds is not None and len(preds) == len(results) * len(ctr_data.test)
+    assert preds["p"].dtype == np.float32
+    for r in results.itertuples():
+        model = preds[(preds.backbone == r.backbone) & (preds.variant == r.variant) & (preds.seed == r.seed)]
+        assert roc_auc_score(model["label"], model.sort_values("row")["p"]) == pytest.approx(r.test_auc, abs=1e-4)
+    rename = {"noise": "raw_text", "signal": "llm"}
+    text = render_markdown(results.replace({"variant": rename}), {}, png_name=None,
+                           predictions=preds.assign(variant=preds["variant"].astype(str).replace(rename)))
+    first = text.splitlines()[0]
+    assert "(users bootstrap) above 0; 1 seed(s)" in first and "llm (+" in first, first
 
 
 def test_cli_report(tmp_path):
