@@ -79,8 +79,8 @@ def pair_counts(y: np.ndarray, p: np.ndarray, users: np.ndarray, n_users: int) -
     neg = y == 0
     order = np.argsort(p[neg], kind="stable")
     p_neg = p[neg][order]
-    below = np.zeros((len(p_neg) + 1, n_users))  # below[k, v]: negatives of user v among the k lowest
-    np.cumsum(np.eye(n_users)[users[neg][order]], axis=0, out=below[1:])
+    below = np.zeros((len(p_neg) + 1, n_users), np.float32)  # below[k, v]: negatives of user v among the k lowest
+    np.cumsum(np.eye(n_users, dtype=np.float32)[users[neg][order]], axis=0, out=below[1:])  # exact to 2**24
     p_pos = p[~neg]
     wins = 0.5 * (below[np.searchsorted(p_neg, p_pos, "left")] + below[np.searchsorted(p_neg, p_pos, "right")])
     owner = sparse.csr_matrix((np.ones(len(p_pos)), (users[~neg], np.arange(len(p_pos)))),

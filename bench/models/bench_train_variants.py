@@ -17,7 +17,7 @@ from pathlib import Path
 
 from configs import TrainConfig  # noqa: E402
 from feature_store.files import atomic_write_json  # noqa: E402
-from models.report import write_report  # noqa: E402
+from models.report import read_predictions, write_report  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
 from models.train_variants import train_variants  # noqa: E402
 from models.feature_spec import resolve_variants  # noqa: E402
@@ -61,7 +61,8 @@ def main() -> None:
     }
     atomic_write_json(args.out / "bench.json", summary)
     write_report(args.out, results, {"rows": summary["rows"], "peak_rss_mb": summary["peak_rss_mb"],
-                                     "stages": {"make_synthetic_data": made, "train_variants": total}})
+                                     "stages": {"make_synthetic_data": made, "train_variants": total}},
+                 read_predictions(args.out))
     print(json.dumps(summary))
 
 
