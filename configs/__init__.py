@@ -5,12 +5,12 @@ Its own package so that `augment` and `models` both read it without importing ea
     from configs import RunConfig, load_config
     python -m augment show-config configs/ml100k.yaml
 """
-from configs.run_config import (REPO_ROOT, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
+from configs.run_config import (REPO_ROOT, BehaviourEncoderConfig, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
                                 ExternalTexts, GenerationConfig, GenericSource, PromptConfig, RunConfig,
                                 SamplingConfig, SplitConfig, StreamConfig, StructuredConfig, TrainConfig, ValidationConfig,
                                 load_config, parse_overrides)
 
-__all__ = ["REPO_ROOT", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
+__all__ = ["REPO_ROOT", "BehaviourEncoderConfig", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
            "GenerationConfig",
            "GenericSource", "PromptConfig", "RunConfig", "SamplingConfig", "SplitConfig", "StreamConfig", "StructuredConfig",
            "TrainConfig", "ValidationConfig", "load_config", "parse_overrides"]

@@ -206,6 +206,22 @@ class EncodeConfig(_Strict):
     raw_item_columns: list[str] = Field(default_factory=lambda: list(RAW_ITEM_DEFAULT), min_length=1)
 
 
+class BehaviourEncoderConfig(_Strict):
+    """NoteLLM-style behaviour alignment of the text encoder (augment/behaviour_encoder.py): encode.model fine-tuned
+    contrastively on item pairs that co-occur in training interactions, one copy per text it encodes (the LLM item
+    knowledge and the raw-text control), written as item_knowledge_emb_bt / item_raw_emb_bt."""
+
+    enabled: bool = False  # off: the stage and its DAG task do nothing (the CLI's --force runs it anyway)
+    window: int = Field(3, ge=1, description="pair each positive with a user's next `window` positives")
+    # ~4 min per encoder at ML-100K on 2 cores (measured: see augment/behaviour_encoder.py)
+    max_pairs: int = Field(4000, ge=1, description="distinct pairs kept (a seeded sample when more are mined)")
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=2, description="pairs per step; the other pairs of a batch are its negatives")
+    lr: float = Field(2e-5, gt=0)
+    max_seq_length: int = Field(128, ge=8, description="tokens per text while training and encoding")
+    seed: int = 0
+
+
 def interval_tag(end: datetime) -> str:
     """How an interval end names its per-interval files (stats directory, history row): UTC, to the minute."""
     return f"{end.astimezone(timezone.utc):%Y-%m-%dT%H%M}"
@@ -300,6 +316,7 @@ class RunConfig(_Strict):
     generation: GenerationConfig = GenerationConfig()
     encode: EncodeConfig = EncodeConfig()
     train: TrainConfig = TrainConfig()
+    behaviour_encoder: BehaviourEncoderConfig = BehaviourEncoderConfig()
     stream: StreamConfig | None = None  # daily operation over data intervals; None: one run over the whole log
 
     @model_validator(mode="after")
@@ -315,6 +332,8 @@ class RunConfig(_Strict):
                              "(they key users by user_id alone; stream profiles are keyed by user and cutoff)")
         if self.data.feedback == "positive_only":
             raise ValueError("stream: positives-only logs (sampled negatives) are one-shot only for now")
+        if self.behaviour_encoder.enabled:  # static item vectors would learn from held-out intervals' history rows
+            raise ValueError("stream: behaviour_encoder is one-shot only for now")
         return self
 
     @model_validator(mode="after")

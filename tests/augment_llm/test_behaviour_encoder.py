@@ -1,0 +1,87 @@
+"""The behaviour-aligned encoder (augment/behaviour_encoder.py): pairs come from training-time positives only, the
+fine-tune is a versioned artefact reused on a re-run, and the stage writes both tables (LLM text and control)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from augment.behaviour_encoder import encoder_version, finetune, mine_pairs, training_rows
+from configs import BehaviourEncoderConfig
+
+
+def _splits(rows: list[tuple]) -> pd.DataFrame:
+    """(user_id, item_id, t, label, role, split[, sampled]) rows -> an interaction_splits-shaped frame."""
+    frame = pd.DataFrame([r[:6] for r in rows], columns=["user_id", "item_id", "t", "label", "role", "split"])
+    frame["timestamp"] = pd.to_datetime(frame.pop("t"), unit="s", utc=True)
+    frame["sampled"] = [bool(r[6]) if len(r) > 6 else False for r in rows]
+    frame["rating"] = np.float32(4.0)
+    return frame
+
+
+FRAME = _splits([
+    # train user: history then samples (a re-rated item, a negative, a sampled negative)
+    (1, 10, 0, 1, "history", "train"), (1, 11, 1, 1, "history", "train"), (1, 12, 2, 1, "sample", "train"),
+    (1, 10, 3, 1, "sample", "train"), (1, 90, 4, 0, "sample", "train"), (1, 91, 5, 1, "sample", "train", True),
+    # valid user: history counts (it is before the cutoff, what prompts read); its samples never do
+    (2, 20, 0, 1, "history", "valid"), (2, 21, 1, 1, "history", "valid"),
+    (2, 70, 2, 1, "sample", "valid"), (2, 71, 3, 1, "sample", "valid"),
+    # test user: samples only
+    (3, 80, 0, 1, "sample", "test"), (3, 81, 1, 1, "sample", "test"), (3, 10, 2, 1, "sample", "test"),
+])
+
+
+@pytest.mark.timeout(60)
+def test_pairs_come_from_training_positives_only():
+    used = training_rows(FRAME)
+    assert not ((used.merge(FRAME)["role"] == "sample") & (used.merge(FRAME)["split"] != "train")).any()
+    pairs = mine_pairs(FRAME, window=5, max_pairs=100, seed=0)
+    assert pairs.values.tolist() == [[10, 11], [10, 12], [11, 12], [20, 21]]
+    held_out = {70, 71, 80, 81, 90, 91}  # valid/test samples, a negative, a sampled negative
+    assert not held_out & set(pairs.values.ravel())
+    assert mine_pairs(FRAME, window=1, max_pairs=100, seed=0).values.tolist() == [[10, 11], [10, 12], [11, 12],
+                                                                                  [20, 21]]
+    assert mine_pairs(FRAME, 5, 100, 0, keep_items={10, 11, 20}).values.tolist() == [[10, 11]]
+
+
+@pytest.mark.timeout(60)
+def test_pair_mining_is_deterministic_and_capped():
+    rng = np.random.default_rng(0)
+    rows = [(u, int(i), k, 1, "history" if k < 5 else "sample", "train")
+            for u in range(1, 40) for k, i in enumerate(rng.choice(60, 12, replace=False))]
+    frame = _splits(rows)
+    full = mine_pairs(frame, 3, 10_000, 0)
+    a = mine_pairs(frame, 3, 50, seed=7)
+    assert len(full) > 50 and len(a) == 50
+    assert a.equals(mine_pairs(frame.sample(frac=1, random_state=1), 3, 50, seed=7))  # row order does not matter
+    assert not a.equals(mine_pairs(frame, 3, 50, seed=8))
+    assert set(map(tuple, a.values)) <= set(map(tuple, full.values)) and (a["item_a"] < a["item_b"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_finetune_writes_a_versioned_artefact_and_reuses_it(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from augment.embedded_models import minilm_dir
+
+    topics = ["space travel", "cooking pasta", "medieval war", "jazz music", "deep sea fish", "chess openings"]
+    texts_a = [f"A story about {topics[i % 6]}, part {i}" for i in range(32)]
+    texts_b = [f"Notes on {topics[i % 6]} number {100 + i}" for i in range(32)]
+    cfg = BehaviourEncoderConfig(batch_size=8, max_seq_length=32, lr=1e-4)
+    out = tmp_path / "encoders" / encoder_version({"test": 1})
+    manifest = finetune(minilm_dir(), texts_a, texts_b, cfg, 0, out, lineage={"interaction_splits": "abc"})
+    assert not manifest["reused"] and manifest["steps"] >= 3 and len(manifest["losses"]) == manifest["steps"]
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["lineage"] == {"interaction_splits": "abc"} and saved["pairs"] == 32
+    assert saved["params"]["batch_size"] == 8 and saved["seconds"] > 0
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp dir left beside it
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    again = finetune(minilm_dir(), texts_a, texts_b, cfg, 0, out)
+    assert again["reused"] and again["losses"] == manifest["losses"]
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    base = SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts_a[:4], normalize_embeddings=True)
+    tuned = SentenceTransformer(str(out), device="cpu").encode(texts_a[:4], normalize_embeddings=True)
+    assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-4)
