@@ -7,6 +7,9 @@
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment structured-prompts --config configs/ml100k.yaml [--force]
     python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
+    python -m augment behaviour-encoder --config configs/ml100k.yaml [--force]
+        # encode.model fine-tuned on training co-occurrence pairs -> item_knowledge_emb_bt, item_raw_emb_bt
+        # (augment/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled or --force
     python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
         # publish an existing text file (item_id|user_id, text[, event_timestamp]) as item_knowledge_text /
         # user_profile_text, validated like generated text; see augment/external_text.py
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config",
-                 "structured-prompts", "publish-structured", "import-text"):
+                 "structured-prompts", "publish-structured", "import-text", "behaviour-encoder"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("generate", "structured-prompts", "publish-structured"):
             p.add_argument("--force", action="store_true",
                            help="run structured stages even when generation.structured.enabled is false")
+        if name == "behaviour-encoder":
+            p.add_argument("--force", action="store_true", help="run even when behaviour_encoder.enabled is false")
         if name == "generate":
             p.add_argument("--shard", type=int, default=None)
             p.add_argument("--num-shards", type=int, default=None,
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = stages.publish_texts(cfg, kind, inputs)
             elif args.cmd == "encode":
                 result = stages.encode(cfg, kind, inputs)
+            elif args.cmd == "behaviour-encoder":
+                result = stages.behaviour_encoder(cfg, inputs, force=args.force)
             elif args.cmd == "ingest":
                 result = stages.ingest(cfg)
             else:

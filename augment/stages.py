@@ -19,6 +19,8 @@ Wall time goes to <workdir>/stats/<stage>.json.
     python -m augment structured-prompts --config configs/ml100k.yaml
     python -m augment generate --config configs/ml100k.yaml --kind item_tags|user_interest [--shard 0]
     python -m augment publish-structured --config configs/ml100k.yaml --kind item_tags|user_interest
+    # behaviour-aligned encoders (off unless behaviour_encoder.enabled; --force runs it anyway):
+    python -m augment behaviour-encoder --config configs/ml100k.yaml
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ _TEXT_SPEC = {"item": defs.ITEM_KNOWLEDGE_TEXT, "user": defs.USER_PROFILE_TEXT, 
               "user_interest": defs.USER_INTEREST_TEXT}
 _ATTRIBUTES = ("items", "users", "interaction_splits", "user_cutoffs")
 _SKIPPED = {"skipped": "generation.structured.enabled is false"}
+# Pairs from the splits; the LLM item text and the raw item text (the control) each tune and feed their own encoder.
+BEHAVIOUR_INPUTS = ("interaction_splits", "item_knowledge_text", "items")
 # The modules whose code shapes every table (schema checks and the Parquet writer's declared format).
 _WRITER = ("augment.stages", "feature_store.table_spec", "feature_store.definitions")
 
@@ -79,6 +83,8 @@ def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = No
         return (PROMPT_TABLE[kind],)
     if stage == "encode":
         return (ENCODE_SOURCE[kind],)
+    if stage == "behaviour-encoder":
+        return BEHAVIOUR_INPUTS
     return {"ingest": (), "split": ("interactions",), "prompts": _ATTRIBUTES,
             "structured-prompts": _ATTRIBUTES}[stage]
 
@@ -571,6 +577,77 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
         return _versions({table: ref}, rec)
 
 
+def behaviour_encoder(cfg: RunConfig, inputs: Mapping[str, str], force: bool = False) -> dict:
+    """NoteLLM-style behaviour alignment (augment/behaviour_encoder.py): encode.model fine-tuned on item pairs that
+    co-occur in training interactions, twice with the same pairs and settings (on the item knowledge text and on
+    the raw item text), each copy encoding the text it was tuned on into item_knowledge_emb_bt / item_raw_emb_bt.
+    A no-op ({"skipped": ...}) unless behaviour_encoder.enabled or `force`."""
+    from augment.behaviour_encoder import PAIR_SETTINGS, TRAIN_SETTINGS, encoder_version, finetune, mine_pairs
+    from augment.embedded_models import resolve_encoder
+    from augment.encode import dimension, encode_texts, encoder_id, raw_item_texts
+    from augment.output_validation import ACCEPTED
+
+    bc = cfg.behaviour_encoder
+    if not (bc.enabled or force):
+        return {"skipped": "behaviour_encoder.enabled is false"}
+    v = pinned("behaviour-encoder", inputs)
+    store = store_for(cfg)
+    # Always sentence-transformers: that is what gets fine-tuned, whatever encode.backend serves the plain tables.
+    base_cfg = cfg.encode.model_copy(update={"backend": "sentence-transformers"})
+    base = encoder_id(base_cfg)
+    # The pairs are the items with accepted knowledge text, for BOTH encoders: the same pairs, a fair control.
+    pairs_recipe = {"interaction_splits": v["interaction_splits"], "item_knowledge_text": v["item_knowledge_text"],
+                    **{k: getattr(bc, k) for k in PAIR_SETTINGS}}
+    train_recipe = {k: getattr(bc, k) for k in TRAIN_SETTINGS}
+    texts_recipe = {"item": {"item_knowledge_text": v["item_knowledge_text"]},
+                    "item_raw": {"items": v["items"], "raw_item_columns": list(cfg.encode.raw_item_columns)}}
+    enc_versions = {kind: encoder_version({"base": base, "text": t, "pairs": pairs_recipe, "train": train_recipe})
+                    for kind, t in texts_recipe.items()}
+    tables = {"item": "item_knowledge_emb_bt", "item_raw": "item_raw_emb_bt"}
+    specs = {"item": defs.item_knowledge_emb_bt, "item_raw": defs.item_raw_emb_bt}
+    code = ("augment.behaviour_encoder", "augment.encode")
+    recipes = {kind: {**v, "encoder": enc_versions[kind], "normalize": cfg.encode.normalize} for kind in tables}
+    with stage_timer(stats_dir(cfg), "behaviour-encoder") as rec:
+        refs = {tables[k]: _reuse(cfg, tables[k], recipes[k], code) for k in tables}
+        if all(refs.values()):  # nothing new: no splits read, no model loaded
+            rec["encoders"] = enc_versions
+            return _versions(refs, rec)
+        text = store.read_pandas("item_knowledge_text", v["item_knowledge_text"])
+        text = text[text["flag"].isin(ACCEPTED)].set_index("item_id")
+        items = store.read_pandas("items", v["items"])
+        raw = pd.Series(raw_item_texts(items, cfg.encode.raw_item_columns), index=items["item_id"].to_numpy())
+        pairs = mine_pairs(store.read_pandas("interaction_splits", v["interaction_splits"]), bc.window,
+                           bc.max_pairs, bc.seed, keep_items=set(text.index) & set(raw.index))
+        rec["pairs"] = len(pairs)
+        sources = {"item": text["text"], "item_raw": raw}
+        root = cfg.workdir_path / "encoders"
+        for kind, table in tables.items():
+            if refs[table] is not None:
+                continue
+            texts = sources[kind]
+            manifest = finetune(resolve_encoder(cfg.encode.model), texts.reindex(pairs["item_a"]).tolist(),
+                                texts.reindex(pairs["item_b"]).tolist(), bc, bc.seed, root / enc_versions[kind],
+                                lineage={"base": base, "text": texts_recipe[kind], "pairs": pairs_recipe})
+            rec[f"{kind}_encoder"] = {k: manifest[k] for k in ("version", "pairs", "seconds", "steps", "reused")}
+            enc_cfg = base_cfg.model_copy(update={"model": str(root / enc_versions[kind])})
+            name = f"{base}+behaviour:{enc_versions[kind]}"
+
+            def build() -> pd.DataFrame:  # called by _publish within this iteration
+                if kind == "item":  # the knowledge text's own times, as item_knowledge_emb has them
+                    frame = text[["event_timestamp", "created_timestamp"]].reset_index()
+                else:
+                    frame = pd.DataFrame({"item_id": texts.index.to_numpy()})
+                values = texts.reindex(frame["item_id"]).tolist()
+                frame["emb"] = list(encode_texts(values, enc_cfg))
+                frame["encoder"] = name
+                frame["source_hash"] = [digest(t) for t in values]
+                return frame
+
+            refs[table] = _publish(cfg, specs[kind](dimension(enc_cfg)), build, recipes[kind], code)
+        rec["encoders"] = enc_versions
+        return _versions(refs, rec)
+
+
 def run_all(cfg: RunConfig) -> dict[str, Any]:
     """Every augment stage in order in this process, each handed the versions the one before returned (the DAG
     runs the same functions as separate tasks). Returns every table version written."""
@@ -583,6 +660,8 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
         out.update(publish_texts(cfg, kind, out))
     for kind in ("item", "user", "item_raw"):
         out.update(encode(cfg, kind, out))
+    if cfg.behaviour_encoder.enabled:
+        out.update(behaviour_encoder(cfg, out))
     if cfg.generation.structured.enabled:
         out.update(structured_prompts(cfg, out))
         for kind in STRUCTURED:
@@ -591,5 +670,5 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "import_text", "encode", "structured_prompts",
-           "publish_structured", "run_all", "stage_inputs", "pinned", "store_for", "stats_dir"]
+__all__ = ["ingest", "split", "prompts", "generate", "publish_texts", "import_text", "encode", "behaviour_encoder",
+           "structured_prompts", "publish_structured", "run_all", "stage_inputs", "pinned", "store_for", "stats_dir"]

@@ -114,6 +114,19 @@ def item_raw_emb(dim: int) -> TableSpec:
                           "Control: encoded title + year + genres, no LLM.", static=True)
 
 
+# --- Behaviour-aligned encoders (augment/behaviour_encoder.py): the same texts, encoded by encode.model fine-tuned on
+# training co-occurrence pairs; `encoder` names the artefact version (<workdir>/encoders/<version>).
+def item_knowledge_emb_bt(dim: int) -> TableSpec:
+    return embedding_spec("item_knowledge_emb_bt", "item", "item_id", dim,
+                          "item_knowledge_text encoded by the behaviour-tuned encoder.")
+
+
+def item_raw_emb_bt(dim: int) -> TableSpec:
+    return embedding_spec("item_raw_emb_bt", "item", "item_id", dim,
+                          "Control: title + year + genres encoded by its own behaviour-tuned encoder, no LLM.",
+                          static=True)
+
+
 # --- Structured LLM features (augment/structured.py): JSON-schema generation -> categorical / multi-hot tables.
 ITEM_TAGS_PROMPTS = TableSpec(
     name="item_tags_prompts", entity="item", join_keys=("item_id",), features=_PROMPT_FEATURES,

@@ -85,3 +85,38 @@ def test_finetune_writes_a_versioned_artefact_and_reuses_it(tmp_path):
     base = SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts_a[:4], normalize_embeddings=True)
     tuned = SentenceTransformer(str(out), device="cpu").encode(texts_a[:4], normalize_embeddings=True)
     assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_stage_writes_both_tables_and_reuses_them(tiny, tmp_path):
+    from augment import stages
+
+    cfg, v = tiny
+    store = stages.store_for(cfg)
+    assert stages.behaviour_encoder(cfg, v) == {"skipped": "behaviour_encoder.enabled is false"}
+    items = store.read_pandas("items", v["items"])
+    text = pd.DataFrame({"item_id": items["item_id"],
+                         "text": [f"{t} is a film people like to talk about at length." for t in items["title"]]})
+    text.to_csv(tmp_path / "knowledge.csv", index=False)
+    v.update(stages.import_text(cfg, "item", tmp_path / "knowledge.csv",
+                                {t: v[t] for t in ("items", "item_id_map")}))
+    cfg = cfg.model_copy(update={"behaviour_encoder": BehaviourEncoderConfig(
+        enabled=True, batch_size=8, max_pairs=48, max_seq_length=32)})
+    out = stages.behaviour_encoder(cfg, v)
+    assert set(out) == {"item_knowledge_emb_bt", "item_raw_emb_bt"}
+    knowledge = store.read_pandas("item_knowledge_emb_bt", out["item_knowledge_emb_bt"])
+    raw = store.read_pandas("item_raw_emb_bt", out["item_raw_emb_bt"])
+    assert len(knowledge) == len(raw) == len(items) == 20
+    assert len(knowledge["emb"].iloc[0]) == 384 and "event_timestamp" in knowledge and "event_timestamp" not in raw
+    encoders = sorted(p.name for p in (cfg.workdir_path / "encoders").iterdir())
+    assert len(encoders) == 2  # one per text, tuned on the same pairs
+    manifests = [json.loads((cfg.workdir_path / "encoders" / e / "manifest.json").read_text()) for e in encoders]
+    assert manifests[0]["pairs"] == manifests[1]["pairs"] == 48
+    assert {m["lineage"]["pairs"]["interaction_splits"] for m in manifests} == {v["interaction_splits"]}
+    assert {knowledge["encoder"].iloc[0].rsplit(":", 1)[1], raw["encoder"].iloc[0].rsplit(":", 1)[1]} == set(encoders)
+    # The control's vectors are not the plain encoder's: the same text, a different (tuned) encoder.
+    v.update(stages.encode(cfg, "item_raw", v))
+    plain = store.read_pandas("item_raw_emb", v["item_raw_emb"])
+    assert not np.allclose(np.stack(plain["emb"]), np.stack(raw["emb"]), atol=1e-3)
+    assert stages.behaviour_encoder(cfg, v) == out  # a re-run reuses everything
