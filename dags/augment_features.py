@@ -1,5 +1,8 @@
 """augment_features: daily LLM feature augmentation (ingest -> split -> prompts -> vLLM generation -> encoding).
 
+Optionally (behaviour_encoder.enabled) the item encoders are also fine-tuned on training co-occurrence pairs and
+re-encode the item knowledge and the raw item text (task behaviour_encoder, after the item text and the split).
+
 Each run processes its data interval: with a `stream` config the log is read as of data_interval_end, profiles are
 cut on the interval grid and only what changed is generated and encoded (augment/stream_split.py); the schedule is
 LLMFA_SCHEDULE (cron, default daily at 00:00 UTC) from LLMFA_START_DATE (configs/airflow_wiring.py).
@@ -76,6 +79,14 @@ def augment_features():
         return stage_process.encode(config, kind, source)
 
     @task
+    def behaviour_encoder(config: str, ingested: dict, splits: dict, item_text: dict) -> dict:
+        """Behaviour-aligned item encoders (augment/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled.
+        In this process, as encode is: sentence-transformers starts no engine."""
+        from augment import stages
+
+        return stages.behaviour_encoder(load(config), {**ingested, **splits, **item_text})
+
+    @task
     def build_structured_prompts(config: str, ingested: dict, splits: dict, _after: list) -> dict:
         """ONCE/NoteLLM structured prompts; a no-op unless generation.structured.enabled (the mapped shards still
         run and skip, rather than an empty expansion skipping the whole branch)."""
@@ -123,7 +134,8 @@ def augment_features():
             config, kind, structured_versions, runs))
     embeddings = [encode.override(task_id="encode_item")(config, "item", texts["item"]),
                   encode.override(task_id="encode_user")(config, "user", texts["user"]),
-                  encode.override(task_id="encode_item_raw")(config, "item_raw", ingested)]
+                  encode.override(task_id="encode_item_raw")(config, "item_raw", ingested),
+                  behaviour_encoder(config, ingested, splits, texts["item"])]
     publish_features(ingested, splits, [texts["item"], texts["user"]], embeddings, structured)
 
 

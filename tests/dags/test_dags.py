@@ -30,7 +30,8 @@ def test_augment_features_shape(dagbag):
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {"freeze_config", "ingest", "split", "build_prompts", "generate_item",
                           "generate_user", "publish_item_text", "publish_user_text", "encode_item", "encode_user",
-                          "encode_item_raw", "publish_features", "build_structured_prompts", "generate_item_tags",
+                          "encode_item_raw", "behaviour_encoder", "publish_features", "build_structured_prompts",
+                          "generate_item_tags",
                           "generate_user_interest", "publish_item_tags", "publish_user_interest",
                           *(f"plan_{k}_shards" for k in ("item", "user", "item_tags", "user_interest"))}
     # Every edge carries the versions the downstream task reads: it is wired to the task that wrote them.
@@ -45,8 +46,10 @@ def test_augment_features_shape(dagbag):
     assert up["encode_item"] == {"freeze_config", "publish_item_text"}
     assert up["encode_user"] == {"freeze_config", "publish_user_text"}
     assert up["encode_item_raw"] == {"freeze_config", "ingest"}
+    assert up["behaviour_encoder"] == {"freeze_config", "ingest", "split", "publish_item_text"}
     assert up["publish_features"] == {"ingest", "split", "publish_item_text", "publish_user_text", "encode_item",
-                                      "encode_user", "encode_item_raw", "publish_item_tags", "publish_user_interest"}
+                                      "encode_user", "encode_item_raw", "behaviour_encoder", "publish_item_tags",
+                                      "publish_user_interest"}
     assert up["build_structured_prompts"] == {"freeze_config", "ingest", "split", "publish_item_text",
                                               "publish_user_text"}
     assert up["publish_item_tags"] == {"freeze_config", "build_structured_prompts", "generate_item_tags"}
