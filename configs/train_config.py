@@ -113,6 +113,18 @@ DEFAULT_VARIANTS: dict[str, VariantDef] = {
                                 adaptor_groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge")),
 }
 
+# --- Behaviour-tuned encoders (behaviour_encoder.enabled; augment/behaviour_encoder.py): the same item texts encoded
+# by MiniLM fine-tuned on training co-occurrence pairs, LLM text and raw-text control alike. Not in the default
+# `variants`: the tables exist only when the stage ran.
+DEFAULT_FEATURES += (
+    _f("item_knowledge_emb_bt", "vector", "item_knowledge_emb_bt", "item_id", "emb"),
+    _f("item_raw_emb_bt", "vector", "item_raw_emb_bt", "item_id", "emb"),
+)
+DEFAULT_VARIANTS.update({
+    "raw_text_bt": VariantDef(groups=("item_raw_emb_bt",)),
+    "llm_bt": VariantDef(groups=("item_knowledge_emb_bt", "user_profile_emb")),
+})
+
 
 class LightGBMParams(_Strict):
     """Booster settings (passed to lightgbm.train as they are)."""
