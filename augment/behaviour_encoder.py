@@ -162,6 +162,7 @@ def finetune(base_model_dir: str | Path, texts_a: Sequence[str], texts_b: Sequen
         stats = _train(Path(base_model_dir), texts_a, texts_b, cfg, seed, tmp)
         manifest = {"version": out_dir.name, "base_model_dir": str(base_model_dir), "lineage": dict(lineage or {}),
                     "pairs": len(texts_a), "params": {k: getattr(cfg, k) for k in TRAIN_SETTINGS}, "seed": seed,
+                    "code": code_digest("augment.behaviour_encoder"),
                     "loss": "MultipleNegativesRankingLoss (in-batch negatives)", **stats}
         atomic_write_json(tmp / MANIFEST, manifest)
         fsync_path(tmp)

@@ -213,8 +213,9 @@ class BehaviourEncoderConfig(_Strict):
 
     enabled: bool = False  # off: the stage and its DAG task do nothing (the CLI's --force runs it anyway)
     window: int = Field(3, ge=1, description="pair each positive with a user's next `window` positives")
-    # ~4 min per encoder at ML-100K on 2 cores (measured: see augment/behaviour_encoder.py)
-    max_pairs: int = Field(4000, ge=1, description="distinct pairs kept (a seeded sample when more are mined)")
+    # ML-100K mines ~70k distinct pairs; CPU training reads ~2 (LLM text) to ~7 (raw text) pairs/s on a shared
+    # 2-core box, so 512 pairs took ~6 min for both encoders (bench/behaviour_encoder/ml100k.py).
+    max_pairs: int = Field(512, ge=1, description="distinct pairs kept (a seeded sample when more are mined)")
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=2, description="pairs per step; the other pairs of a batch are its negatives")
     lr: float = Field(2e-5, gt=0)

@@ -120,3 +120,19 @@ def test_stage_writes_both_tables_and_reuses_them(tiny, tmp_path):
     plain = store.read_pandas("item_raw_emb", v["item_raw_emb"])
     assert not np.allclose(np.stack(plain["emb"]), np.stack(raw["emb"]), atol=1e-3)
     assert stages.behaviour_encoder(cfg, v) == out  # a re-run reuses everything
+
+
+@pytest.mark.timeout(60)
+def test_config_section_and_train_variants(tmp_path, make_tiny_config, make_tiny_stream_config):
+    from pydantic import ValidationError
+
+    from configs import TrainConfig, load_config
+
+    with pytest.raises(ValidationError, match="windw"):
+        load_config(make_tiny_config(tmp_path, **{"behaviour_encoder.windw": 2}))
+    with pytest.raises(ValidationError, match="one-shot only"):
+        load_config(make_tiny_stream_config(tmp_path, **{"behaviour_encoder.enabled": True}))
+    tc = TrainConfig(variants=("raw_text_bt", "llm_bt"))
+    assert tc.variant_defs["llm_bt"].groups == ("item_knowledge_emb_bt", "user_profile_emb")
+    assert {f.source for f in tc.features if f.name.endswith("_bt")} == {"item_knowledge_emb_bt", "item_raw_emb_bt"}
+    assert TrainConfig().variants == ("base", "raw_text", "llm", "llm_kar")  # the default run is unchanged
