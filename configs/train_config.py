@@ -152,14 +152,17 @@ class DeepCtrParams(_Strict):
 class TrainConfig(_Strict):
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # 5: enough for a paired 95% t interval over seeds (models/report.py)
     threads: int = 2
-    deepfm_epochs: int = 10
-    deepfm_batch_size: int = 1024
+    # measured on the cold-user probe (configs/cold-probe.yaml): 1024-row batches stopped after ~80 steps on 28k
+    # rows, far short of what the vectors need; 256 with early stopping on valid AUC learns them
+    deepfm_epochs: int = 30
+    deepfm_batch_size: int = 256
     deepfm_lr: float = 1e-3
     embedding_dim: int = 16
     patience: int = 2
     # deepctr: a training row's user id is replaced by the 'unseen' id with this probability, so the embedding
     # every cold user shares is trained (else it stays at its random init and adds noise to every unseen user)
-    unseen_id_dropout: float = Field(0.0, ge=0, lt=1)
+    unseen_id_dropout: float = Field(0.5, ge=0, lt=1)
+    standardize_vectors: bool = Field(True, description="deepctr: vectors scaled per dimension by train mean/std")
     lgbm_rounds: int = 1000
     lgbm_early_stopping: int = 50
     lgbm_pca_dim: int = 16

@@ -58,6 +58,9 @@ class DeepCtrModel:
         self.history = feature_map.get("history")  # {"item": column, "maxlen": L} or None
         self.history_vocab = (next(v for v in self.vocabs if v.column == self.history["item"])
                               if self.history else None)
+        # per-dimension train mean / std of each vector group (models saved before it existed: none)
+        self.vector_scaler = {g: (np.asarray(v["mean"], dtype=np.float32), np.asarray(v["std"], dtype=np.float32))
+                              for g, v in (feature_map.get("vector_scaler") or {}).items()}
 
     @property
     def required_groups(self) -> list[str]:
@@ -150,6 +153,9 @@ class DeepCtrModel:
             if arr.shape != (len(split.frame), dim):
                 raise ValueError(f"vector group {group!r}: shape {arr.shape}, model expects "
                                  f"({len(split.frame)}, {dim})")
+            if group in self.vector_scaler:
+                mean, std = self.vector_scaler[group]
+                arr = (arr - mean) / std
             out.append(arr)
         return out
 
@@ -245,6 +251,14 @@ def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone
                                       for g in inputs.adaptor_groups],
                            "n_shared": int(cfg.kar_shared_experts), "n_specific": int(cfg.kar_specific_experts),
                            "hidden": int(cfg.kar_hidden), "out_dim": int(cfg.kar_out_dim)}
+    if cfg.standardize_vectors:
+        # unit-norm text vectors have per-dimension values ~0.05: next to standardised numerics and id embeddings
+        # the first dense layer barely sees them, and a few epochs on small data never learn from them
+        fmap["vector_scaler"] = {}
+        for g in [*inputs.groups, *inputs.adaptor_groups]:
+            arr = np.asarray(train.vectors[g], dtype=np.float64)
+            fmap["vector_scaler"][g] = {"mean": arr.mean(axis=0).astype(np.float32).tolist(),
+                                        "std": np.maximum(arr.std(axis=0), 1e-6).astype(np.float32).tolist()}
     fmap["embedding_dim"] = int(cfg.embedding_dim)
     fmap["params"] = {**cfg.deepctr.model_dump(mode="json"), "model": backbone,
                       "att_activation": cfg.din_att_activation}
