@@ -84,7 +84,8 @@ DEFAULT_FEATURES: tuple[FeatureEntry, ...] = (
     # user taste without an LLM (models/taste.py): mean item vector of the user's liked history before each label,
     # and its cosine with the candidate item, for the knowledge vectors and (same treatment) the raw-text control
     _f("user_taste_knowledge", "vector", "item_knowledge_emb", "user_id", "emb", "history_mean"),
-    _f("match_knowledge", "numeric", "item_knowledge_emb", "user_id", "emb", "history_cosine", "match_knowledge"),
+    _f("match_knowledge", "numeric", "item_knowledge_emb", "user_id", "emb", "history_cosine",
+       "match_knowledge"),
     _f("user_taste_raw", "vector", "item_raw_emb", "user_id", "emb", "history_mean"),
     _f("match_raw", "numeric", "item_raw_emb", "user_id", "emb", "history_cosine", "match_raw"),
 )
@@ -119,10 +120,18 @@ DEFAULT_VARIANTS: dict[str, VariantDef] = {
 DEFAULT_FEATURES += (
     _f("item_knowledge_emb_bt", "vector", "item_knowledge_emb_bt", "item_id", "emb"),
     _f("item_raw_emb_bt", "vector", "item_raw_emb_bt", "item_id", "emb"),
+    _f("user_taste_knowledge_bt", "vector", "item_knowledge_emb_bt", "user_id", "emb", "history_mean"),
+    _f("match_knowledge_bt", "numeric", "item_knowledge_emb_bt", "user_id", "emb", "history_cosine",
+       "match_knowledge_bt"),
+    _f("user_taste_raw_bt", "vector", "item_raw_emb_bt", "user_id", "emb", "history_mean"),
+    _f("match_raw_bt", "numeric", "item_raw_emb_bt", "user_id", "emb", "history_cosine", "match_raw_bt"),
 )
 DEFAULT_VARIANTS.update({
     "raw_text_bt": VariantDef(groups=("item_raw_emb_bt",)),
     "llm_bt": VariantDef(groups=("item_knowledge_emb_bt", "user_profile_emb")),
+    "raw_text_bt_taste": VariantDef(groups=("item_raw_emb_bt", "user_taste_raw_bt", "match_raw_bt")),
+    "llm_bt_taste": VariantDef(groups=("item_knowledge_emb_bt", "user_profile_emb", "user_taste_knowledge_bt",
+                                       "match_knowledge_bt")),
 })
 
 

@@ -54,11 +54,24 @@ def is_control(variant: str) -> bool:
     return variant.startswith(RAW)
 
 
+def matched_control(variant: str, variants: list[str]) -> str | None:
+    """The raw-text variant with the same treatment as an LLM variant (llm_taste -> raw_text_taste), if run."""
+    if not variant.startswith("llm_"):
+        return None
+    control = RAW + variant[len("llm"):]
+    return control if control in variants and control != RAW else None
+
+
 def comparisons(variants: list[str]) -> list[tuple[str, str]]:
-    """(variant, reference) pairs the report judges: every LLM-derived variant against base and raw_text, every
-    control against base."""
-    return [(v, ref) for v in variants if v != BASE
-            for ref in ((BASE,) if is_control(v) else (BASE, RAW)) if ref in variants]
+    """(variant, reference) pairs the report judges: every LLM-derived variant against base, raw_text and its
+    matched control (same taste / encoder treatment), every control against base."""
+    out = []
+    for v in variants:
+        if v == BASE:
+            continue
+        refs = (BASE,) if is_control(v) else (BASE, RAW, matched_control(v, variants))
+        out += [(v, ref) for ref in refs if ref is not None and ref in variants]
+    return out
 
 
 def t_interval(diffs: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -168,16 +181,18 @@ def verdict(diffs: pd.DataFrame, backbones: list[str]) -> str:
             undecided.append(backbone)
             continue
         beat = sub[sub.verdict == "beats"].groupby("variant", sort=False)["ref"].agg(set)
-        winners[backbone] = [v for v, r in beat.items() if not is_control(v) and {BASE, RAW} <= r]
+        run = list(dict.fromkeys(sub.variant)) + list(dict.fromkeys(sub.ref))
+        winners[backbone] = [v for v, r in beat.items() if not is_control(v)
+                             and {BASE, RAW, matched_control(v, run)} - {None} <= r]
     won = {b: v for b, v in winners.items() if v}
     lost = [b for b, v in winners.items() if not v]
 
     def lifts(backbone: str, variant: str) -> str:
         d = diffs[(diffs.backbone == backbone) & (diffs.variant == variant)].set_index("ref")["delta"]
-        return f"{variant} ({d[BASE]:+.4f} vs base, {d[RAW]:+.4f} vs raw_text)"
+        return f"{variant} (" + ", ".join(f"{delta:+.4f} vs {ref}" for ref, delta in d.items()) + ")"
 
     if won:
-        head = "Verdict: LLM-derived variants beating both base and the raw-text control beyond noise — " + "; ".join(
+        head = "Verdict: LLM-derived variants beating base and the raw-text controls beyond noise — " + "; ".join(
             f"{b}: {', '.join(lifts(b, v) for v in vs)}" for b, vs in won.items())
         head += f"; no LLM-derived variant does on {', '.join(lost)}" if lost else ""
     elif lost:

@@ -9,11 +9,11 @@ deployment) is run explicitly after augment_features succeeds, with the exact ta
 (what the asset event carries under a scheduler). Exit code 1 if any DAG run fails.
 
 With a daily (`stream`) config the job replays the log as a stream: a bootstrap run whose data interval ends at
-stream.start (everything before it), then `--replay N` runs, one per interval after it (default 5), each
+stream.start (everything before it), then `--replay N` runs, one per interval after it (default 3), each
 augment_features run followed by the retrain_ctr run on exactly its versions; it ends with the history table
 (<workdir>/history.md, history.png) and the wall time of every run (<workdir>/replay.json).
 
-    python scripts/run_dags.py --config configs/ml100k.yaml --replay 5
+    python scripts/run_dags.py --config configs/ml100k.yaml --replay 3
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
     parser.add_argument("--replay", type=int, default=None,
-                        help="stream configs: intervals to replay after the bootstrap run (default 5)")
+                        help="stream configs: intervals to replay after the bootstrap run (default 3)")
     args = parser.parse_args()
     config = str(Path(args.config).resolve())
     from configs import load_config  # light: must not import Airflow before AIRFLOW_HOME is set below
@@ -112,7 +112,7 @@ def main() -> int:
     env = airflow_env(cfg.workdir_path / "airflow")
     ends: list[datetime | None] = [None]  # one run over the whole log
     if cfg.stream is not None:
-        replay = 5 if args.replay is None else args.replay
+        replay = 3 if args.replay is None else args.replay
         ends = [cfg.stream.start + k * cfg.stream.interval for k in range(replay + 1)]
         env["LLMFA_SCHEDULE"] = schedule_for(cfg.stream.interval_hours)
         env["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")

@@ -117,7 +117,7 @@ def test_paired_differences_and_verdict_from_the_bootstrap():
     assert row.boot_low < row.delta < row.boot_high and row.t_low < row.delta < row.t_high
     text = render_markdown(results, {}, png_name=None, predictions=preds)
     first = text.splitlines()[0]
-    assert first.startswith("**Verdict: LLM-derived variants beating both base and the raw-text control beyond "
+    assert first.startswith("**Verdict: LLM-derived variants beating base and the raw-text controls beyond "
                             "noise — deepfm: llm (+"), first
     assert "llm_weak" not in first and "(users bootstrap) above 0; 3 seed(s)" in first
     assert "| deepfm | llm | raw_text | +" in text and "| beats |" in text
@@ -126,7 +126,7 @@ def test_paired_differences_and_verdict_from_the_bootstrap():
 
 def test_verdict_from_the_t_interval_without_predictions():
     text = render_markdown(_results(0.03, seeds=(0, 1, 2)), STATS, png_name=None)
-    assert text.startswith("**Verdict: LLM-derived variants beating both base and the raw-text control beyond noise"
+    assert text.startswith("**Verdict: LLM-derived variants beating base and the raw-text controls beyond noise"
                            " — lightgbm: llm (+0.0300 vs base, +0.0200 vs raw_text); deepfm: llm (+0.0300 vs base, "
                            "+0.0200 vs raw_text)** (95% interval of the paired test-AUC difference (paired t over "
                            "seeds) above 0; 3 seed(s)")
@@ -157,7 +157,7 @@ def test_generation_variance_line_present_and_absent():
 def test_report_markdown_and_png(tmp_path):
     path = write_report(tmp_path, _results(0.03), STATS)
     text = path.read_text()
-    assert text.startswith("**Verdict: LLM-derived variants beating both base")
+    assert text.startswith("**Verdict: LLM-derived variants beating base")
     assert "\n# CTR retraining report\n" in text and "| test AUC | base | raw_text | llm |" in text
     assert "| lightgbm | llm |" in text and "| deepfm | raw_text |" in text
     assert "0.7310 ± 0.0014" in text  # mean ± std over two seeds
@@ -198,3 +198,15 @@ def test_cli_report(tmp_path):
     assert main(["report", "--results", str(tmp_path / "results.parquet"), "--stats",
                  str(tmp_path / "stats.json"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "report.png").exists()
+
+
+@pytest.mark.timeout(60)
+def test_an_llm_variant_is_judged_against_its_matched_control():
+    from models.report import comparisons, matched_control
+
+    run = ["base", "raw_text", "raw_text_taste", "llm", "llm_taste", "llm_kar_taste"]
+    assert matched_control("llm_taste", run) == "raw_text_taste"
+    assert matched_control("llm", run) is None and matched_control("llm_kar_taste", run) is None
+    pairs = comparisons(run)
+    assert ("llm_taste", "raw_text_taste") in pairs and ("raw_text_taste", "base") in pairs
+    assert ("raw_text_taste", "raw_text") not in pairs

@@ -44,7 +44,7 @@ def test_retrain_registry_gate_and_report(planted_workdir):
     assert run["promotion"]["promoted"] and run["promotion"]["reason"] == "no champion yet"
     text = open(out["report"]).read()
     first = text.splitlines()[0]  # the planted vectors help beyond noise, per test-user bootstrap on 1 seed
-    assert first.startswith("**Verdict: LLM-derived variants beating both base and the raw-text control beyond "
+    assert first.startswith("**Verdict: LLM-derived variants beating base and the raw-text controls beyond "
                             "noise — "), first
     assert "(users bootstrap) above 0; 1 seed(s)" in first and "deepfm: " in first, first
     preds = pd.read_parquet(reg / "test_predictions.parquet")
