@@ -113,6 +113,7 @@ def get_engine(engine: EngineConfig) -> Any:
         tensor_parallel_size=engine.tensor_parallel_size,
         seed=engine.seed,
         enable_prefix_caching=engine.enable_prefix_caching,
+        enable_chunked_prefill=engine.enable_chunked_prefill,
         disable_log_stats=False,  # keeps the counters behind engine_counters(); costs nothing measurable
     )
     if engine.data_parallel_size > 1:

