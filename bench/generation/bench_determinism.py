@@ -42,6 +42,10 @@ RUNS = {
     "bf16_a": ({"dtype": "bfloat16", **DEFAULT}, {}, ALL_PLANS[:4]),
     "bf16_b": ({"dtype": "bfloat16", **DEFAULT}, {}, ("one",)),
     "bf16_strict": ({"dtype": "bfloat16", **STRICT}, {}, ALL_PLANS),
+    "bf16_strict_b": ({"dtype": "bfloat16", **STRICT}, {}, ("one",)),
+    # The repo's engine defaults (chunked prefill off, prefix caching on), twice:
+    "bf16_nochunk_a": ({"dtype": "bfloat16", "enable_chunked_prefill": False}, {}, ("one",)),
+    "bf16_nochunk_b": ({"dtype": "bfloat16", "enable_chunked_prefill": False}, {}, ("one",)),
     "fp32_a": ({"dtype": "float32", **DEFAULT}, {}, ALL_PLANS[:4]),
     "fp32_b": ({"dtype": "float32", **DEFAULT}, {}, ("one",)),
     "fp32_strict": ({"dtype": "float32", **STRICT}, {}, ALL_PLANS),
@@ -156,7 +160,8 @@ def main() -> None:
                 base = "sampled_one" if plan == "sampled_shards" else "one"
                 report["compare"][f"{name}:{plan} vs {name}:{base}"] = same(r[plan], r[base])
     pairs = [("bf16_a", "bf16_b"), ("bf16_a", "bf16_seqs16"), ("fp32_a", "fp32_b"), ("fp32_a", "fp32_seqs16"),
-             ("bf16_a", "bf16_strict"), ("fp32_a", "fp32_strict"), ("bf16_a", "fp32_a"),
+             ("bf16_a", "bf16_strict"), ("bf16_strict", "bf16_strict_b"), ("bf16_nochunk_a", "bf16_nochunk_b"),
+             ("bf16_strict", "bf16_nochunk_a"), ("fp32_a", "fp32_strict"), ("bf16_a", "fp32_a"),
              ("bf16_a", "bf16_batch_invariant")]
     for a, b in pairs:
         if "one" in results.get(a, {}) and "one" in results.get(b, {}):
@@ -164,7 +169,8 @@ def main() -> None:
     for k, (eq, n) in report["compare"].items():
         print(f"{k:45s} identical {eq}/{n}")
     print(json.dumps(report["runs"], indent=1))
-    (Path(__file__).parent / f"results_determinism_{args.prompts}x{args.max_tokens}.json").write_text(json.dumps(report, indent=1) + "\n")
+    out = Path(__file__).parent / f"results_determinism_{args.prompts}x{args.max_tokens}.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
