@@ -85,7 +85,9 @@ def sampling_settings(cfg: GenerationConfig, kind: Kind, json_schema: dict | Non
 
 
 # Engine settings that change the text a model writes. The others (max_num_seqs, data_parallel_size, memory and
-# CPU-core settings, prefix caching) change only speed, so a change to them reuses every cached output.
+# CPU-core settings, prefix caching, chunked prefill) change only speed, so a change to them reuses every cached
+# output. Strictly true in float32 only: in bfloat16 on CPU the text also depends on what else shares the batch
+# (GenerationConfig.deterministic), which no cache key can name.
 OUTPUT_ENGINE_SETTINGS = ("dtype", "max_model_len", "enforce_eager", "tensor_parallel_size", "seed")
 
 
@@ -257,7 +259,8 @@ def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cach
                   event_timestamp: pd.Series, json_schema: dict | None = None) -> pd.DataFrame:
     """Join every prompt with its final output; a missing output means a shard has not run (an error).
 
-    Rejected outputs come back with their flag and text "" (never as knowledge)."""
+    Rejected outputs come back with their flag and text "" (never as knowledge); created_timestamp is the row's
+    event_timestamp."""
     settings = output_settings(cfg, kind, model, json_schema)
     keys = [generation_key(h, settings) for h in prompts["prompt_hash"]]
     cache = read_cache(cache_dir, set(keys)).set_index("gen_key")
@@ -279,7 +282,9 @@ def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cach
         "flag": hit["flag"].to_numpy(),
         "attempts": hit["attempts"].to_numpy().astype("int32"),
         "event_timestamp": event_timestamp.to_numpy(),
-        "created_timestamp": hit["created_timestamp"].to_numpy(),
+        # Not the generation clock (it stays in the cache): the same outputs must give the same bytes on every
+        # machine, as for imported text. Nothing joins on it (the point-in-time join uses event_timestamp).
+        "created_timestamp": event_timestamp.to_numpy(),
     })
 
 

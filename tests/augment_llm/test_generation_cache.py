@@ -67,7 +67,8 @@ def test_generation_key_covers_every_output_setting_and_nothing_else():
                     {"validation": {"min_chars": 5}}]
     speed_only = [{"engine": {"max_num_seqs": 4}}, {"engine": {"cpu_threads": 2}},
                   {"engine": {"cpu_kvcache_space_gib": 3}}, {"engine": {"enable_prefix_caching": False}},
-                  {"engine": {"data_parallel_size": 2}}, {"batch_size": 7}, {"shards": 5}]
+                  {"engine": {"enable_chunked_prefill": True}}, {"engine": {"data_parallel_size": 2}},
+                  {"batch_size": 7}, {"shards": 5}]
     for change in changes_text:
         assert key(GenerationConfig.model_validate(change)) != base, change
     for change in speed_only:
@@ -166,3 +167,20 @@ def test_too_long_prompt_is_flagged_and_never_sent(tmp_path, fake, monkeypatch):
     prompts = _prompts(5)
     stats = gen.generate_shard(prompts, "item", 0, GenerationConfig(shards=1), tmp_path, "m")
     assert stats.flags.get("prompt_too_long") == 1 and sum(fake.calls) == 4
+
+
+def test_text_rows_carry_no_generation_clock(tmp_path, fake):
+    """created_timestamp is the event time, not when the output was generated: the same outputs give the same rows
+    (and bytes) in any run; generation.deterministic changes the dtype, so its outputs are cached apart."""
+    prompts = _prompts(3)
+    event = pd.Series(pd.Timestamp("2020-01-01", tz="UTC"), index=prompts.index)
+    cfg = GenerationConfig(shards=1)
+    gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
+    first = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", event)
+    assert (first["created_timestamp"] == event).all()
+    gen.generate_shard(prompts, "item", 0, cfg, tmp_path / "again", "m")
+    assert gen.collect_texts(prompts, "item", cfg, tmp_path / "again", "m", event).equals(first)
+    det = GenerationConfig(shards=1, deterministic=True)
+    assert gen.output_settings(det, "item", "m") == gen.output_settings(
+        GenerationConfig(shards=1, engine={"dtype": "float32"}), "item", "m")
+    assert gen.output_settings(det, "item", "m") != gen.output_settings(cfg, "item", "m")
