@@ -11,6 +11,9 @@
         # encode.model fine-tuned on training co-occurrence pairs -> item_knowledge_emb_bt, item_raw_emb_bt
         # (augment/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled or --force
     python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
+    python -m augment generation-variance --config configs/ml100k.yaml --sample 60 --seeds 3 --temperature 0.7
+        # item text under k sampling seeds, encoded: the text's share of run-to-run variance
+        # (augment/generation_variance.py; writes <workdir>/stats/generation_variance.json unless --out)
         # publish an existing text file (item_id|user_id, text[, event_timestamp]) as item_knowledge_text /
         # user_profile_text, validated like generated text; see augment/external_text.py
     # any stage: --input TABLE=VERSION pins an input table (repeatable); an input not pinned is read at its
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config",
-                 "structured-prompts", "publish-structured", "import-text", "behaviour-encoder"):
+                 "structured-prompts", "publish-structured", "import-text", "behaviour-encoder",
+                 "generation-variance"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                            help="shards this run splits the prompts into (default generation.shards)")
         if name == "encode":
             p.add_argument("--kind", choices=["item", "user", "item_raw"], required=True)
+        if name == "generation-variance":
+            p.add_argument("--sample", type=int, default=60, help="item prompts (the smallest prompt hashes)")
+            p.add_argument("--seeds", type=int, default=3, help="k: sampling seeds sampling.seed .. +k-1")
+            p.add_argument("--temperature", type=float, default=0.7)
+            p.add_argument("--out", help="default <workdir>/stats/generation_variance.json")
     sub.add_parser("prepare-models")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                 result = stages.encode(cfg, kind, inputs)
             elif args.cmd == "behaviour-encoder":
                 result = stages.behaviour_encoder(cfg, inputs, force=args.force)
+            elif args.cmd == "generation-variance":
+                from augment.generation_variance import generation_variance
+
+                result = generation_variance(cfg, inputs, args.sample, args.seeds, args.temperature,
+                                             Path(args.out) if args.out else None)
             elif args.cmd == "ingest":
                 result = stages.ingest(cfg)
             else:

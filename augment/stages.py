@@ -79,6 +79,8 @@ def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = No
         return (EXTERNAL_CHECK[kind], ID_MAP[kind])
     if stage == "publish-texts" and external_text(cfg, kind):
         return (PROMPT_TABLE[kind], EXTERNAL_CHECK[kind], ID_MAP[kind])
+    if stage == "generation-variance":
+        return (PROMPT_TABLE["item"],)
     if stage in ("generate", "publish-texts", "publish-structured"):
         return (PROMPT_TABLE[kind],)
     if stage == "encode":
