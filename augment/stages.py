@@ -580,11 +580,17 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
 
 
 def behaviour_encoder(cfg: RunConfig, inputs: Mapping[str, str], force: bool = False) -> dict:
-    """NoteLLM-style behaviour alignment (augment/behaviour_encoder.py): encode.model fine-tuned on item pairs that
+    """NoteLLM-style behaviour alignment (augment/behaviour_encoder.py): encode.model tuned on item pairs that
     co-occur in training interactions, twice with the same pairs and settings (on the item knowledge text and on
     the raw item text), each copy encoding the text it was tuned on into item_knowledge_emb_bt / item_raw_emb_bt.
+    Head mode (behaviour_encoder.mode) encodes each text once with the frozen encoder and writes the table by
+    applying the trained head to those vectors; full mode encodes the table with the fine-tuned model.
     A no-op ({"skipped": ...}) unless behaviour_encoder.enabled or `force`."""
-    from augment.behaviour_encoder import PAIR_SETTINGS, TRAIN_SETTINGS, encoder_version, finetune, mine_pairs
+    from augment.behaviour_encoder import (base_vectors, encoder_version, finetune, head_encode, mine_pairs,
+                                           pair_settings, train_settings)
+    import time
+
+    import numpy as np
     from augment.embedded_models import resolve_encoder
     from augment.encode import dimension, encode_texts, encoder_id, raw_item_texts
     from augment.output_validation import ACCEPTED
@@ -599,8 +605,10 @@ def behaviour_encoder(cfg: RunConfig, inputs: Mapping[str, str], force: bool = F
     base = encoder_id(base_cfg)
     # The pairs are the items with accepted knowledge text, for BOTH encoders: the same pairs, a fair control.
     pairs_recipe = {"interaction_splits": v["interaction_splits"], "item_knowledge_text": v["item_knowledge_text"],
-                    **{k: getattr(bc, k) for k in PAIR_SETTINGS}}
-    train_recipe = {k: getattr(bc, k) for k in TRAIN_SETTINGS}
+                    **pair_settings(bc)}
+    train_recipe = train_settings(bc)
+    if bc.mode == "head":  # the head is trained on (and its artefact ends in) normalised vectors or not
+        train_recipe["normalize"] = cfg.encode.normalize
     texts_recipe = {"item": {"item_knowledge_text": v["item_knowledge_text"]},
                     "item_raw": {"items": v["items"], "raw_item_columns": list(cfg.encode.raw_item_columns)}}
     enc_versions = {kind: encoder_version({"base": base, "text": t, "pairs": pairs_recipe, "train": train_recipe})
@@ -619,7 +627,7 @@ def behaviour_encoder(cfg: RunConfig, inputs: Mapping[str, str], force: bool = F
         items = store.read_pandas("items", v["items"])
         raw = pd.Series(raw_item_texts(items, cfg.encode.raw_item_columns), index=items["item_id"].to_numpy())
         pairs = mine_pairs(store.read_pandas("interaction_splits", v["interaction_splits"]), bc.window,
-                           bc.max_pairs, bc.seed, keep_items=set(text.index) & set(raw.index))
+                           bc.pair_cap, bc.seed, keep_items=set(text.index) & set(raw.index))
         rec["pairs"] = len(pairs)
         sources = {"item": text["text"], "item_raw": raw}
         root = cfg.workdir_path / "encoders"
@@ -627,10 +635,18 @@ def behaviour_encoder(cfg: RunConfig, inputs: Mapping[str, str], force: bool = F
             if refs[table] is not None:
                 continue
             texts = sources[kind]
-            manifest = finetune(resolve_encoder(cfg.encode.model), texts.reindex(pairs["item_a"]).tolist(),
+            base_dir = resolve_encoder(cfg.encode.model)
+            base_vecs, encode_seconds = None, 0.0
+            if bc.mode == "head":  # the frozen encoder reads every text of the table once: training and table
+                start = time.perf_counter()
+                base_vecs = base_vectors(base_dir, texts.tolist(), bc, cfg.encode.normalize, cfg.encode.batch_size)
+                encode_seconds = time.perf_counter() - start
+            manifest = finetune(base_dir, texts.reindex(pairs["item_a"]).tolist(),
                                 texts.reindex(pairs["item_b"]).tolist(), bc, bc.seed, root / enc_versions[kind],
-                                lineage={"base": base, "text": texts_recipe[kind], "pairs": pairs_recipe})
-            rec[f"{kind}_encoder"] = {k: manifest[k] for k in ("version", "pairs", "seconds", "steps", "reused")}
+                                lineage={"base": base, "text": texts_recipe[kind], "pairs": pairs_recipe},
+                                normalize=cfg.encode.normalize, base=base_vecs)
+            rec[f"{kind}_encoder"] = {**{k: manifest[k] for k in ("version", "pairs", "seconds", "steps", "reused")},
+                                      "mode": bc.mode, "base_encode_seconds": round(encode_seconds, 2)}
             enc_cfg = base_cfg.model_copy(update={"model": str(root / enc_versions[kind])})
             name = f"{base}+behaviour:{enc_versions[kind]}"
 
@@ -640,12 +656,17 @@ def behaviour_encoder(cfg: RunConfig, inputs: Mapping[str, str], force: bool = F
                 else:
                     frame = pd.DataFrame({"item_id": texts.index.to_numpy()})
                 values = texts.reindex(frame["item_id"]).tolist()
-                frame["emb"] = list(encode_texts(values, enc_cfg))
+                if base_vecs is not None:  # the head on the base vectors: what the artefact encodes, no 2nd pass
+                    vecs = head_encode(enc_cfg.model, np.stack([base_vecs[t] for t in values]), cfg.encode.normalize)
+                else:
+                    vecs = encode_texts(values, enc_cfg)
+                frame["emb"] = list(vecs)
                 frame["encoder"] = name
                 frame["source_hash"] = [digest(t) for t in values]
                 return frame
 
-            refs[table] = _publish(cfg, specs[kind](dimension(enc_cfg)), build, recipes[kind], code)
+            dim = len(next(iter(base_vecs.values()))) if base_vecs else dimension(enc_cfg)
+            refs[table] = _publish(cfg, specs[kind](dim), build, recipes[kind], code)
         rec["encoders"] = enc_versions
         return _versions(refs, rec)
 

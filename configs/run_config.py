@@ -249,20 +249,46 @@ class EncodeConfig(_Strict):
 
 
 class BehaviourEncoderConfig(_Strict):
-    """NoteLLM-style behaviour alignment of the text encoder (augment/behaviour_encoder.py): encode.model fine-tuned
+    """NoteLLM-style behaviour alignment of the text encoder (augment/behaviour_encoder.py): encode.model tuned
     contrastively on item pairs that co-occur in training interactions, one copy per text it encodes (the LLM item
-    knowledge and the raw-text control), written as item_knowledge_emb_bt / item_raw_emb_bt."""
+    knowledge and the raw-text control), written as item_knowledge_emb_bt / item_raw_emb_bt.
+
+    `mode: head` (default) trains only a d x d linear head on the frozen encoder's vectors, which are computed once
+    per item, so every mined pair fits in seconds on CPU; `mode: full` fine-tunes the whole transformer (~10-17 s
+    per 32-pair step on 2 CPU cores: hundreds of pairs, not tens of thousands). Each mode reads its own `head_*` /
+    plain training keys; `max_pairs` caps the pairs of both, its default depending on the mode."""
 
     enabled: bool = False  # off: the stage and its DAG task do nothing (the CLI's --force runs it anyway)
+    mode: Literal["head", "full"] = "head"
     window: int = Field(3, ge=1, description="pair each positive with a user's next `window` positives")
-    # ML-100K mines ~70k distinct pairs; CPU training reads ~2 (LLM text) to ~7 (raw text) pairs/s on a shared
-    # 2-core box, so 512 pairs took ~6 min for both encoders (bench/behaviour_encoder/ml100k.py).
-    max_pairs: int = Field(512, ge=1, description="distinct pairs kept (a seeded sample when more are mined)")
+    # ML-100K mines ~70k distinct pairs. Head mode takes them all (HEAD_MAX_PAIRS); full mode reads ~2 (LLM text)
+    # to ~7 (raw text) pairs/s on a shared 2-core box, so 512 pairs took ~6 min for both encoders
+    # (bench/behaviour_encoder/ml100k.py).
+    max_pairs: int | None = Field(None, ge=1, description="distinct pairs kept (a seeded sample when more are "
+                                  "mined); unset: 100_000 in head mode, 512 in full mode")
+    scale: float = Field(20.0, gt=0, description="cosine-similarity scale (inverse temperature) of the loss, "
+                         "sentence-transformers' MultipleNegativesRankingLoss default")
+    # head mode
+    head_epochs: int = Field(5, ge=1)
+    head_batch_size: int = Field(256, ge=2, description="pairs per step; in-batch negatives like big batches")
+    head_lr: float = Field(1e-3, gt=0)
+    # full mode
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=2, description="pairs per step; the other pairs of a batch are its negatives")
     lr: float = Field(2e-5, gt=0)
-    max_seq_length: int = Field(128, ge=8, description="tokens per text while training and encoding")
+    max_seq_length: int = Field(128, ge=8, description="tokens per text while training and encoding (both modes)")
     seed: int = 0
+
+    @property
+    def pair_cap(self) -> int:
+        """`max_pairs`, or the mode's default when unset."""
+        if self.max_pairs is not None:
+            return self.max_pairs
+        return HEAD_MAX_PAIRS if self.mode == "head" else FULL_MAX_PAIRS
+
+
+HEAD_MAX_PAIRS = 100_000  # every pair ML-100K mines (~70k); a cap for bigger logs (pairs sit in memory as text)
+FULL_MAX_PAIRS = 512
 
 
 def interval_tag(end: datetime) -> str:
