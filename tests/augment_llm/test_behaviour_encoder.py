@@ -1,5 +1,7 @@
 """The behaviour-aligned encoder (augment/behaviour_encoder.py): pairs come from training-time positives only, the
-fine-tune is a versioned artefact reused on a re-run, and the stage writes both tables (LLM text and control)."""
+tuned encoder is a versioned artefact reused on a re-run (head mode: a sentence-transformers model that reproduces
+the table vectors; full mode: the whole fine-tuned model), and the stage writes both tables (LLM text and
+control)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.behaviour_encoder import encoder_version, finetune, mine_pairs, training_rows
+from augment.behaviour_encoder import (_batches, base_vectors, encoder_version, finetune, head_encode, mine_pairs,
+                                       training_rows)
 from configs import BehaviourEncoderConfig
 
 
@@ -60,20 +63,75 @@ def test_pair_mining_is_deterministic_and_capped():
     assert set(map(tuple, a.values)) <= set(map(tuple, full.values)) and (a["item_a"] < a["item_b"]).all()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_finetune_writes_a_versioned_artefact_and_reuses_it(tmp_path):
+TOPICS = ["space travel", "cooking pasta", "medieval war", "jazz music", "deep sea fish", "chess openings"]
+TEXTS_A = [f"A story about {TOPICS[i % 6]}, part {i}" for i in range(32)]
+TEXTS_B = [f"Notes on {TOPICS[i % 6]} number {100 + i}" for i in range(32)]
+
+
+@pytest.mark.timeout(60)
+def test_batches_never_repeat_an_item():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 30, 500), rng.integers(30, 40, 500)  # ten very popular items on the b side
+    batches = _batches(a, b, 16, rng.permutation(500))
+    for batch in batches:
+        keys = [*a[batch], *b[batch]]
+        assert len(keys) == len(set(keys)) and 1 < len(batch) <= 16
+    assert len({i for batch in batches for i in batch}) == sum(map(len, batches))  # each pair at most once
+
+
+@pytest.mark.timeout(300)
+def test_head_mode_artefact_reproduces_the_vectors_and_is_reused(tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from augment.embedded_models import minilm_dir
 
-    topics = ["space travel", "cooking pasta", "medieval war", "jazz music", "deep sea fish", "chess openings"]
-    texts_a = [f"A story about {topics[i % 6]}, part {i}" for i in range(32)]
-    texts_b = [f"Notes on {topics[i % 6]} number {100 + i}" for i in range(32)]
-    cfg = BehaviourEncoderConfig(batch_size=8, max_seq_length=32, lr=1e-4)
+    cfg = BehaviourEncoderConfig(head_batch_size=8, head_epochs=10, head_lr=1e-2, max_seq_length=32)
+    assert cfg.mode == "head" and cfg.pair_cap == 100_000
+    out = tmp_path / "encoders" / encoder_version({"test": "head"})
+    base = base_vectors(minilm_dir(), TEXTS_A + TEXTS_B, cfg)
+    manifest = finetune(minilm_dir(), TEXTS_A, TEXTS_B, cfg, 0, out, lineage={"interaction_splits": "abc"},
+                        base=base)
+    assert not manifest["reused"] and manifest["mode"] == "head" and manifest["texts_encoded"] == 0
+    assert len(manifest["losses"]) == 10 and manifest["losses"][-1] < manifest["losses"][0]
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["lineage"] == {"interaction_splits": "abc"} and saved["pairs"] == 32
+    assert saved["params"]["head_batch_size"] == 8 and "batch_size" not in saved["params"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp dir left beside it
+    # The artefact is a plain sentence-transformers model: loaded offline, it encodes texts into the same vectors
+    # the stage writes (the head applied to the base vectors).
+    modules = [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Normalize", "Dense", "Normalize"]
+    table = head_encode(out, np.stack([base[t] for t in TEXTS_A[:4] + TEXTS_B[:4]]))
+    loaded = SentenceTransformer(str(out), device="cpu").encode(TEXTS_A[:4] + TEXTS_B[:4])
+    np.testing.assert_allclose(loaded, table, atol=1e-5)
+    # A trained pair got closer than it was.
+    a0, b0 = np.stack([base[t] for t in TEXTS_A]), np.stack([base[t] for t in TEXTS_B])
+    a1, b1 = head_encode(out, a0), head_encode(out, b0)
+    assert ((a1 * b1).sum(1) > (a0 * b0).sum(1)).mean() > 0.5 and (a1 * b1).sum(1).mean() > (a0 * b0).sum(1).mean()
+    before = (out / "3_Dense" / "model.safetensors").stat().st_mtime_ns
+    again = finetune(minilm_dir(), TEXTS_A, TEXTS_B, cfg, 0, out)
+    assert again["reused"] and again["losses"] == manifest["losses"]
+    assert (out / "3_Dense" / "model.safetensors").stat().st_mtime_ns == before
+    # Same pairs and seed, same head; encoding the missing texts itself gives the same head too.
+    twin = finetune(minilm_dir(), TEXTS_A, TEXTS_B, cfg, 0, tmp_path / "encoders" / "twin")
+    assert twin["losses"] == manifest["losses"] and twin["texts_encoded"] == 64
+    np.testing.assert_allclose(head_encode(tmp_path / "encoders" / "twin", a0), a1, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_full_mode_writes_a_versioned_artefact_and_reuses_it(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from augment.embedded_models import minilm_dir
+
+    texts_a, texts_b = TEXTS_A, TEXTS_B
+    cfg = BehaviourEncoderConfig(mode="full", batch_size=8, max_seq_length=32, lr=1e-4)
+    assert cfg.pair_cap == 512
     out = tmp_path / "encoders" / encoder_version({"test": 1})
     manifest = finetune(minilm_dir(), texts_a, texts_b, cfg, 0, out, lineage={"interaction_splits": "abc"})
     assert not manifest["reused"] and manifest["steps"] >= 3 and len(manifest["losses"]) == manifest["steps"]
+    assert manifest["mode"] == "full"
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["lineage"] == {"interaction_splits": "abc"} and saved["pairs"] == 32
     assert saved["params"]["batch_size"] == 8 and saved["seconds"] > 0
@@ -87,8 +145,7 @@ def test_finetune_writes_a_versioned_artefact_and_reuses_it(tmp_path):
     assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-4)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_stage_writes_both_tables_and_reuses_them(tiny, tmp_path):
     from augment import stages
 
@@ -102,7 +159,7 @@ def test_stage_writes_both_tables_and_reuses_them(tiny, tmp_path):
     v.update(stages.import_text(cfg, "item", tmp_path / "knowledge.csv",
                                 {t: v[t] for t in ("items", "item_id_map")}))
     cfg = cfg.model_copy(update={"behaviour_encoder": BehaviourEncoderConfig(
-        enabled=True, batch_size=8, max_pairs=48, max_seq_length=32)})
+        enabled=True, head_batch_size=8, max_pairs=48, max_seq_length=32)})
     out = stages.behaviour_encoder(cfg, v)
     assert set(out) == {"item_knowledge_emb_bt", "item_raw_emb_bt"}
     knowledge = store.read_pandas("item_knowledge_emb_bt", out["item_knowledge_emb_bt"])
@@ -115,6 +172,14 @@ def test_stage_writes_both_tables_and_reuses_them(tiny, tmp_path):
     assert manifests[0]["pairs"] == manifests[1]["pairs"] == 48
     assert {m["lineage"]["pairs"]["interaction_splits"] for m in manifests} == {v["interaction_splits"]}
     assert {knowledge["encoder"].iloc[0].rsplit(":", 1)[1], raw["encoder"].iloc[0].rsplit(":", 1)[1]} == set(encoders)
+    # The table rows are what the saved artefact encodes: the head applied to the base vectors, no second pass
+    # (stored as float16, hence rtol: half a float16 step; the float32 vectors match to 1e-5 in the head test).
+    from sentence_transformers import SentenceTransformer
+
+    enc = knowledge["encoder"].iloc[0].rsplit(":", 1)[1]
+    model = SentenceTransformer(str(cfg.workdir_path / "encoders" / enc), device="cpu")
+    np.testing.assert_allclose(model.encode(text.set_index("item_id")["text"].reindex(knowledge["item_id"][:5])
+                                            .tolist()), np.stack(knowledge["emb"][:5]), rtol=5e-4, atol=1e-5)
     # The control's vectors are not the plain encoder's: the same text, a different (tuned) encoder.
     v.update(stages.encode(cfg, "item_raw", v))
     plain = store.read_pandas("item_raw_emb", v["item_raw_emb"])
@@ -136,3 +201,9 @@ def test_config_section_and_train_variants(tmp_path, make_tiny_config, make_tiny
     assert tc.variant_defs["llm_bt"].groups == ("item_knowledge_emb_bt", "user_profile_emb")
     assert {f.source for f in tc.features if f.name.endswith("_bt")} == {"item_knowledge_emb_bt", "item_raw_emb_bt"}
     assert TrainConfig().variants == ("base", "raw_text", "llm", "llm_kar")  # the default run is unchanged
+    with pytest.raises(ValidationError, match="mode"):
+        load_config(make_tiny_config(tmp_path, **{"behaviour_encoder.mode": "lora"}))
+    with pytest.raises(ValidationError, match="max_pairs"):
+        BehaviourEncoderConfig(max_pairs=0)
+    assert BehaviourEncoderConfig().pair_cap == 100_000 and BehaviourEncoderConfig(mode="full").pair_cap == 512
+    assert BehaviourEncoderConfig(mode="full", max_pairs=64).pair_cap == 64
