@@ -3,7 +3,7 @@
 NoteLLM (Zhang et al. 2024) tunes its note encoder so that notes users engage with together embed close together.
 Here the text encoder (encode.model, all-MiniLM-L6-v2 by default) is tuned contrastively on item pairs that
 co-occur in TRAINING interactions: for every user, each positive is paired with the user's next `window` positives,
-and MultipleNegativesRankingLoss (cross-entropy over `scale` x cosine similarities) pulls each pair together
+and MultipleNegativesRankingLoss (cross-entropy over scaled cosine similarities) pulls each pair together
 against the other pairs of its batch (in-batch negatives; a batch never holds an item twice, so no item is its own
 negative). CPU, seeded, no hub access, no Trainer (it needs the `datasets` package, which we do not install, and
 brings wandb/tensorboard reporting we do not want): plain loops over the same loss.
@@ -55,8 +55,9 @@ from feature_store.store import version_id
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-TRAIN_SETTINGS = {"head": ("mode", "head_epochs", "head_batch_size", "head_lr", "scale", "max_seq_length", "seed"),
-                  "full": ("mode", "epochs", "batch_size", "lr", "scale", "max_seq_length", "seed")}
+TRAIN_SETTINGS = {"head": ("mode", "head_epochs", "head_batch_size", "head_lr", "head_scale", "max_seq_length",
+                           "seed"),
+                  "full": ("mode", "epochs", "batch_size", "lr", "max_seq_length", "seed")}
 
 
 def train_settings(cfg: BehaviourEncoderConfig) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def _fit_head(x: Any, ia: np.ndarray, ib: np.ndarray, cfg: BehaviourEncoderConfi
             ea = torch.nn.functional.normalize(head(x[anchor]), dim=-1)
             eb = torch.nn.functional.normalize(head(x[positive]), dim=-1)
             # Row i: anchor i against every positive of the batch; its own positive is the right class.
-            loss = torch.nn.functional.cross_entropy(cfg.scale * ea @ eb.T, torch.arange(len(batch)))
+            loss = torch.nn.functional.cross_entropy(cfg.head_scale * ea @ eb.T, torch.arange(len(batch)))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -291,7 +292,7 @@ def _train_full(base_model_dir: Path, texts_a: Sequence[str], texts_b: Sequence[
     rng = np.random.default_rng(seed)
     model = SentenceTransformer(str(base_model_dir), device="cpu")
     model.max_seq_length = cfg.max_seq_length
-    loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
+    loss_fn = MultipleNegativesRankingLoss(model)  # scale 20
     prep = getattr(model, "preprocess", None) or model.tokenize  # tokenize: sentence-transformers < 6
     epochs = [_batches(texts_a, texts_b, cfg.batch_size, rng.permutation(len(texts_a))) for _ in range(cfg.epochs)]
     steps = sum(map(len, epochs))
@@ -345,7 +346,8 @@ def finetune(base_model_dir: str | Path, texts_a: Sequence[str], texts_b: Sequen
         manifest = {"version": out_dir.name, "base_model_dir": str(base_model_dir), "lineage": dict(lineage or {}),
                     "pairs": len(texts_a), "mode": cfg.mode, "params": train_settings(cfg), "seed": seed,
                     "normalize": normalize, "code": code_digest("augment.behaviour_encoder"),
-                    "loss": f"MultipleNegativesRankingLoss (in-batch negatives, scale {cfg.scale})", **stats}
+                    "loss": "MultipleNegativesRankingLoss (in-batch negatives, scale "
+                            f"{cfg.head_scale if cfg.mode == 'head' else 20.0})", **stats}
         atomic_write_json(tmp / MANIFEST, manifest)
         fsync_path(tmp)
         try:

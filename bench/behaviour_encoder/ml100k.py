@@ -8,7 +8,19 @@ default the main checkout's var/ml100k), makes the one-shot split of configs/ml1
   pulled every vector together, or popular items together, would raise both; the gap and the AUC (P(a held-out
   pair is closer than a random one)) say whether co-occurring items got closer than chance.
 
-    python bench/behaviour_encoder/ml100k.py --workdir /tmp/bt-ml100k [--set behaviour_encoder.max_pairs=4000]
+The stats say, per encoder, the seconds of the base encoding (head mode: once per text) and of the training.
+
+    python bench/behaviour_encoder/ml100k.py --workdir /tmp/bt-ml100k                      # head mode, all pairs
+    python bench/behaviour_encoder/ml100k.py --workdir /tmp/bt-ml100k --set behaviour_encoder.head_epochs=20
+    python bench/behaviour_encoder/ml100k.py --workdir /tmp/bt-ml100k --set behaviour_encoder.mode=full
+
+Measured with the defaults (head mode, all 70,573 pairs, 20 epochs, scale 5; 2 shared CPU cores): the stage took
+90 s for both encoders: base encoding 13 s (knowledge) / 8 s (raw), head training 33 s / 35 s; held-out AUC
+0.511 -> 0.533 (knowledge), 0.550 -> 0.579 (raw); mean-cosine gap 0.005 -> 0.010, 0.017 -> 0.019.
+Head-mode settings sweep on the same split (one thread, training only): held-out AUC knowledge / raw, base
+0.511 / 0.550; 5 epochs scale 20: 0.520 / 0.573; 20 epochs scale 20: 0.529 / 0.577; 5 epochs lr 1e-4: 0.511 /
+0.583; 5 epochs lr 1e-2: 0.520 / 0.567; scale 50: 0.516 / 0.569; scale 5: 0.525 / 0.576 (5 epochs), 0.525 / 0.573
+(10), 0.533 / 0.578 (20, the default).
 """
 from __future__ import annotations
 
