@@ -104,6 +104,10 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
     parser.add_argument("--replay", type=int, default=None,
                         help="stream configs: intervals to replay after the bootstrap run (default 3)")
+    parser.add_argument("--generation-variance", type=int, default=0, metavar="K",
+                        help="one-shot configs: between the two DAGs, regenerate 60 item prompts under K sampling "
+                             "seeds (python -m augment generation-variance) so the report shows the text's own "
+                             "run-to-run spread next to the training seeds'")
     args = parser.parse_args()
     config = str(Path(args.config).resolve())
     from configs import load_config  # light: must not import Airflow before AIRFLOW_HOME is set below
@@ -118,6 +122,8 @@ def main() -> int:
         env["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")
     elif args.replay:
         raise SystemExit("--replay needs a config with a stream section")
+    if args.generation_variance and cfg.stream is not None:
+        raise SystemExit("--generation-variance: one-shot configs only (a daily run's report has its own stats)")
     os.environ.update(env)
     if "airflow" in sys.modules:
         raise RuntimeError("Airflow was imported before AIRFLOW_HOME was set: it would use the wrong metadata DB")
@@ -141,6 +147,10 @@ def main() -> int:
                 if dag_id == "augment_features":
                     conf["versions"] = task_result(run, "publish_features")
                     print(f"[run_dags] table versions: {json.dumps(conf['versions'], sort_keys=True)}", flush=True)
+                    if args.generation_variance:
+                        subprocess.run([sys.executable, "-m", "augment", "generation-variance", "--config", config,
+                                        "--input", f"item_prompts={task_result(run, 'build_prompts')['item_prompts']}",
+                                        "--seeds", str(args.generation_variance)], check=True)
             walls.append(row)
     finally:
         stop_engines()
