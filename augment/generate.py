@@ -61,7 +61,7 @@ class ShardStats:
     first_rejections: dict = field(default_factory=dict)  # why first attempts were sent back (what retries fixed)
     engine: dict = field(default_factory=dict)  # vLLM counters spent by this shard (prefix-cache hit rate etc.)
     engine_cores: str = ""  # CPU cores the engine was pinned to ("" on GPU or when nothing was generated)
-    engine_window: tuple[float, float] = (0.0, 0.0)  # epoch seconds from engine request to last output (0: none)
+    engine_window: tuple[float, float] = (0.0, 0.0)  # epoch seconds from holding the cores to last output (0: none)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -235,6 +235,7 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
         llm_engine.get_engine(cfg.engine)
         stats.engine_start_seconds = time.perf_counter() - t0
         stats.engine_cores = llm_engine.engine_cores() or ""
+        since = max(since, llm_engine.cores_held_since() or since)  # the window holds the cores, not the wait
     started = time.perf_counter()
     before = llm_engine.engine_counters(cfg.engine)
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard}", unit="prompt") as bar:

@@ -31,6 +31,7 @@ from augment.embedded_models import resolve_llm
 log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
 _SLOT: Any = None  # augment.cpu_slots.Slot held while this process runs CPU engines
+_SLOT_SINCE = 0.0  # epoch seconds when _SLOT was claimed
 _CLAIMED = "LLMFA_CLAIMED_CPU_BIND"
 
 
@@ -71,7 +72,7 @@ def _pin_cpu_threads(threads: int) -> str | None:
     """On a CPU build, give this process's engines `threads` cores no other engine on the machine holds.
 
     The claim lasts until shutdown_engines() or process exit. A VLLM_CPU_OMP_THREADS_BIND set by the user wins."""
-    global _SLOT
+    global _SLOT, _SLOT_SINCE
     if _has_gpu():
         return None
     if _SLOT is None:
@@ -82,9 +83,15 @@ def _pin_cpu_threads(threads: int) -> str | None:
         from augment.cpu_slots import claim
 
         _SLOT = claim(threads)
+        _SLOT_SINCE = time.time()
         # Read by the engine core child that vLLM spawns; the marker tells our own descendants it is no user's.
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = os.environ[_CLAIMED] = _SLOT.bind
     return _SLOT.bind
+
+
+def cores_held_since() -> float | None:
+    """Epoch seconds this process got its cores (a claim may wait for another engine to finish)."""
+    return _SLOT_SINCE if _SLOT is not None else None
 
 
 def engine_cores() -> str | None:
