@@ -165,7 +165,8 @@ def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int =
 
     hist, hist_len = snapshot.latest_history(uids, maxlen) if hist_spec else (None, None)
     user_frame = snapshot.scalars(USER_KEY, uids)
-    user_rows = encode_users(user_frame, hist, hist_len)
+    liked = snapshot.liked_history(uids) if snapshot.taste else None  # once for taste vectors and matches
+    user_rows = encode_users(user_frame, hist, hist_len, liked)
     matches = snapshot.match_entries()
 
     def user_tastes(liked_hist: np.ndarray, liked_len: np.ndarray) -> list[np.ndarray]:
@@ -177,7 +178,7 @@ def compile_model(model: ScoringModel, snapshot: FeatureSnapshot, threads: int =
         offsets, start = {}, 0
         for name, width in inner.input_layout():
             offsets[name], start = start, start + width
-        tastes = user_tastes(*snapshot.liked_history(uids))
+        tastes = user_tastes(*liked)
         probe = user_frame.iloc[[len(uids) - 1] * 2].reset_index(drop=True)
         for e, taste in zip(matches, tastes):
             probe[e.name] = [0.0, 1.0]

@@ -161,23 +161,22 @@ class FeatureSnapshot:
                 out[g] = np.zeros((len(ids), table.spec.feature(e.column).dim), dtype=np.float32)
         return out
 
-    def latest_history(self, user_ids: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each user's last `max_len` items (oldest first, 0-padded) over all their rows, and the lengths."""
+    def latest_history(self, user_ids: np.ndarray, max_len: int,
+                       liked_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's last `max_len` items (oldest first, 0-padded) over all their rows (or only the liked ones),
+        and the lengths."""
         n = len(user_ids)
-        if self.events is None or len(self.events[0]) == 0:
+        events = self.events if self.events is None or not liked_only else tuple(a[self.liked] for a in self.events)
+        if events is None or len(events[0]) == 0:
             return np.zeros((n, max_len), dtype=np.int64), np.zeros(n, dtype=np.int64)
-        users, items, times = self.events
+        users, items, times = events
         # a query time after every event: recent_items excludes events at or after it, so all are included
         q_times = np.full(n, times.max() + 1, dtype=np.int64)
         return recent_items(users, items, times, np.asarray(user_ids), q_times, max_len)
 
     def liked_history(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each user's last taste-length liked items, as of now (models/taste.py)."""
-        n, width = len(user_ids), int(self.taste["len"])
-        if self.events is None or not self.liked.any():
-            return np.zeros((n, width), dtype=np.int64), np.zeros(n, dtype=np.int64)
-        users, items, times = (a[self.liked] for a in self.events)
-        return recent_items(users, items, times, np.asarray(user_ids), np.full(n, times.max() + 1), width)
+        return self.latest_history(user_ids, int(self.taste["len"]), liked_only=True)
 
     def match_entries(self) -> list[FeatureEntry]:
         return [e for e in self.entries if e.transform == MATCH]
