@@ -5,6 +5,8 @@
     python -m augment all --config configs/ml100k.yaml        # every augment stage in order, no Airflow
     python -m augment split --config configs/ml100k.yaml --input interactions=3f2a9c0d1e4b
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
+    python -m augment serve-llm --config configs/ml100k.yaml [--host 127.0.0.1] [--port 8000]
+        # vLLM's OpenAI server for generation.engine: a replica for generation.backend=openai (augment/llm_server.py)
     python -m augment structured-prompts --config configs/ml100k.yaml [--force]
     python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
     python -m augment behaviour-encoder --config configs/ml100k.yaml [--force]
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--temperature", type=float, default=0.7)
             p.add_argument("--out", help="default <workdir>/stats/generation_variance.json")
     sub.add_parser("prepare-models")
+    serve = sub.add_parser("serve-llm", help="vLLM's OpenAI server for generation.engine (augment/llm_server.py)")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--print-command", action="store_true", help="print the server command and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -104,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                               EMBEDDED_ENCODER: str(resolve_encoder(EMBEDDED_ENCODER))}, indent=1))
             return 0
         cfg = load_config(args.config, parse_overrides(args.set))
+        if args.cmd == "serve-llm":
+            from augment import llm_server
+
+            if args.print_command:
+                print(shlex.join(llm_server.server_command(cfg.generation.engine, args.host, args.port)))
+                return 0
+            return llm_server.serve(cfg.generation.engine, args.host, args.port)
         if args.cmd == "show-config":
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
             return 0

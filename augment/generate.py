@@ -1,10 +1,14 @@
-"""Generation stage: run a shard of prompts through vLLM and commit the outputs before the next shard starts.
+"""Generation stage: run a shard of prompts through an LLM backend, committing outputs as they finish.
 
 Outputs are cached per *generation key* = digest(prompt hash, output settings): the model (with its dtype), the
 engine settings that change what it writes, sampling, validation and the JSON schema (`output_settings`, which
 is also what the published *_text table's recipe records). A shard only sends
 prompts whose key has no output yet, so a killed run re-run with the same command regenerates at most the shard
 that was in flight, and a daily run pays only for prompts that changed.
+
+The backend (augment/chat_backend.py: vLLM in this process, OpenAI-compatible endpoints, Ray Data LLM) is kept
+full: requests are submitted ahead up to its capacity and each finished output is validated at once, so the
+engine never waits for a batch boundary while the cache still gains one file per `generation.batch_size` rows.
 
     python -m augment generate --config configs/ml100k.yaml --kind item --shard 0   # one shard
     python -m augment generate --config configs/ml100k.yaml --kind user               # all shards in turn
@@ -15,9 +19,10 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +31,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from augment import chat_backend
+from augment.chat_backend import ChatBackend, ChatRequest, ChatResult
 from augment.output_validation import ACCEPTED, check_output
 from configs import GenerationConfig
 from feature_store.files import atomic_path, json_digest
@@ -54,14 +61,16 @@ class ShardStats:
     output_tokens: int
     seconds: float  # generation wall time, engine start-up excluded
     engine_start_seconds: float = 0.0  # 0 when the engine was already up in this process
-    llm_calls: int = 0  # chat() batches sent to the engine
+    llm_calls: int = 0  # requests sent to the LLM, every attempt counted
     retried: int = 0  # prompts that needed more than one attempt
-    retry_seconds: float = 0.0  # part of `seconds` spent on attempts 2.. (LLM work, not bookkeeping)
+    retry_output_tokens: int = 0  # part of output_tokens spent on attempts 2.. (LLM work beyond one answer each)
     flags: dict = field(default_factory=dict)  # final verdicts
     first_rejections: dict = field(default_factory=dict)  # why first attempts were sent back (what retries fixed)
     engine: dict = field(default_factory=dict)  # vLLM counters spent by this shard (prefix-cache hit rate etc.)
     engine_cores: str = ""  # CPU cores the engine was pinned to ("" on GPU or when nothing was generated)
     engine_window: tuple[float, float] = (0.0, 0.0)  # epoch seconds from holding the cores to last output (0: none)
+    backend: str = ""  # generation.backend that ran it ("" when nothing was generated)
+    where: dict = field(default_factory=dict)  # the backend's own account: endpoints and their requests, Ray CPUs
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -144,57 +153,101 @@ def _attempt_sampling(cfg: GenerationConfig, attempt: int) -> tuple[float, int]:
     return max(s.temperature, cfg.validation.retry_temperature), s.seed + 1000 * (attempt - 1)
 
 
-def run_batch(batch: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schema: dict | None,
-              stats: ShardStats) -> pd.DataFrame:
-    """Generate, validate and retry one batch; returns one final row per prompt (accepted or flagged)."""
-    from augment import llm_engine
+class _Prompts:
+    """One shard's pending prompts on their way through a backend: attempts, verdicts, and rows to commit."""
 
-    sampling = sampling_settings(cfg, kind, json_schema)
-    conversations = [json.loads(m) for m in batch["messages"]]
-    n = len(batch)
-    raw, final, flags, details = [""] * n, [""] * n, [""] * n, [""] * n
-    p_tok, o_tok, attempts, finish = [0] * n, [0] * n, [0] * n, [""] * n
-    # A prompt longer than the context would fail the whole vLLM batch: flag it and never send it.
-    limit = cfg.engine.max_model_len - sampling["max_tokens"]
-    pending = []
-    for i, t in enumerate(llm_engine.chat_prompt_tokens(cfg.engine, conversations)):
-        p_tok[i] = t
-        if t > limit:
-            flags[i], details[i] = "prompt_too_long", f"{t} prompt tokens > {limit}"
-        else:
-            pending.append(i)
-    for attempt in range(1, cfg.validation.max_attempts + 1):
-        if not pending:
-            break
-        temperature, seed = _attempt_sampling(cfg, attempt)
-        t0 = time.perf_counter()
-        results = llm_engine.chat(cfg.engine, [conversations[i] for i in pending],
-                                  max_tokens=sampling["max_tokens"], temperature=temperature,
-                                  top_p=sampling["top_p"], repetition_penalty=sampling["repetition_penalty"],
-                                  seed=seed, json_schema=json_schema)
-        stats.llm_calls += 1
+    def __init__(self, todo: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schema: dict | None,
+                 stats: ShardStats):
+        self.todo, self.kind, self.cfg, self.schema, self.stats = todo, kind, cfg, json_schema, stats
+        self.conversations = [json.loads(m) for m in todo["messages"]]
+        self.max_tokens = max_tokens_for(cfg, kind)
+        n = len(todo)
+        self.raw, self.final, self.flags, self.details = [""] * n, [""] * n, [""] * n, [""] * n
+        self.p_tok, self.o_tok, self.attempts, self.finish = [0] * n, [0] * n, [0] * n, [""] * n
+
+    def request(self, i: int, attempt: int) -> ChatRequest:
+        temperature, seed = _attempt_sampling(self.cfg, attempt)
+        s = self.cfg.sampling
+        return ChatRequest(key=f"{i}:{attempt}", conversation=self.conversations[i], max_tokens=self.max_tokens,
+                           temperature=temperature, top_p=s.top_p, repetition_penalty=s.repetition_penalty,
+                           seed=seed, json_schema=self.schema)
+
+    def too_long(self, i: int, tokens: int, detail: str) -> None:
+        self.p_tok[i], self.flags[i], self.details[i] = tokens, "prompt_too_long", detail
+
+    def record(self, r: ChatResult) -> tuple[int, int, bool]:
+        """Take one result; returns (prompt index, attempt, accepted)."""
+        i, attempt = (int(x) for x in r.key.split(":"))
+        self.stats.prompt_tokens += r.prompt_tokens
+        self.stats.output_tokens += r.output_tokens
         if attempt > 1:
-            stats.retry_seconds += time.perf_counter() - t0
-        if attempt == 2:
-            stats.retried += len(pending)
-        still = []
-        for i, r in zip(pending, results):
-            verdict = check_output(r.text, r.finish_reason, cfg.validation, json_schema)
-            stats.prompt_tokens += r.prompt_tokens
-            stats.output_tokens += r.output_tokens
-            raw[i], final[i], flags[i], details[i] = r.text, verdict.text, verdict.flag, verdict.detail
-            p_tok[i], o_tok[i], attempts[i], finish[i] = r.prompt_tokens, r.output_tokens, attempt, r.finish_reason
-            if not verdict.accepted:
-                still.append(i)
+            self.stats.retry_output_tokens += r.output_tokens
+        self.p_tok[i], self.o_tok[i], self.attempts[i], self.finish[i] = (r.prompt_tokens, r.output_tokens, attempt,
+                                                                          r.finish_reason)
+        if r.error is not None:  # refused by the backend for good: the prompt does not fit the context
+            self.raw[i], self.final[i], self.flags[i], self.details[i] = "", "", r.error, r.finish_reason
+            return i, attempt, True
+        verdict = check_output(r.text, r.finish_reason, self.cfg.validation, self.schema)
+        self.raw[i], self.final[i], self.flags[i], self.details[i] = r.text, verdict.text, verdict.flag, verdict.detail
+        if not verdict.accepted and attempt == 1:
+            self.stats.first_rejections[verdict.flag] = self.stats.first_rejections.get(verdict.flag, 0) + 1
+        return i, attempt, verdict.accepted
+
+    def rows(self, idx: list[int]) -> pd.DataFrame:
+        pick = lambda values: [values[i] for i in idx]  # noqa: E731
+        return pd.DataFrame({
+            "gen_key": self.todo["gen_key"].to_numpy()[idx], "prompt_hash": self.todo["prompt_hash"].to_numpy()[idx],
+            "text": pick(self.final), "prompt_tokens": pick(self.p_tok), "output_tokens": pick(self.o_tok),
+            "finish_reason": pick(self.finish), "created_timestamp": pd.Timestamp.now(tz="UTC"),
+            "raw_text": pick(self.raw), "flag": pick(self.flags), "attempts": pick(self.attempts),
+            "detail": pick(self.details),
+        })
+
+
+def run_prompts(todo: pd.DataFrame, kind: Kind, cfg: GenerationConfig, json_schema: dict | None,
+                stats: ShardStats, backend: ChatBackend, commit: Callable[[pd.DataFrame], None],
+                batch_size: int) -> None:
+    """Drive `todo` through `backend` with up to backend.capacity() requests in flight; every `batch_size`
+    final rows (accepted, or flagged after the last attempt) go to `commit` at once.
+
+    A rejected output is resubmitted ahead of new prompts with the next attempt's temperature and seed, so a
+    prompt's row is final soon and a crash loses at most the rows not yet committed (< batch_size) plus those in
+    flight. Attempt k's sampling depends only on k, never on the batch, so retries mean the same on every backend."""
+    work = _Prompts(todo, kind, cfg, json_schema, stats)
+    queue: deque[tuple[int, int]] = deque()
+    ready: list[int] = []
+    # A prompt longer than the context would fail a whole vLLM batch: flag it and never send it. Backends that
+    # cannot count tokens (remote endpoints) report such a prompt on its own result instead.
+    limit = cfg.engine.max_model_len - work.max_tokens
+    tokens = backend.prompt_tokens(work.conversations)
+    for i in range(len(todo)):
+        if tokens is not None and tokens[i] > limit:
+            work.too_long(i, tokens[i], f"{tokens[i]} prompt tokens > {limit}")
+            ready.append(i)
+        else:
+            queue.append((i, 1))
+    inflight = 0
+    while queue or inflight:
+        room = backend.capacity() - inflight
+        if queue and room > 0:
+            batch = [queue.popleft() for _ in range(min(room, len(queue)))]
+            backend.submit([work.request(i, attempt) for i, attempt in batch])
+            inflight += len(batch)
+            stats.llm_calls += len(batch)
+        for result in backend.poll():
+            inflight -= 1
+            i, attempt, accepted = work.record(result)
+            if accepted or attempt >= cfg.validation.max_attempts:
+                ready.append(i)
+            else:
+                queue.appendleft((i, attempt + 1))
                 if attempt == 1:
-                    stats.first_rejections[verdict.flag] = stats.first_rejections.get(verdict.flag, 0) + 1
-        pending = still
-    return pd.DataFrame({
-        "gen_key": batch["gen_key"].to_numpy(), "prompt_hash": batch["prompt_hash"].to_numpy(),
-        "text": final, "prompt_tokens": p_tok, "output_tokens": o_tok, "finish_reason": finish,
-        "created_timestamp": pd.Timestamp.now(tz="UTC"), "raw_text": raw, "flag": flags, "attempts": attempts,
-        "detail": details,
-    })
+                    stats.retried += 1
+        while len(ready) >= batch_size:
+            commit(work.rows(ready[:batch_size]))
+            ready = ready[batch_size:]
+    if ready:
+        commit(work.rows(ready))
 
 
 def pending(prompts: pd.DataFrame, kind: Kind, shard: int | None, cfg: GenerationConfig, cache_dir: Path,
@@ -214,13 +267,12 @@ def pending(prompts: pd.DataFrame, kind: Kind, shard: int | None, cfg: Generatio
 
 def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path,
                    model: str, batch_size: int | None = None, json_schema: dict | None = None,
-                   num_shards: int | None = None) -> ShardStats:
-    """Generate the missing outputs of one shard; commit them to the cache in one file per batch.
+                   num_shards: int | None = None, backend: ChatBackend | None = None) -> ShardStats:
+    """Generate the missing outputs of one shard through `backend` (default: generation.backend); commit them to
+    the cache in one file per `batch_size` final rows.
 
     A prompt whose generation key (prompt hash + model + sampling [+ schema]) already has a final row in the cache
-    is skipped; so a re-run after a crash redoes at most the batch in flight, and an unchanged run calls no LLM."""
-    from augment import llm_engine
-
+    is skipped; so a re-run after a crash redoes at most the rows in flight, and an unchanged run calls no LLM."""
     batch_size = batch_size or cfg.batch_size
     num_shards = num_shards or cfg.shards
     mine, todo = pending(prompts, kind, shard, cfg, cache_dir, model, json_schema, num_shards)
@@ -229,31 +281,49 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     todo = todo.assign(_len=todo["messages"].str.len()).sort_values("_len", kind="stable")
     stats = ShardStats(kind, shard, num_shards, len(mine), len(mine) - len(todo), 0, 0, 0, 0.0)
     log.info("%s shard %d/%d: %d prompts, %d already generated", kind, shard, num_shards, len(mine), stats.skipped)
-    if len(todo):  # engine start-up (12-46 s on CPU, once per process) is reported apart from generation
-        since = time.time()
-        t0 = time.perf_counter()
-        llm_engine.get_engine(cfg.engine)
-        stats.engine_start_seconds = time.perf_counter() - t0
-        stats.engine_cores = llm_engine.engine_cores() or ""
-        since = max(since, llm_engine.cores_held_since() or since)  # the window holds the cores, not the wait
+    if not len(todo):
+        return stats
+    backend = backend or chat_backend.open_backend(cfg)
+    stats.backend = backend.name
+    # Engine start-up (12-46 s on CPU, once per process) or the fleet's health check is reported apart.
+    since = time.time()
+    t0 = time.perf_counter()
+    backend.start()
+    stats.engine_start_seconds = time.perf_counter() - t0
+    where = backend.describe()
+    stats.engine_cores = where.pop("engine_cores", "")
+    # The window starts when the engine held its cores (a claim may wait for another engine), not at the ask.
+    since = max(since, where.pop("cores_held_since", None) or since)
+    stats.where = where
     started = time.perf_counter()
-    before = llm_engine.engine_counters(cfg.engine)
-    with tqdm(total=len(todo), desc=f"generate {kind} shard {shard}", unit="prompt") as bar:
-        for lo in range(0, len(todo), batch_size):
-            part = run_batch(todo.iloc[lo:lo + batch_size], kind, cfg, json_schema, stats)
+    before = backend.counters()
+    with tqdm(total=len(todo), desc=f"generate {kind} shard {shard} ({backend.name})", unit="prompt") as bar:
+        def commit(part: pd.DataFrame) -> None:
             part["model"] = model
             _commit_cache_part(cache_dir, part)
             stats.generated += len(part)
             for flag, count in part["flag"].value_counts().items():
                 stats.flags[flag] = stats.flags.get(flag, 0) + int(count)
             bar.update(len(part))
+
+        try:
+            run_prompts(todo, kind, cfg, json_schema, stats, backend, commit, batch_size)
+        finally:
+            backend.close()
     stats.seconds = time.perf_counter() - started
-    if len(todo):
-        stats.engine = llm_engine.counter_delta(before, llm_engine.engine_counters(cfg.engine))
-        stats.engine_window = (round(since, 3), round(time.time(), 3))
-    log.info("%s shard %d: generated %d, skipped %d, %d LLM calls (%.0f output tok/s), flags %s", kind, shard,
+    stats.engine = counter_delta(before, backend.counters())
+    stats.engine_window = (round(since, 3), round(time.time(), 3))
+    log.info("%s shard %d: generated %d, skipped %d, %d LLM requests (%.0f output tok/s), flags %s", kind, shard,
              stats.generated, stats.skipped, stats.llm_calls, stats.output_tokens_per_s, stats.flags)
     return stats
+
+
+def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Counters spent between two snapshots, plus the prefix-cache hit rate (token-weighted) when exposed."""
+    out: dict[str, float] = {k: after[k] - before.get(k, 0) for k in after}
+    if out.get("prefix_cache_queries"):
+        out["prefix_cache_hit_rate"] = out["prefix_cache_hits"] / out["prefix_cache_queries"]
+    return out
 
 
 def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cache_dir: Path, model: str,

@@ -74,6 +74,7 @@ def generation_variance(cfg: RunConfig, inputs: Mapping[str, str], sample: int =
                         temperature: float = 0.7, out: Path | None = None, encode: Encoder | None = None) -> dict:
     """Generate the sampled item prompts once per seed, encode, write and return the report (see module doc)."""
     from augment import llm_engine
+    from augment.chat_backend import ChatRequest
     from augment.encode import encode_texts
     from augment.output_validation import check_output
     from augment.stages import PROMPT_TABLE, store_for
@@ -89,8 +90,10 @@ def generation_variance(cfg: RunConfig, inputs: Mapping[str, str], sample: int =
     engine = cfg.generation.engine.model_copy(update={"enable_chunked_prefill": False})
     texts = []
     for seed in seed_list:
-        results = llm_engine.chat(engine, conversations, max_tokens=s.max_tokens_item, temperature=temperature,
-                                  top_p=s.top_p, repetition_penalty=s.repetition_penalty, seed=seed)
+        results = llm_engine.chat(engine, [ChatRequest(str(i), c, max_tokens=s.max_tokens_item,
+                                                       temperature=temperature, top_p=s.top_p,
+                                                       repetition_penalty=s.repetition_penalty, seed=seed)
+                                           for i, c in enumerate(conversations)])
         # What would be published from a first attempt (trimmed); a rejected answer keeps its raw text, so every
         # item has a vector under every seed.
         verdicts = [check_output(r.text, r.finish_reason, cfg.generation.validation, None) for r in results]

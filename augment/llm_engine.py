@@ -1,4 +1,5 @@
-"""The one place that talks to vLLM: engine construction from config, sampling params, chat batches.
+"""The one place that talks to vLLM in-process: engine construction from config, sampling params, the streaming
+`generation.backend: vllm` (InProcessEngine), and the bare one-call `chat` it is measured against.
 
 vLLM quirks live here so the rest of the code never imports vllm:
 - CPU builds reserve ~90% of RAM for the KV cache unless VLLM_CPU_KVCACHE_SPACE is set;
@@ -11,6 +12,8 @@ vLLM quirks live here so the rest of the code never imports vllm:
 - its CPU threads are pinned to cores; `auto` picks the same core for every engine on the machine, so each
   process claims its own cores first (augment/cpu_slots.py) and the KV cache is sized from config;
 - structured outputs go through `SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))`;
+- `LLM.chat` runs a batch to completion, so a caller that commits per batch lets the engine drain at every
+  boundary; `LLM.enqueue_chat` + `LLMEngine.step` (what `LLM.chat` loops over) keep it fed instead;
 - engine counters (prompt/output tokens, prefix-cache queries/hits) need `disable_log_stats=False`;
 - the pooling runner (`runner="pooling"`) turns any model into an encoder (see augment/encode.py).
 
@@ -21,26 +24,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from configs import EngineConfig
+from augment.chat_backend import ChatRequest, ChatResult
 from augment.embedded_models import resolve_llm
+from configs import EngineConfig, GenerationConfig
 
 log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
 _SLOT: Any = None  # augment.cpu_slots.Slot held while this process runs CPU engines
 _SLOT_SINCE = 0.0  # epoch seconds when _SLOT was claimed
 _CLAIMED = "LLMFA_CLAIMED_CPU_BIND"
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    text: str
-    prompt_tokens: int
-    output_tokens: int
-    finish_reason: str
 
 
 def model_id(engine: EngineConfig) -> str:
@@ -68,7 +63,7 @@ def engine_dtype(engine: EngineConfig) -> str:
     return "bfloat16" if _has_gpu() or cpu_has_native_bf16() else "float32"
 
 
-def _pin_cpu_threads(threads: int) -> str | None:
+def claim_cores(threads: int) -> str | None:
     """On a CPU build, give this process's engines `threads` cores no other engine on the machine holds.
 
     The claim lasts until shutdown_engines() or process exit. A VLLM_CPU_OMP_THREADS_BIND set by the user wins."""
@@ -106,7 +101,7 @@ def get_engine(engine: EngineConfig) -> Any:
     # Config, not whatever the shell exported, sizes each engine's KV cache: two engines side by side must fit.
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(engine.cpu_kvcache_space_gib)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _pin_cpu_threads(engine.cpu_threads)
+    claim_cores(engine.cpu_threads)
     from vllm import LLM
 
     path = resolve_llm(engine.model)
@@ -158,29 +153,93 @@ def _has_gpu() -> bool:
     return current_platform.is_cuda_alike()
 
 
-def chat(engine: EngineConfig, conversations: Sequence[list[dict]], *, max_tokens: int, temperature: float,
-         top_p: float, repetition_penalty: float, seed: int, json_schema: dict | None = None) -> list[ChatResult]:
-    """Run one batch of chat conversations; results come back in input order.
-
-    With ``json_schema`` every output is constrained to JSON matching it (give strings a maxLength)."""
+def sampling_params(request: ChatRequest) -> Any:
+    """vLLM SamplingParams of one request (structured outputs through StructuredOutputsParams)."""
     from vllm import SamplingParams
 
-    llm = get_engine(engine)
     extra: dict[str, Any] = {}
-    if json_schema is not None:
+    if request.json_schema is not None:
         from vllm.sampling_params import StructuredOutputsParams
 
-        extra["structured_outputs"] = StructuredOutputsParams(json=json_schema)
-    params = SamplingParams(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty,
-                            max_tokens=max_tokens, seed=seed, **extra)
-    outputs = llm.chat(list(conversations), params, use_tqdm=False)
-    results = []
-    for out in outputs:
-        completion = out.outputs[0]
-        results.append(ChatResult(text=completion.text, prompt_tokens=len(out.prompt_token_ids or ()),
-                                  output_tokens=len(completion.token_ids),
-                                  finish_reason=str(completion.finish_reason)))
-    return results
+        extra["structured_outputs"] = StructuredOutputsParams(json=request.json_schema)
+    return SamplingParams(temperature=request.temperature, top_p=request.top_p,
+                          repetition_penalty=request.repetition_penalty, max_tokens=request.max_tokens,
+                          seed=request.seed, **extra)
+
+
+def _result(out: Any, key: str) -> ChatResult:
+    completion = out.outputs[0]
+    return ChatResult(text=completion.text, prompt_tokens=len(out.prompt_token_ids or ()),
+                      output_tokens=len(completion.token_ids), finish_reason=str(completion.finish_reason), key=key)
+
+
+def chat(engine: EngineConfig, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+    """Run chat requests to completion in one `LLM.chat` call; results come back in input order (the bare call
+    the streaming backend is measured against, bench/generation/bench_scale_out.py)."""
+    llm = get_engine(engine)
+    outputs = llm.chat([list(r.conversation) for r in requests], [sampling_params(r) for r in requests],
+                       use_tqdm=False)
+    return [_result(out, r.key) for out, r in zip(outputs, requests)]
+
+
+class InProcessEngine:
+    """`generation.backend: vllm`: the cached engine of this process, fed continuously.
+
+    `LLM.enqueue_chat` renders the chat template and queues requests without running them; each `poll` steps
+    the engine (`LLMEngine.step`, what `LLM.chat` loops over) until something finishes. The engine core runs in
+    its own process and keeps scheduling while we validate and commit, so with `capacity` requests submitted
+    (twice max_num_seqs) it always has a full batch waiting instead of draining at every commit."""
+
+    name = "vllm"
+
+    def __init__(self, cfg: GenerationConfig):
+        self.engine = cfg.engine
+        self.window = cfg.inflight or 2 * cfg.engine.max_num_seqs
+        self.llm: Any = None
+        self.keys: dict[str, str] = {}  # vLLM request id -> our key
+
+    def start(self) -> None:
+        if self.llm is None:
+            self.llm = get_engine(self.engine)
+
+    def capacity(self) -> int:
+        return self.window
+
+    def prompt_tokens(self, conversations: Sequence[list[dict]]) -> list[int]:
+        return chat_prompt_tokens(self.engine, conversations)
+
+    def submit(self, requests: Sequence[ChatRequest]) -> None:
+        if not requests:
+            return
+        self.start()
+        ids = self.llm.enqueue_chat([list(r.conversation) for r in requests],
+                                    [sampling_params(r) for r in requests], use_tqdm=False)
+        # enqueue_chat returns the engine's internal ids ("<id>-<8 random chars>"); outputs and abort_request use
+        # the external "<id>" it was given.
+        self.keys.update(zip((i.rsplit("-", 1)[0] for i in ids), (r.key for r in requests)))
+
+    def poll(self) -> list[ChatResult]:
+        finished: list[ChatResult] = []
+        engine = self.llm.llm_engine if self.llm is not None else None
+        while not finished and self.keys and engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.finished:
+                    finished.append(_result(out, self.keys.pop(out.request_id)))
+        if not finished and self.keys:
+            raise RuntimeError(f"vLLM engine has no unfinished requests but {len(self.keys)} never finished")
+        return finished
+
+    def counters(self) -> dict[str, int]:
+        return engine_counters(self.engine)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine_cores": engine_cores() or "", "cores_held_since": cores_held_since()}
+
+    def close(self) -> None:
+        """The engine stays cached for the next shard in this process (shutdown_engines() stops it)."""
+        if self.keys and self.llm is not None:  # a failed shard must not leave its requests running
+            self.llm.llm_engine.abort_request(list(self.keys))
+            self.keys.clear()
 
 
 def chat_prompt_tokens(engine: EngineConfig, conversations: Sequence[list[dict]]) -> list[int]:
@@ -214,14 +273,6 @@ def engine_counters(engine: EngineConfig) -> dict[str, int]:
     return out
 
 
-def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
-    """Counters spent between two snapshots, plus the prefix-cache hit rate (token-weighted) when exposed."""
-    out: dict[str, float] = {k: after[k] - before.get(k, 0) for k in after}
-    if out.get("prefix_cache_queries"):
-        out["prefix_cache_hit_rate"] = out["prefix_cache_hits"] / out["prefix_cache_queries"]
-    return out
-
-
 def get_pooling_engine(model_dir: str, pooling: str, max_model_len: int, seed: int = 0) -> Any:
     """A vLLM engine with the pooling runner: an encoder (MiniLM) or a decoder LLM used as one (last token)."""
     max_model_len = min(max_model_len, _max_positions(model_dir))  # MiniLM: 256 (its max_seq_length)
@@ -230,7 +281,7 @@ def get_pooling_engine(model_dir: str, pooling: str, max_model_len: int, seed: i
         return _ENGINES[key]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _pin_cpu_threads(1)
+    claim_cores(1)
     from vllm import LLM
     from vllm.config import PoolerConfig
 

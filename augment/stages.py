@@ -344,13 +344,13 @@ def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = 
 
 def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int | None = None,
              force: bool = False, num_shards: int | None = None) -> list[dict]:
-    """Generate one shard (or every shard in turn) of the pinned prompt table with vLLM; finished batches are
-    committed to the generation cache as they complete (that cache is what a re-run resumes from).
+    """Generate one shard (or every shard in turn) of the pinned prompt table through generation.backend;
+    finished rows are committed to the generation cache in batches (that cache is what a re-run resumes from).
 
     Each shard's stats (prompts, skipped, generated, LLM calls, retries, flags, tokens, tok/s, prefix-cache hit
     rate) go to <workdir>/stats/generate-<kind>-<shard>.json."""
     from augment.generate import generate_shard, stats_dict
-    from augment.llm_engine import model_id
+    from augment.chat_backend import model_id_for
 
     if structured_off(cfg, kind, force):
         return [skipped()]
@@ -358,7 +358,7 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
         return [skipped_external(cfg, kind)]
     v = pinned("generate", inputs, kind)
     prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
-    model = model_id(cfg.generation.engine)
+    model = model_id_for(cfg.generation)
     schema = _json_schema(cfg, kind)
     out = []
     num_shards = num_shards or cfg.generation.shards
@@ -375,12 +375,12 @@ def pending_prompts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard
                     num_shards: int | None = None) -> int:
     """How many prompts of a shard (None: of the whole table) have no cached output yet."""
     from augment.generate import pending
-    from augment.llm_engine import model_id
+    from augment.chat_backend import model_id_for
 
     v = pinned("generate", inputs, kind)
     prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
     _, todo = pending(prompt_frame, kind, shard, cfg.generation, generation_cache(cfg),
-                      model_id(cfg.generation.engine), _json_schema(cfg, kind), num_shards)
+                      model_id_for(cfg.generation), _json_schema(cfg, kind), num_shards)
     return len(todo)
 
 
@@ -403,11 +403,11 @@ def plan_shards(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> list[d
 def _text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> tuple[Callable, TableRef]:
     """Publish (or reuse) the *_text table of `kind`; returns a loader of (prompts, texts) and the table."""
     from augment.generate import collect_texts, flag_counts, output_settings
-    from augment.llm_engine import model_id
+    from augment.chat_backend import model_id_for
 
     store = store_for(cfg)
     prompt_table = PROMPT_TABLE[kind]
-    model = model_id(cfg.generation.engine)
+    model = model_id_for(cfg.generation)
     schema = _json_schema(cfg, kind)
     prompt_frame = functools.cache(lambda: store.read_pandas(prompt_table, v[prompt_table]))
 

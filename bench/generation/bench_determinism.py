@@ -68,6 +68,7 @@ def load_prompts(n: int):
 def run_part(name: str, n: int, max_tokens: int, out: Path) -> None:
     """One engine, every plan of RUNS[name]; writes {plan: {prompt_hash: text}, "tok_s": ...} to `out`."""
     from augment import llm_engine
+    from augment.chat_backend import ChatRequest
     from augment.generate import shard_of
     from configs import EngineConfig
 
@@ -84,8 +85,9 @@ def run_part(name: str, n: int, max_tokens: int, out: Path) -> None:
 
     def call(part, temperature: float = 0.0, seed: int = 0) -> dict[str, str]:
         convs = [json.loads(m) for m in part["messages"]]
-        res = llm_engine.chat(engine, convs, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
-                              repetition_penalty=1.1, seed=seed)
+        res = llm_engine.chat(engine, [ChatRequest(str(i), c, max_tokens=max_tokens, temperature=temperature,
+                                                   top_p=1.0, repetition_penalty=1.1, seed=seed)
+                                       for i, c in enumerate(convs)])
         tokens[0] += sum(r.output_tokens for r in res)
         return dict(zip(part["prompt_hash"], (r.text for r in res)))
 

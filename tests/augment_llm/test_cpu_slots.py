@@ -71,14 +71,14 @@ def test_engine_claims_its_own_cores_unless_the_user_chose_them(lock_dir, monkey
     monkeypatch.setattr(llm_engine, "_SLOT", None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "3")  # the user's own choice wins
-    assert llm_engine._pin_cpu_threads(1) == "3" and llm_engine.engine_cores() is None
+    assert llm_engine.claim_cores(1) == "3" and llm_engine.engine_cores() is None
 
     holder, held = _holder(1)  # e.g. the parent process's cached engine
     try:
         # Inherited from that ancestor's claim: not a choice, so this process must take other cores.
         monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", held)
         monkeypatch.setenv("LLMFA_CLAIMED_CPU_BIND", held)
-        mine = llm_engine._pin_cpu_threads(1)
+        mine = llm_engine.claim_cores(1)
         assert mine != held and llm_engine.engine_cores() == mine
         assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == mine
         llm_engine.shutdown_engines()

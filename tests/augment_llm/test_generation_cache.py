@@ -9,36 +9,18 @@ import pandas as pd
 import pytest
 
 from augment import generate as gen
-from augment import llm_engine
 from configs import GenerationConfig
 
 
-class FakeChat:
-    """Stands in for llm_engine.chat: echoes the user message length, counts calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def __call__(self, engine, conversations, **kw):
-        self.calls.append(len(conversations))
-        return [llm_engine.ChatResult(text=f"fake knowledge about a prompt of {len(c[-1]['content'])} characters",
-                                      prompt_tokens=10, output_tokens=kw["max_tokens"], finish_reason="length")
-                for c in conversations]
+@pytest.fixture
+def fake(fake_backend):
+    return fake_backend
 
 
 def _prompts(n: int) -> pd.DataFrame:
     msgs = [json.dumps([{"role": "user", "content": "x" * (i + 1)}]) for i in range(n)]
     return pd.DataFrame({"item_id": range(1, n + 1), "messages": msgs, "template_name": "t",
                          "template_version": "1", "prompt_hash": [f"h{i}" for i in range(n)]})
-
-
-@pytest.fixture
-def fake(monkeypatch) -> FakeChat:
-    f = FakeChat()
-    monkeypatch.setattr(llm_engine, "chat", f)
-    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
-    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: f)
-    return f
 
 
 def test_shards_partition_keys_stably():
@@ -80,10 +62,11 @@ def test_shards_resume_and_skip(tmp_path, fake):
     prompts = _prompts(30)
     stats = [gen.generate_shard(prompts, "item", s, cfg, tmp_path, "m", batch_size=4) for s in range(3)]
     assert sum(s.generated for s in stats) == 30 and sum(s.skipped for s in stats) == 0
-    first_calls = sum(fake.calls)
+    first_calls = len(fake.requests)
+    assert first_calls == 30 and fake.max_inflight <= fake.window
     again = [gen.generate_shard(prompts, "item", s, cfg, tmp_path, "m", batch_size=4) for s in range(3)]
     assert sum(s.generated for s in again) == 0 and sum(s.skipped for s in again) == 30
-    assert sum(fake.calls) == first_calls  # no LLM call when nothing changed
+    assert len(fake.requests) == first_calls and fake.started == 3  # no LLM call (not even a start) when unchanged
 
     changed = prompts.copy()
     changed.loc[0, "prompt_hash"] = "new"
@@ -118,34 +101,26 @@ def test_bad_shard_index(tmp_path, fake):
         gen.generate_shard(_prompts(3), "item", 5, GenerationConfig(shards=2), tmp_path, "m")
 
 
-class ScriptedFakeChat:
-    """A fake LLM whose answer for a prompt depends on the attempt's seed: bad first, good on a later seed."""
+def scripted(good_from_attempt: dict[str, int]):
+    """A fake answer whose quality depends on the attempt's seed: bad first, good from a given attempt."""
+    from augment.chat_backend import ChatResult
 
-    def __init__(self, good_from_attempt: dict[str, int]) -> None:
-        self.good_from = good_from_attempt  # user content -> first attempt (1-based) that returns good text
-        self.seen: list[tuple[str, int, float]] = []
-
-    def __call__(self, engine, conversations, **kw):
-        attempt = 1 + kw["seed"] // 1000
-        out = []
-        for c in conversations:
-            content = c[-1]["content"]
-            self.seen.append((content, kw["seed"], kw["temperature"]))
-            good = attempt >= self.good_from.get(content, 1)
-            text = f"A detailed and valid description of {content}." if good else "I'm sorry, I cannot help."
-            out.append(llm_engine.ChatResult(text, 10, 12, "stop"))
-        return out
+    def answer(r):
+        attempt = 1 + r.seed // 1000
+        content = r.conversation[-1]["content"]
+        good = attempt >= good_from_attempt.get(content, 1)
+        text = f"A detailed and valid description of {content}." if good else "I'm sorry, I cannot help."
+        return ChatResult(text, 10, 12, "stop", key=r.key)
+    return answer
 
 
-def test_rejected_outputs_are_retried_with_new_seed_then_flagged(tmp_path, monkeypatch):
+def test_rejected_outputs_are_retried_with_new_seed_then_flagged(tmp_path, fake):
     prompts = _prompts(4)  # contents "x", "xx", "xxx", "xxxx"
-    fake = ScriptedFakeChat({"xx": 2, "xxx": 99})
-    monkeypatch.setattr(llm_engine, "chat", fake)
-    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
-    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: fake)
+    fake.answer = scripted({"xx": 2, "xxx": 99})
     cfg = GenerationConfig(shards=1, validation={"max_attempts": 3, "retry_temperature": 0.7})
     stats = gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
-    assert stats.llm_calls == 3 and stats.retried == 2
+    assert stats.llm_calls == 4 + 2 + 1 and stats.retried == 2  # requests: 4 first attempts, 2 second, 1 third
+    assert stats.retry_output_tokens == 3 * 12
     assert stats.flags == {"ok": 3, "refusal": 1}
     texts = gen.collect_texts(prompts, "item", cfg, tmp_path, "m", pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index))
     by = texts.set_index("item_id")
@@ -153,7 +128,7 @@ def test_rejected_outputs_are_retried_with_new_seed_then_flagged(tmp_path, monke
     assert by.loc[3, "attempts"] == 3 and by.loc[3, "flag"] == "refusal" and by.loc[3, "text"] == ""
     assert by.loc[1, "attempts"] == 1
     # Retries sample with a different seed (greedy would repeat the same answer).
-    retries = [(seed, t) for content, seed, t in fake.seen if content == "xxx"]
+    retries = [(r.seed, r.temperature) for r in fake.requests if r.conversation[-1]["content"] == "xxx"]
     assert [s for s, _ in retries] == [0, 1000, 2000] and retries[1][1] == 0.7
     assert gen.flag_counts(texts)["rejected"] == 1 and gen.flag_counts(texts)["retried"] == 2
     # The final verdict is cached: a re-run does not retry the rejected prompt again.
@@ -161,12 +136,39 @@ def test_rejected_outputs_are_retried_with_new_seed_then_flagged(tmp_path, monke
     assert again.llm_calls == 0 and again.skipped == 4
 
 
-def test_too_long_prompt_is_flagged_and_never_sent(tmp_path, fake, monkeypatch):
-    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [5000 if len(c[-1]["content"]) == 3
-                                                                                 else 10 for c in convs])
+def test_too_long_prompt_is_flagged_and_never_sent(tmp_path, fake):
+    fake.tokens = lambda convs: [5000 if len(c[-1]["content"]) == 3 else 10 for c in convs]
     prompts = _prompts(5)
     stats = gen.generate_shard(prompts, "item", 0, GenerationConfig(shards=1), tmp_path, "m")
-    assert stats.flags.get("prompt_too_long") == 1 and sum(fake.calls) == 4
+    assert stats.flags.get("prompt_too_long") == 1 and len(fake.requests) == 4
+
+
+def test_backend_refusing_a_prompt_as_too_long_publishes_the_flag(tmp_path, fake):
+    """A remote backend cannot count tokens first: its own refusal is flagged the same way, never retried."""
+    from augment.chat_backend import ChatResult
+
+    fake.tokens = lambda convs: None
+    ok = fake.answer
+    fake.answer = lambda r: (ChatResult("", 0, 0, "context length exceeded", key=r.key, error="prompt_too_long")
+                             if len(r.conversation[-1]["content"]) == 2 else ok(r))
+    prompts = _prompts(4)
+    stats = gen.generate_shard(prompts, "item", 0, GenerationConfig(shards=1), tmp_path, "m")
+    assert stats.flags == {"prompt_too_long": 1, "truncated": 3} and len(fake.requests) == 4
+    texts = gen.collect_texts(prompts, "item", GenerationConfig(shards=1), tmp_path, "m",
+                              pd.Series(pd.Timestamp(0, tz="UTC"), index=prompts.index)).set_index("item_id")
+    assert texts.loc[2, "flag"] == "prompt_too_long" and texts.loc[2, "text"] == ""
+
+
+def test_window_is_kept_full_and_commits_come_in_batches(tmp_path, fake):
+    """Submit-ahead: requests are topped up to the backend's capacity whenever results come back (never a drain
+    at a commit boundary), and the cache still gains one file per batch_size final rows."""
+    fake.window, fake.per_poll = 6, 2
+    cfg = GenerationConfig(shards=1)
+    stats = gen.generate_shard(_prompts(23), "item", 0, cfg, tmp_path, "m", batch_size=5)
+    assert stats.generated == 23 and fake.max_inflight == 6
+    parts = sorted(tmp_path.glob("part-*.parquet"))
+    assert sorted(gen.pq.ParquetFile(p).metadata.num_rows for p in parts) == [3, 5, 5, 5, 5]
+    assert gen.read_cache(tmp_path)["gen_key"].nunique() == 23
 
 
 def test_text_rows_carry_no_generation_clock(tmp_path, fake):

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from fastapi.testclient import TestClient
 
-from augment import llm_engine, stages
+from augment import stages
 from configs import load_config
 from models.retrain import retrain
 from models.serving.app import ServingSettings, create_app
@@ -16,16 +16,15 @@ from models.serving.app import ServingSettings, create_app
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-class FakeChat:
-    """Stands in for the vLLM engine (named fake): a fixed sentence per prompt, counted."""
+@pytest.fixture
+def fake(fake_backend):
+    """The named fake backend (conftest.FakeBackend) answering a fixed sentence per prompt."""
+    from augment.chat_backend import ChatResult
 
-    calls = 0
-
-    def __call__(self, engine, conversations, **kw):
-        FakeChat.calls += len(conversations)
-        return [llm_engine.ChatResult(text="A well known film with a memorable story, strong cast and loyal fans.",
-                                      prompt_tokens=10, output_tokens=16, finish_reason="stop")
-                for _ in conversations]
+    fake_backend.answer = lambda r: ChatResult("A well known film with a memorable story, strong cast and loyal "
+                                               "fans.", prompt_tokens=10, output_tokens=16, finish_reason="stop",
+                                               key=r.key)
+    return fake_backend
 
 
 def _user(u: str) -> str:
@@ -48,11 +47,7 @@ def _rewrite_ids(path, columns: dict[str, callable]) -> None:
         w.writerows(rows)
 
 
-def test_string_ids_from_ingest_to_serving(tmp_path, make_tiny_config, monkeypatch):
-    fake = FakeChat()
-    monkeypatch.setattr(llm_engine, "chat", fake)
-    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
-    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: fake)
+def test_string_ids_from_ingest_to_serving(tmp_path, make_tiny_config, fake):
     cfg = load_config(make_tiny_config(
         tmp_path, **{"train.backbones": ["lightgbm", "deepfm"], "train.variants": ["base", "llm"],
                      "data.id_types": {"user": "string", "item": "string"}}))
@@ -62,7 +57,7 @@ def test_string_ids_from_ingest_to_serving(tmp_path, make_tiny_config, monkeypat
     _rewrite_ids(data / "users.csv", {"uid": _user})
 
     versions = stages.run_all(cfg)
-    assert FakeChat.calls > 0
+    assert len(fake.requests) > 0
     store = stages.store_for(cfg)
     item_map = store.read_pandas("item_id_map", versions["item_id_map"])
     assert set(item_map["id_type"]) == {"string"} and _item("3") in set(item_map["source_id"])
@@ -82,14 +77,9 @@ def test_string_ids_from_ingest_to_serving(tmp_path, make_tiny_config, monkeypat
         assert r.status_code == 422 and "user_id: expected a string, got int 2" in r.json()["error"], r.text
 
 
-def test_positives_only_log_with_external_item_text_trains_a_variant(tmp_path, make_tiny_config, monkeypatch):
+def test_positives_only_log_with_external_item_text_trains_a_variant(tmp_path, make_tiny_config, fake):
     """A click log (positives only, string ids) plus a catalogue description file: negatives are sampled at split
     time, the file replaces LLM item text (no LLM call for items), and the item-text variant trains on it."""
-    fake = FakeChat()
-    FakeChat.calls = 0
-    monkeypatch.setattr(llm_engine, "chat", fake)
-    monkeypatch.setattr(llm_engine, "chat_prompt_tokens", lambda engine, convs: [10] * len(convs))
-    monkeypatch.setattr(llm_engine, "get_engine", lambda engine: fake)
     data = tmp_path / "data"
     descriptions = tmp_path / "descriptions.csv"
     cfg_path = make_tiny_config(
@@ -121,7 +111,7 @@ def test_positives_only_log_with_external_item_text_trains_a_variant(tmp_path, m
     texts = store.read_pandas("item_knowledge_text", versions["item_knowledge_text"])
     assert set(texts["model"]) == {"external:catalogue"} and len(texts) == 20
     user_prompts = len(store.read_pandas("user_prompts", versions["user_prompts"]))
-    assert FakeChat.calls == user_prompts  # only user text was generated; items came from the file
+    assert len(fake.requests) == user_prompts  # only user text was generated; items came from the file
 
     out = retrain(cfg, versions)
     rows = out["results"]  # one dict per model
