@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from augment import stages
+    from augment.chat_backend import BackendError
     from configs import load_config, parse_overrides
     from augment.data_errors import DataError
     from feature_store import SchemaError
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, SchemaError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BackendError as exc:  # the LLM backend failed for good (its own retries are done): one line, exit 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:  # pydantic ValidationError is a ValueError: config problems are bad input too
         first = str(exc).strip().splitlines()
         print(f"error: {' '.join(first[:3])}", file=sys.stderr)

@@ -27,6 +27,11 @@ from typing import Any, Protocol, Sequence
 from configs import GenerationConfig
 
 
+class BackendError(RuntimeError):
+    """The backend could not answer (after its own retries) or was misconfigured: the shard stops; what it
+    committed stays, and a re-run resumes from there. The CLI prints it as one line (exit code 1)."""
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     key: str  # the caller's id for this attempt; comes back on its result

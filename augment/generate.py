@@ -294,7 +294,6 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     stats.engine_cores = where.pop("engine_cores", "")
     # The window starts when the engine held its cores (a claim may wait for another engine), not at the ask.
     since = max(since, where.pop("cores_held_since", None) or since)
-    stats.where = where
     started = time.perf_counter()
     before = backend.counters()
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard} ({backend.name})", unit="prompt") as bar:
@@ -310,6 +309,7 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
             run_prompts(todo, kind, cfg, json_schema, stats, backend, commit, batch_size)
         finally:
             backend.close()
+    stats.where = {k: v for k, v in backend.describe().items() if k not in ("engine_cores", "cores_held_since")}
     stats.seconds = time.perf_counter() - started
     stats.engine = counter_delta(before, backend.counters())
     stats.engine_window = (round(since, 3), round(time.time(), 3))

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from augment.chat_backend import ChatRequest, ChatResult
+from augment.chat_backend import BackendError, ChatRequest, ChatResult
 from configs import GenerationConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ _TOO_LONG = ("maximum context length", "context_length_exceeded", "longer than t
              "too many tokens", "prompt is too long", "exceeds the model's context")
 
 
-class FleetError(RuntimeError):
+class FleetError(BackendError):
     """No endpoint could answer a request (after retries), or an endpoint refused it as malformed."""
 
 
@@ -200,7 +200,7 @@ class OpenAIFleet:
     async def _probe_down(self) -> None:
         """Bring endpoints back once their cool-down is over and `GET /models` answers with our model."""
         while True:
-            await asyncio.sleep(_PROBE_EVERY_S)
+            await asyncio.sleep(min(_PROBE_EVERY_S, self.o.unhealthy_s))
             now = time.monotonic()
             for e in self.endpoints:
                 if not e.up() and now >= e.down_until:

@@ -29,3 +29,14 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch, tmp_path):
     assert llm_engine.model_id(EngineConfig(model=str(tmp_path))) == f"{tmp_path}@{tmp_path.name}#float32"
     monkeypatch.setattr(llm_engine, "_has_gpu", lambda: True)
     assert llm_engine.engine_dtype(EngineConfig()) == "bfloat16"
+
+
+def test_sizing_table_names_known_presets_and_says_what_was_measured():
+    from augment.engine_presets import SIZING, sizing_table
+
+    assert {s.preset for s in SIZING} <= set(PRESETS)
+    table = sizing_table().splitlines()
+    assert len(table) == 2 + len(SIZING)
+    measured = [s for s in SIZING if s.measured_here]
+    assert measured and all(s.preset.startswith("cpu") for s in measured)  # no GPU figure is ours
+    assert all(s.source for s in SIZING)
