@@ -1,6 +1,6 @@
-"""What the DAG files share: default config path, task defaults, the `llm` pool, the Assets augment_features
-emits, and the per-run frozen config. Light at import (stdlib and the Airflow SDK): DAG files import it at parse
-time, heavy modules are imported inside the functions tasks call.
+"""What the DAG files share: default config path, task defaults, the `llm` pool and queue, the Assets
+augment_features emits, and the per-run frozen config. Light at import (stdlib and the Airflow SDK): DAG files
+import it at parse time, heavy modules are imported inside the functions tasks call.
 
     from configs.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, freeze, load
 """
@@ -20,6 +20,11 @@ DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "ml100k.yaml")
 DEFAULT_ARGS = {"owner": "llm-feature-augmentation", "retries": int(os.environ.get("LLMFA_TASK_RETRIES", "2")),
                 "retry_delay": timedelta(seconds=int(os.environ.get("LLMFA_RETRY_DELAY_S", "60")))}
 LLM_POOL = "llm"  # one slot per GPU (or per CPU box): generation shards queue here, not on each other's memory
+# The executor queue of the generation tasks, a parse-time setting: e.g. LLMFA_LLM_QUEUE=llm under CeleryExecutor
+# sends the shards to the GPU workers (`airflow celery worker --queues llm`) and everything else to the default
+# queue. Unset: the operator's default queue ([operators] default_queue), so LocalExecutor users see no change.
+LLM_QUEUE = os.environ.get("LLMFA_LLM_QUEUE") or None
+LLM_TASK = {"pool": LLM_POOL, **({"queue": LLM_QUEUE} if LLM_QUEUE else {})}  # @task(**LLM_TASK) for GPU steps
 
 # What augment_features publishes and retrain_ctr is scheduled on. Each event carries the exact table versions
 # of the run that emitted it (extra["versions"]), which is what retrain_ctr trains on.

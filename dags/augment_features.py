@@ -10,14 +10,15 @@ LLMFA_SCHEDULE (cron, default daily at 00:00 UTC) from LLMFA_START_DATE (configs
 Thin wiring only: every task calls the same typed function as `python -m augment <stage>` and hands on what it
 returns, the exact versions of the tables it wrote; each task reads exactly the versions it is handed (XCom
 carries version ids, never data, and nothing here reads `latest`). Generation is mapped over shards and runs in
-the `llm` pool, each shard as `python -m augment generate` in its own interpreter (augment/stage_process.py says
-why); the last task emits the feature-table Assets, carrying every version, that schedule retrain_ctr.
+the `llm` pool (on the LLMFA_LLM_QUEUE executor queue when that is set), each shard as `python -m augment generate`
+in its own interpreter (augment/stage_process.py says why); the last task emits the feature-table Assets, carrying
+every version, that schedule retrain_ctr.
 """
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from configs.airflow_wiring import (CATCHUP, DEFAULT_ARGS, END_DATE, FEATURE_ASSETS, LLM_POOL, START_DATE,
+from configs.airflow_wiring import (CATCHUP, DEFAULT_ARGS, END_DATE, FEATURE_ASSETS, LLM_TASK, START_DATE,
                                     config_path, freeze, load, timetable)
 
 
@@ -57,7 +58,7 @@ def augment_features():
 
         return stages.plan_shards(load(config), kind, prompts)
 
-    @task(pool=LLM_POOL, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
+    @task(**LLM_TASK, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
     def generate(config: str, kind: str, prompts: dict, shard: int, num_shards: int) -> dict:
         # `python -m augment generate` in a child interpreter: a vLLM engine must not start in a task process.
         from augment import stage_process

@@ -1,12 +1,17 @@
-"""Run the real Airflow DAGs headless: augment_features, then retrain_ctr, each with `dag.test()` on a local
-SQLite metadata DB. This is what the README's main-job command runs (inside the project environment).
+"""Run the real Airflow DAGs headless: augment_features, then retrain_ctr, each with `dag.test(use_executor=True)`
+on a local SQLite metadata DB, through the LocalExecutor (parallelism 4) and an api-server on 127.0.0.1 (a free
+port) that this runner starts before the first run and stops after the last (configs/local_airflow.py). Each task
+runs in its own supervised process, so the mapped generation shards run side by side: each shard's engine claims
+its own core (augment/cpu_slots.py) and a third engine waits for one. This is what the README's main-job command
+runs (inside the project environment).
 
     python scripts/run_dags.py --config configs/ml100k.yaml      # full MovieLens-100K
     python scripts/run_dags.py --config configs/sample.yaml      # a quick look (60 users)
 
-`dag.test()` does not fire Asset-scheduled DAGs, so retrain_ctr (scheduled on augment_features' Assets in a real
-deployment) is run explicitly after augment_features succeeds, with the exact table versions that run announced
-(what the asset event carries under a scheduler). Exit code 1 if any DAG run fails.
+`dag.test()` ignores pools (the executor's parallelism bounds the tasks at once) and does not fire Asset-scheduled
+DAGs, so retrain_ctr (scheduled on augment_features' Assets in a real deployment) is run explicitly after
+augment_features succeeds, with the exact table versions that run announced (what the asset event carries under a
+scheduler). Exit code 1 if any DAG run fails.
 
 With a daily (`stream`) config the job replays the log as a stream: a bootstrap run whose data interval ends at
 stream.start (everything before it), then `--replay N` runs, one per interval after it (default 3), each
@@ -29,24 +34,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def airflow_env(airflow_home: Path) -> dict[str, str]:
-    return {
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-    }
+def deployment(cfg, settings: dict[str, str]):
+    """The runner's Airflow: the metadata DB and logs under <workdir>/airflow (kept between runs), LocalExecutor,
+    an api-server for the task supervisors' execution API; a user's own AIRFLOW__* settings are kept where we
+    set nothing."""
+    from configs.local_airflow import LocalAirflow
 
-
-def migrate(env: dict[str, str]) -> None:
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env={**os.environ, **env}, check=True,
-                   stdout=subprocess.DEVNULL)
+    return LocalAirflow(cfg.workdir_path / "airflow", executor="LocalExecutor", database="sqlite",
+                        services=("api-server",), parallelism=4, inherit_airflow_env=True, extra_env={
+                            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                            "HF_HUB_OFFLINE": "1",
+                            "TRANSFORMERS_OFFLINE": "1",
+                            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+                            **settings})
 
 
 def schedule_for(interval_hours: int) -> str:
@@ -66,7 +66,8 @@ def run_dag(dag_id: str, conf: dict, logical_date: datetime | None = None) -> tu
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     started = time.perf_counter()
     # A cron-interval DAG run at logical date T covers the interval that ends at T.
-    run = bag.dags[dag_id].test(run_conf=conf, **({"logical_date": logical_date} if logical_date else {}))
+    run = bag.dags[dag_id].test(run_conf=conf, use_executor=True,
+                                **({"logical_date": logical_date} if logical_date else {}))
     seconds = time.perf_counter() - started
     print(f"[run_dags] {dag_id}: {run.state} in {seconds:.0f} s", flush=True)
     return run, seconds
@@ -113,47 +114,57 @@ def main() -> int:
     from configs import load_config  # light: must not import Airflow before AIRFLOW_HOME is set below
 
     cfg = load_config(config)  # fail fast on a bad config, before Airflow starts
-    env = airflow_env(cfg.workdir_path / "airflow")
+    extra: dict[str, str] = {}
     ends: list[datetime | None] = [None]  # one run over the whole log
     if cfg.stream is not None:
         replay = 3 if args.replay is None else args.replay
         ends = [cfg.stream.start + k * cfg.stream.interval for k in range(replay + 1)]
-        env["LLMFA_SCHEDULE"] = schedule_for(cfg.stream.interval_hours)
-        env["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")
+        extra["LLMFA_SCHEDULE"] = schedule_for(cfg.stream.interval_hours)
+        extra["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")
     elif args.replay:
         raise SystemExit("--replay needs a config with a stream section")
     if args.generation_variance and cfg.stream is not None:
         raise SystemExit("--generation-variance: one-shot configs only (a daily run's report has its own stats)")
-    os.environ.update(env)
     if "airflow" in sys.modules:
         raise RuntimeError("Airflow was imported before AIRFLOW_HOME was set: it would use the wrong metadata DB")
-    migrate(env)
-    from configs.airflow_wiring import task_result
-    walls = []
+    airflow = deployment(cfg, extra)
+    os.environ.update(airflow.settings)  # this process runs dag.test(): the same settings as the api-server
     try:
-        for end in ends:
-            conf: dict = {"config": config}
-            if end is not None:
-                print(f"\n[run_dags] interval ending {end.isoformat()}", flush=True)
-            row = {"end": end.isoformat() if end else None}
-            for dag_id in ("augment_features", "retrain_ctr"):
-                run, seconds = run_dag(dag_id, conf, logical_date=end if dag_id == "augment_features" else None)
-                row[f"{dag_id}_seconds"] = round(seconds, 1)
-                if str(run.state) != "success":
-                    print(f"[run_dags] {dag_id} failed; task logs are under {env['AIRFLOW_HOME']}/logs",
-                          file=sys.stderr)
-                    return 1
-                stop_engines()  # an idle engine core still polls (~10% CPU) and holds ~3 GiB during training
-                if dag_id == "augment_features":
-                    conf["versions"] = task_result(run, "publish_features")
-                    print(f"[run_dags] table versions: {json.dumps(conf['versions'], sort_keys=True)}", flush=True)
-                    if args.generation_variance:
-                        subprocess.run([sys.executable, "-m", "augment", "generation-variance", "--config", config,
-                                        "--input", f"item_prompts={task_result(run, 'build_prompts')['item_prompts']}",
-                                        "--seeds", str(args.generation_variance)], check=True)
-            walls.append(row)
+        airflow.start()  # db migrate, the llm pool, the api-server
+        airflow.wait_for("the api-server", airflow.healthy, timeout=300, every=1)
+        return run_all(args, cfg, config, ends, airflow.settings["AIRFLOW_HOME"])
     finally:
         stop_engines()
+        leftovers = airflow.stop()
+        if leftovers:
+            print(f"[run_dags] warning: processes survived the shutdown: {leftovers}", file=sys.stderr)
+
+
+def run_all(args, cfg, config: str, ends: list[datetime | None], airflow_home: str) -> int:
+    """Every augment_features run (one, or bootstrap + replay), each followed by retrain_ctr on its versions."""
+    from configs.airflow_wiring import task_result
+
+    walls = []
+    for end in ends:
+        conf: dict = {"config": config}
+        if end is not None:
+            print(f"\n[run_dags] interval ending {end.isoformat()}", flush=True)
+        row = {"end": end.isoformat() if end else None}
+        for dag_id in ("augment_features", "retrain_ctr"):
+            run, seconds = run_dag(dag_id, conf, logical_date=end if dag_id == "augment_features" else None)
+            row[f"{dag_id}_seconds"] = round(seconds, 1)
+            if str(run.state) != "success":
+                print(f"[run_dags] {dag_id} failed; task logs are under {airflow_home}/logs", file=sys.stderr)
+                return 1
+            stop_engines()  # an idle engine core still polls (~10% CPU) and holds ~3 GiB during training
+            if dag_id == "augment_features":
+                conf["versions"] = task_result(run, "publish_features")
+                print(f"[run_dags] table versions: {json.dumps(conf['versions'], sort_keys=True)}", flush=True)
+                if args.generation_variance:
+                    subprocess.run([sys.executable, "-m", "augment", "generation-variance", "--config", config,
+                                    "--input", f"item_prompts={task_result(run, 'build_prompts')['item_prompts']}",
+                                    "--seeds", str(args.generation_variance)], check=True)
+        walls.append(row)
     report = cfg.workdir_path / "report.md"
     print(f"\n[run_dags] done. Report: {report}\n", flush=True)
     print(report.read_text().split("\n## ")[0], flush=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up the environment, prepare the embedded models and data, and run the whole pipeline on
-# MovieLens-100K through Airflow (augment_features, then retrain_ctr, with dag.test() on a local SQLite DB).
+# MovieLens-100K through Airflow (augment_features, then retrain_ctr, with dag.test() through the LocalExecutor and
+# an api-server on 127.0.0.1, on a local SQLite DB: scripts/run_dags.py).
 #
 #   scripts/run_pipeline.sh                              # full MovieLens-100K (configs/ml100k.yaml)
 #   scripts/run_pipeline.sh --config configs/sample.yaml # a quick look: 60 users

@@ -81,6 +81,27 @@ print(json.dumps({{d: sorted({{t.retries for t in dag.tasks}}) for d, dag in bag
         assert got == {"augment_features": expected, "retrain_ctr": expected}
 
 
+def test_generation_queue_comes_from_the_environment_of_the_parsing_process():
+    """LLMFA_LLM_QUEUE routes the generation shards (and nothing else) to that executor queue; unset, every task
+    keeps Airflow's default queue, so a LocalExecutor deployment sees no change. The llm pool stays either way."""
+    code = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder={str(DAGS)!r}).dags["augment_features"]
+print(json.dumps({{t.task_id: [t.queue, t.pool] for t in dag.tasks}}))
+"""
+    generation = {"generate_item", "generate_user", "generate_item_tags", "generate_user_interest"}
+    for env_value, queue in (("llm", "llm"), (None, "default")):
+        env = {k: v for k, v in os.environ.items() if k != "LLMFA_LLM_QUEUE"}
+        if env_value is not None:
+            env["LLMFA_LLM_QUEUE"] = env_value
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert {tid: qp for tid, qp in got.items() if tid in generation} == {t: [queue, "llm"] for t in generation}
+        assert {q for tid, (q, _) in got.items() if tid not in generation} == {"default"}
+
+
 def test_retrain_ctr_is_scheduled_on_feature_assets(dagbag):
     dag = dagbag.dags["retrain_ctr"]
     uris = {a.uri for a in dag.timetable.asset_condition.objects}

@@ -5,139 +5,21 @@ environment Airflow's task runner gives it (ORM access blocked), generation shar
 and retrain_ctr is started by the scheduler from the Asset events augment_features emits, not by us.
 The scheduler itself creates augment_features' runs for two consecutive daily data intervals of a daily (stream)
 config (catchup from LLMFA_START_DATE to LLMFA_END_DATE): the bootstrap interval and the first day after it.
-The test starts every process itself, in its own session, and kills each process tree at the end.
+The test starts every process itself (configs/local_airflow.py), in its own session, and kills each process tree
+at the end.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime
-from pathlib import Path
 
-import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")  # the console script, as a user runs it
+from configs.local_airflow import LocalAirflow
+
 POOL_SLOTS = 2  # two engines side by side: they must end up on disjoint cores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalAirflow:
-    """A throw-away Airflow deployment: its own AIRFLOW_HOME, SQLite DB, pool, and three long-running services."""
-
-    def __init__(self, home: Path, config_path: Path, extra_env: dict[str, str] | None = None):
-        self.home = home
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__BASE_URL": self.base,
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "LLMFA_CONFIG": str(config_path),
-            "LLMFA_TASK_RETRIES": "0",
-            **(extra_env or {}),
-        })
-        self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def cli(self, *args: str, timeout: float = 300) -> str:
-        out = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, f"airflow {' '.join(args)}: {out.stderr[-3000:]}"
-        return out.stdout
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.cli("db", "migrate")
-        self.cli("pools", "set", "llm", str(POOL_SLOTS), "LLM generation slots")  # before the scheduler starts
-        for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port)]),
-                           ("dag-processor", ["dag-processor"]), ("scheduler", ["scheduler"])):
-            log = open(self.home / f"{name}.log", "w")
-            self.procs[name] = subprocess.Popen([AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def stop(self) -> list[int]:
-        """SIGTERM then SIGKILL every process we started and all their descendants; returns pids still alive."""
-        tree: list[psutil.Process] = []
-        for proc in self.procs.values():
-            try:
-                root = psutil.Process(proc.pid)
-                tree += [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        for p in tree:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(tree, timeout=30)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(alive, timeout=10)
-        for proc in self.procs.values():
-            proc.wait(timeout=10)
-        return [p.pid for p in alive]
-
-    def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(f"{self.base}/api/v2{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"{}")
-
-    def wait_for(self, what: str, probe, timeout: float, every: float = 3.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                assert proc.poll() is None, f"{name} exited: {(self.home / f'{name}.log').read_text()[-3000:]}"
-            try:
-                value = probe()
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                value = None
-            if value:
-                return value
-            time.sleep(every)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
-
-    def task_log_tail(self, dag_id: str, run_id: str) -> str:
-        lines = []
-        for ti in self.task_instances(dag_id, run_id):
-            if ti["state"] == "failed":
-                for log in sorted((self.home / "logs").rglob("*.log")):
-                    if f"task_id={ti['task_id']}" in str(log) and run_id in str(log):
-                        lines.append(f"--- {log}\n{log.read_text()[-2500:]}")
-        return "\n".join(lines)
 
 
 def _finished(airflow: LocalAirflow, dag_id: str, run_id: str) -> dict | None:
@@ -162,8 +44,9 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
         sys.modules["augment.llm_engine"].shutdown_engines()
     # batch_size 8: both intervals have more new prompts than one batch, so both shards run (side by side)
     config_path = make_tiny_stream_config(tmp_path, **{"generation.batch_size": 8})
-    airflow = LocalAirflow(tmp_path / "airflow_home", config_path,
-                           {"LLMFA_START_DATE": INTERVALS[0], "LLMFA_END_DATE": INTERVALS[1], "LLMFA_CATCHUP": "true"})
+    airflow = LocalAirflow(tmp_path / "airflow_home", config_path=config_path, pools={"llm": POOL_SLOTS},
+                           extra_env={"LLMFA_TASK_RETRIES": "0", "LLMFA_START_DATE": INTERVALS[0],
+                                      "LLMFA_END_DATE": INTERVALS[1], "LLMFA_CATCHUP": "true"})
     try:
         airflow.start()
         airflow.wait_for("the api-server", lambda: airflow.api("GET", "/monitor/health"), timeout=180)
@@ -191,7 +74,7 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
             finished = [r for r in got if r["state"] in ("success", "failed")]
             if not finished or len(finished) < len(got):
                 return None
-            trained = [_xcom(airflow, "retrain_ctr", r["dag_run_id"], "table_versions") for r in finished
+            trained = [airflow.xcom("retrain_ctr", r["dag_run_id"], "table_versions") for r in finished
                        if r["state"] == "success"]
             # Done once the newest interval's versions were trained (an earlier event may share a run with it).
             return (finished, trained) if announced[-1] in trained else None
@@ -257,8 +140,3 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
         leftovers = airflow.stop()
     assert leftovers == [], f"processes survived the shutdown: {leftovers}"
 
-
-def _xcom(airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str):
-    value = airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/"
-                               "return_value")["value"]
-    return json.loads(value) if isinstance(value, str) else value
