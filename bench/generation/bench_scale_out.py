@@ -42,13 +42,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-BOOTSTRAP = "stream.end=1998-04-16T00:00:00Z"
 KINDS = ("item", "user")
 MODES = ("bare", "stage", "sequential", "parallel", "openai")
 
 
+def bootstrap_sets(config: str, sets: list[str]) -> list[str]:
+    """A daily (stream) config's bootstrap interval: the run with every prompt of the main job's first run."""
+    cfg = _cfg(config, sets)
+    if cfg.stream is not None and cfg.stream.end is None:
+        return [f"stream.end={cfg.stream.start.isoformat()}", *sets]
+    return sets
+
+
 def _sets(args_sets: list[str], workdir: Path, *more: str) -> list[str]:
-    return [BOOTSTRAP, *args_sets, f"workdir={workdir}", *more]
+    return [*args_sets, f"workdir={workdir}", *more]
 
 
 def _cfg(config: str, sets: list[str]):
@@ -260,7 +267,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="llmfa-bench-scale-out-"))
     from augment.llm_engine import engine_dtype
 
-    results: dict = {"config": args.config, "sets": [BOOTSTRAP, *args.set], "cores": len(os.sched_getaffinity(0)),
+    args.set = bootstrap_sets(args.config, args.set)
+    results: dict = {"config": args.config, "sets": args.set, "cores": len(os.sched_getaffinity(0)),
                      "cpu": platform.processor() or platform.machine(), "load_average_before": os.getloadavg(),
                      "modes": {}, "dtype": engine_dtype(_cfg(args.config, _sets(args.set, root)).generation.engine)}
     print(f"[bench] workdirs under {root}", flush=True)
