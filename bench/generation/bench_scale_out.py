@@ -230,19 +230,29 @@ def _rates(row: dict) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
+    """Left: one engine's output tok/s with start-up excluded (bare, stage, openai). Right: the whole generation
+    step's prompts/s with start-ups included (sequential vs parallel shards)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = [m for m in MODES if m in results["modes"]]
-    rates = [results["modes"][m]["prompts_per_s"] for m in modes]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    bars = ax.bar(modes, rates, color=["#999", "#4c72b0", "#dd8452", "#55a868", "#8172b3"][:len(modes)])
-    ax.bar_label(bars, fmt="%.2f")
-    ax.set_ylabel("prompts / s")
-    ax.set_title(f"generation of {results['modes'][modes[0]]['prompts']} ML-100K prompts, "
-                 f"{results['cores']} cores ({results['dtype']})", fontsize=10)
+    r = results["modes"]
+    panels = [([m for m in ("bare", "stage", "openai") if m in r], "output_tok_per_s",
+               "one engine, start-up excluded: output tok/s"),
+              ([m for m in ("sequential", "parallel") if m in r], "prompts_per_s",
+               "4 shard processes, start-ups included: prompts/s")]
+    panels = [p for p in panels if p[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    colours = {"bare": "#999", "stage": "#4c72b0", "openai": "#8172b3", "sequential": "#dd8452",
+               "parallel": "#55a868"}
+    for ax, (modes, key, title) in zip(axes[0], panels):
+        bars = ax.bar(modes, [r[m][key] for m in modes], color=[colours[m] for m in modes])
+        ax.bar_label(bars, fmt="%.2f")
+        ax.set_title(title, fontsize=9)
+    prompts = next(iter(r.values()))["prompts"]
+    fig.suptitle(f"{Path(results['config']).name}: {prompts} prompts, {results['cores']} cores, "
+                 f"{results['dtype']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
