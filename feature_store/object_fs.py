@@ -148,10 +148,10 @@ class ObjectFS:
             built = dict(fs.__reduce__()[1][0])  # the constructor arguments (pyarrow's pickling support)
             opts = {k: built[k] for k in ("endpoint_override", "region", "scheme", "force_virtual_addressing")
                     if built.get(k)}
-            keys = {f"aws_{k}": built[k] for k in ("access_key_id", "secret_access_key", "session_token")
-                    if built.get(k)}
-            keys.update({"aws_access_key_id": built["access_key"], "aws_secret_access_key": built["secret_key"]}
-                        if built.get("access_key") and built.get("secret_key") else {})
+            keys = {}
+            if built.get("access_key") and built.get("secret_key"):  # given explicitly: boto3 must use them too
+                keys = {"aws_access_key_id": built["access_key"], "aws_secret_access_key": built["secret_key"],
+                        **({"aws_session_token": built["session_token"]} if built.get("session_token") else {})}
             client = functools.partial(_s3_client, tuple(sorted({**opts, **keys}.items())))
             return cls(fs, _s3_create_only(client), atomic_create=True, s3_client=client, options=opts)
         handler = getattr(fs, "handler", None)

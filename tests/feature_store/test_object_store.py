@@ -216,6 +216,20 @@ def test_cli_on_s3_and_bad_input_gives_the_same_one_line_errors_as_local(s3_serv
     assert len(err(["--root", f"s3://key:secret@{bucket}/x", "ls"])) == 1
 
 
+def test_a_pyarrow_s3filesystem_given_as_is_keeps_create_only_pointers(s3_server, bucket, item_spec, make_items):
+    """A caller's own pyarrow S3FileSystem (explicit keys here): the conditional PUT uses its endpoint and keys."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http", region="us-east-1",
+                           access_key="explicit", secret_key="explicit")
+    st = open_store(f"{bucket}/own", filesystem=fs)
+    assert st.is_object_store and st.ofs.atomic_create
+    assert st.ofs.create_only(f"{bucket}/own/probe", b"1") and not st.ofs.create_only(f"{bucket}/own/probe", b"2")
+    ref = st.publish(item_spec, make_items(), recipe={"g": 1})
+    assert st.read("item_emb", ref.version).num_rows == 60 and all(r["ok"] for r in validate(st))
+    assert not st.publish(item_spec, make_items(gen=5.0), recipe={"g": 1}).written
+
+
 def test_any_fsspec_filesystem_through_pyarrow(item_spec, make_items):
     """The pointer layout on fsspec's in-memory filesystem wrapped as a pyarrow filesystem (what gcsfs, adlfs, ...
     look like to the store): publish, read, reuse, validate, gc."""

@@ -64,13 +64,19 @@ def test_stages_retrain_and_serving_on_an_s3_store(tmp_path, make_tiny_config, s
     from models.serving import Scorer
 
     scorer = Scorer.from_registry(work, "ctr")
-    assert scorer.feature_versions == manifest["feature_tables"]
+    served = scorer.feature_versions  # the pinned tables this model reads
+    assert served and served.items() <= manifest["feature_tables"].items() and "users" in served
     p = scorer.score(1, [1, 2, 3])
     assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
     # --feature-store overrides it (here: the same bucket named by URI options)
     override = f"{uri}?endpoint_override=127.0.0.1:{s3_server.port}&scheme=http&region=us-east-1"
     again = Scorer.from_registry(work, "ctr", feature_store=override)
     assert (again.score(1, [1, 2, 3]) == p).all()
+
+    from models.serving.hot_swap import ScorerHolder
+
+    holder = ScorerHolder(work, "ctr", feature_store=None)  # what `python -m models.serving` runs
+    assert holder.reload()["swapped"] and holder.current.feature_versions == served
 
     # the store CLI sees the same tables, all valid
     check = subprocess.run([sys.executable, "-m", "feature_store", "--root", uri, "--s3-endpoint", s3_server.endpoint,
