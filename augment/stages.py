@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import pandas as pd
 
-from configs import REPO_ROOT, ExternalText, RunConfig
+from configs import REPO_ROOT, ExternalText, RunConfig, open_run_store
 from feature_store import FeatureStore, TableRef
 from feature_store import definitions as defs
 from feature_store.files import digest
@@ -99,7 +99,8 @@ def pinned(stage: str, inputs: Mapping[str, str] | None, kind: str | None = None
 
 
 def store_for(cfg: RunConfig) -> FeatureStore:
-    return FeatureStore(cfg.workdir_path / "feature_store")
+    """The run's feature store (feature_store.uri; default <workdir>/feature_store)."""
+    return open_run_store(cfg)
 
 
 def stats_dir(cfg: RunConfig) -> Path:

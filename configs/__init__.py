@@ -6,11 +6,12 @@ Its own package so that `augment` and `models` both read it without importing ea
     python -m augment show-config configs/ml100k.yaml
 """
 from configs.run_config import (REPO_ROOT, BehaviourEncoderConfig, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
-                                ExternalTexts, GenerationConfig, GenericSource, PromptConfig, RunConfig,
-                                SamplingConfig, SplitConfig, StreamConfig, StructuredConfig, TrainConfig, ValidationConfig,
-                                load_config, parse_overrides)
+                                ExternalTexts, FeatureStoreConfig, GenerationConfig, GenericSource, PromptConfig,
+                                RunConfig, S3StoreOptions, SamplingConfig, SplitConfig, StreamConfig,
+                                StructuredConfig, TrainConfig, ValidationConfig, load_config, open_run_store,
+                                parse_overrides)
 
 __all__ = ["REPO_ROOT", "BehaviourEncoderConfig", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
-           "GenerationConfig",
+           "FeatureStoreConfig", "GenerationConfig", "S3StoreOptions", "open_run_store",
            "GenericSource", "PromptConfig", "RunConfig", "SamplingConfig", "SplitConfig", "StreamConfig", "StructuredConfig",
            "TrainConfig", "ValidationConfig", "load_config", "parse_overrides"]

@@ -411,8 +411,43 @@ class StreamConfig(_Strict):
         return self.partitions.format(start=interval_start)
 
 
+class S3StoreOptions(_Strict):
+    """How to reach an S3 (or S3-compatible: MinIO, Ceph, moto) endpoint. Credentials never go here: they come from
+    the AWS default chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE, roles)."""
+
+    endpoint_override: str | None = Field(None, description="host:port or http(s)://host:port; default "
+                                          "AWS_ENDPOINT_URL, else AWS itself")
+    region: str | None = Field(None, description="default AWS_REGION / AWS_DEFAULT_REGION")
+    scheme: Literal["https", "http"] | None = Field(None, description="default https (or the endpoint URL's)")
+    force_virtual_addressing: bool | None = None
+    connect_timeout: float | None = Field(None, gt=0)
+    request_timeout: float | None = Field(None, gt=0)
+    max_attempts: int | None = Field(None, ge=1)
+
+
+class FeatureStoreConfig(_Strict):
+    """Where the run's feature tables live (feature_store/locations.py). The generation and encode caches stay in
+    the local workdir whatever this says."""
+
+    uri: str | None = Field(None, description="None: <workdir>/feature_store; a path (relative: to the repository "
+                            "root), s3://bucket/prefix, gs://bucket/prefix or any fsspec URL")
+    s3: S3StoreOptions = S3StoreOptions()
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> "FeatureStoreConfig":
+        from urllib.parse import urlsplit
+
+        if self.uri is not None:
+            netloc = urlsplit(self.uri).netloc
+            if "@" in netloc:
+                raise ValueError("feature_store.uri: credentials do not go in the config; use the environment "
+                                 "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ...)")
+        return self
+
+
 class RunConfig(_Strict):
     workdir: str = "var"
+    feature_store: FeatureStoreConfig = FeatureStoreConfig()
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     prompts: PromptConfig = PromptConfig()
@@ -472,10 +507,29 @@ class RunConfig(_Strict):
         return RunConfig.model_validate(raw)
 
     @property
+    def feature_store_uri(self) -> str:
+        """The store's location: feature_store.uri (relative paths against the repository root), else
+        <workdir>/feature_store."""
+        uri = self.feature_store.uri
+        if uri is None:
+            return str(self.workdir_path / "feature_store")
+        if "://" in uri:
+            return uri
+        path = Path(uri).expanduser()
+        return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
+
+    @property
     def workdir_path(self) -> Path:
         """Relative workdirs are relative to the repository root, so the CLI, the DAGs and any worker's CWD agree."""
         path = Path(self.workdir).expanduser()
         return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def open_run_store(cfg: RunConfig):
+    """THE way to open a run's feature store (every stage, retrain, the CLIs): feature_store.uri + s3 options."""
+    from feature_store.locations import open_store  # lazy: DAG files import configs at parse time
+
+    return open_store(cfg.feature_store_uri, s3=cfg.feature_store.s3.model_dump(exclude_none=True))
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -1,13 +1,16 @@
-"""Command line for a feature store directory.
+"""Command line for a feature store: a directory, or a prefix on an object store (s3://, gs://, any fsspec URL).
 
     python -m feature_store --root DIR ls
+    python -m feature_store --root s3://bucket/prefix [--s3-endpoint http://127.0.0.1:9000] [--s3-region R] ls
     python -m feature_store --root DIR inspect TABLE[@VERSION]
     python -m feature_store --root DIR validate [TABLE[@VERSION]]
     python -m feature_store --root DIR diff TABLE V1 V2
     python -m feature_store --root DIR export TABLE[@VERSION] OUT.csv|OUT.parquet [--id-map TABLE@VERSION ...]
     python -m feature_store --root DIR gc --keep K [--pins FILE_OR_DIR] [--grace-seconds S] [--dry-run]
 
-Exit codes: 0 ok, 1 validation found problems, 2 bad input (one-line message on stderr).
+S3 credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...), the
+endpoint and region from the flags, else AWS_ENDPOINT_URL / AWS_REGION. Exit codes: 0 ok, 1 validation found
+problems, 2 bad input (one-line message on stderr).
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .locations import is_object_uri, open_store
 from .maintenance import diff, export, gc, pinned_versions, validate
-from .store import FeatureStore, NotFound
+from .store import NotFound
 
 
 class BadInput(Exception):
@@ -37,7 +41,9 @@ def _split_ref(ref: str) -> tuple[str, str]:
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m feature_store", description="Inspect and maintain a feature store directory.")
-    p.add_argument("--root", required=True, help="feature store root directory")
+    p.add_argument("--root", required=True, help="feature store root: a directory or s3://bucket/prefix, gs://...")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL)")
+    p.add_argument("--s3-region", help="S3 region (else AWS_REGION / AWS_DEFAULT_REGION)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     sub.add_parser("ls", help="tables with their latest version")
     s = sub.add_parser("inspect", help="print a version's manifest")
@@ -64,10 +70,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    root = Path(args.root)
-    if not root.is_dir():
-        raise BadInput(f"--root {str(root)!r} is not a directory")
-    store = FeatureStore(root)
+    if is_object_uri(args.root):
+        store = open_store(args.root, s3={"endpoint_override": args.s3_endpoint, "region": args.s3_region})
+        bucket = store.root.split("/", 1)[0]
+        try:
+            found = store.ofs.is_dir(bucket)
+        except OSError as e:
+            raise BadInput(f"--root {args.root!r}: cannot reach the store ({str(e).splitlines()[0]})") from None
+        if not found:
+            raise BadInput(f"--root {args.root!r}: bucket {bucket!r} not found")
+    else:
+        root = Path(args.root)
+        if not root.is_dir():
+            raise BadInput(f"--root {str(root)!r} is not a directory")
+        store = open_store(root)
     if args.cmd == "ls":
         print(f"{'table':32} {'latest':12} {'rows':>10} {'versions':>8}  created_at")
         for name in store.tables():

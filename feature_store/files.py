@@ -3,8 +3,8 @@
 - `atomic_path` / `atomic_write_*`: write a temp file beside the target, fsync it, rename it over the target,
   fsync the directory. A reader, or a run killed at any instant, sees the old file or the new one, never a part,
   and the new one survives a power cut once the call returns.
-- `canonical_json` / `digest` / `json_digest` / `file_sha256`: the byte strings and hashes that version ids, cache
-  keys and fingerprints are made of (sorted keys, no whitespace, no NaN).
+- `canonical_json` / `digest` / `json_digest` / `file_sha256` / `fs_sha256`: the byte strings and hashes that
+  version ids, cache keys and fingerprints are made of (sorted keys, no whitespace, no NaN).
 
     from feature_store.files import atomic_write_json, json_digest
 """
@@ -105,3 +105,12 @@ def json_digest(obj: Any, length: int = 16) -> str:
 def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def fs_sha256(fs, path: str) -> str:
+    """sha256 of a file on a pyarrow filesystem (local, S3, GCS, fsspec), streamed in 4 MiB reads."""
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()

@@ -4,9 +4,13 @@
 (any `manifest.json` under the pins path holding `"feature_tables": {name: version}`); an unreadable pins file
 stops gc (fail closed). Leftovers of interrupted publishes (`_data/.tmp-*`, `_data/.link-*`, unreferenced data
 dirs) are removed once older than `grace_seconds`, so a publish in progress is never collected.
+On an object store (feature_store/object_store.py) an old version's pointer is removed at once and its data prefix
+a grace period later (a reader may have resolved it just before); unreferenced prefixes and incomplete multipart
+uploads go once older than the grace period.
 
     python -m feature_store --root var/feature_store validate
     python -m feature_store --root var/feature_store gc --keep 3 --pins var/models
+    python -m feature_store --root s3://bucket/features gc --keep 3 --pins var/models
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ from typing import Any, Mapping
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .files import atomic_path, file_sha256
+from .files import atomic_path, fs_sha256
 from .store import DATA_DIR, FeatureStore, NotFound
 from .table_spec import TableSpec
 
@@ -34,7 +39,7 @@ def validate_version(store: FeatureStore, name: str, version: str) -> list[str]:
     problems: list[str] = []
     try:
         v, d = store._snapshot(name, version)
-        manifest = json.loads((d / "_manifest.json").read_text())
+        manifest = store._load_manifest(d)
     except (OSError, ValueError, NotFound) as e:
         return [f"manifest unreadable: {e}"]
     try:
@@ -47,16 +52,17 @@ def validate_version(store: FeatureStore, name: str, version: str) -> list[str]:
     if [(c["name"], c["type"]) for c in manifest.get("arrow_schema", [])] != [(f.name, str(f.type)) for f in want]:
         problems.append("manifest arrow_schema differs from its spec")
     total = 0
+    fs = store.fs
     for entry in manifest.get("files", []):
-        path = d / entry["path"]
-        if not path.is_file():
+        path = store.data_path(d, entry["path"])
+        if fs.get_file_info(path).type != pafs.FileType.File:
             problems.append(f"{entry['path']}: missing")
             continue
-        digest = file_sha256(path)
+        digest = fs_sha256(fs, path)
         if digest != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 {digest[:12]}… != manifest {entry['sha256'][:12]}…")
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(fs.open_input_file(path))
         except (OSError, pa.ArrowException) as e:
             problems.append(f"{entry['path']}: not readable as Parquet: {e}")
             continue
@@ -183,12 +189,66 @@ def _age(path: Path, now: float) -> float:
         return 0.0
 
 
+def _keep_set(store: FeatureStore, name: str, keep: int, pins: Mapping[str, set[str]]) -> tuple[list[str], set[str]]:
+    """(readable versions newest first, the ones gc keeps: newest `keep`, latest, pinned)."""
+    latest = None
+    try:
+        latest = store.resolve(name, "latest")
+    except NotFound:
+        pass
+    pinned = set()
+    for v in pins.get(name, ()):
+        try:
+            pinned.add(store.resolve(name, v))
+        except NotFound:
+            pass  # pinned version already gone: nothing to keep
+    newest = [r["version"] for r in store.versions(name)]
+    return newest, set(newest[:keep]) | pinned | ({latest} if latest else set())
+
+
+def _gc_object(store, keep: int, pins: Mapping[str, set[str]], grace_seconds: float, dry_run: bool) -> list[dict]:
+    """gc on an object store (see feature_store/object_store.py): retire old versions now, delete their data a grace
+    period after, delete unreferenced prefixes and incomplete uploads older than the grace period."""
+    removed: list[dict] = []
+    for name in store.table_names():
+        newest, keep_set = _keep_set(store, name, keep, pins)
+        pointers = store.pointers(name)
+        retired_now = set()
+        for v in newest:
+            if v not in keep_set:
+                removed.append({"table": name, "path": store._link(name, v), "reason": "old version"})
+                if not dry_run:
+                    store.retire(name, v, pointers.get(v))
+                retired_now.add(pointers.pop(v, None))
+        referenced = {pid for pid in pointers.values() if pid}
+        for pid, entry in sorted(store.data_prefixes(name).items()):
+            if pid in referenced:
+                continue
+            if pid in retired_now or entry["retired_age"] is not None:
+                # its marker was written when the pointer went: readers that resolved it before have a grace period
+                age = 0.0 if pid in retired_now else entry["retired_age"]
+                reason = "data of a retired version (grace period over)"
+            else:
+                age, reason = entry["age"], "leftover of an interrupted publish"
+            if age < grace_seconds:
+                continue
+            removed.append({"table": name, "path": f"{store.uri}/{name}/{DATA_DIR}/{pid}", "reason": reason})
+            if not dry_run:
+                store.delete_prefix(name, pid)
+        for key in store.ofs.abort_stale_uploads(f"{store._table_dir(name)}/", grace_seconds, dry_run):
+            removed.append({"table": name, "path": f"{store.uri}{key[len(store.root):]}",
+                            "reason": "incomplete multipart upload"})
+    return removed
+
+
 def gc(store: FeatureStore, keep: int, pins: Mapping[str, set[str]] | None = None, grace_seconds: float = 3600,
        dry_run: bool = False) -> list[dict]:
     """Remove old versions and leftovers; returns [{table, path, reason}] of what was (or would be) removed."""
     if keep < 1:
         raise ValueError(f"--keep must be >= 1, got {keep}")
     pins = pins or {}
+    if store.is_object_store:
+        return _gc_object(store, keep, pins, grace_seconds, dry_run)
     removed: list[dict] = []
     now = time.time()
 
@@ -206,19 +266,7 @@ def gc(store: FeatureStore, keep: int, pins: Mapping[str, set[str]] | None = Non
         if store.root.is_dir() else []
     for name in names:
         tdir = store.root / name
-        latest = None
-        try:
-            latest = store.resolve(name, "latest")
-        except NotFound:
-            pass
-        pinned = set()
-        for v in pins.get(name, ()):
-            try:
-                pinned.add(store.resolve(name, v))
-            except NotFound:
-                pass  # pinned version already gone: nothing to keep
-        newest = [r["version"] for r in store.versions(name)]
-        keep_set = set(newest[:keep]) | pinned | ({latest} if latest else set())
+        newest, keep_set = _keep_set(store, name, keep, pins)
         for v in newest:
             if v not in keep_set:
                 link = tdir / f"version={v}"

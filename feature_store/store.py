@@ -10,6 +10,11 @@ Layout (hive-style, readable as-is by DuckDB / Spark / pandas through `root/<tab
 A version id is the first 12 hex digits of sha256(canonical JSON of the recipe): same recipe -> same version.
 A reader resolves the version symlink once and reads manifest and data from that immutable directory, so a
 concurrent re-publish or a kill -9 at any point shows the old or the new version, never a mix or a partial file.
+Two concurrent publishers of one version: the first to swap its link in (under the table's flock) wins; the other
+drops its own directory and returns the winner's version as reused, so a version id always names the same bytes.
+
+Object stores (S3, GCS, any fsspec filesystem) use the same API with a pointer-object layout instead of symlinks:
+feature_store/object_store.py; `feature_store.locations.open_store` picks the layout from the root.
 
     python -m feature_store --root var/feature_store ls
 """
@@ -33,6 +38,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .files import atomic_write_text, canonical_json, file_sha256, fsync_path, json_default, json_digest
@@ -59,7 +65,7 @@ class NotFound(KeyError, ValueError):
 class TableRef:
     name: str
     version: str
-    path: Path  # the visible version directory root/<table>/version=<id>
+    path: Path | str  # the visible version: root/<table>/version=<id> (a directory link, or on object stores a URI)
     rows: int
     written: bool = True  # False when publish found this version already there and reused it
 
@@ -142,10 +148,25 @@ class VersionSnapshot:
 class FeatureStore:
     """A directory of versioned feature tables; see the module docstring for the layout."""
 
+    is_object_store = False
+
     def __init__(self, root: str | Path, *, compression: str = "zstd", row_group_size: int = 131072):
         self.root = Path(root)
         self.compression = compression
         self.row_group_size = row_group_size
+
+    @property
+    def uri(self) -> str:
+        """Where the store is, as messages and manifests name it."""
+        return str(self.root)
+
+    def location(self) -> dict:
+        """What a model manifest records to find this store again (never credentials)."""
+        return {"uri": str(self.root.absolute())}
+
+    @functools.cached_property
+    def fs(self) -> pafs.FileSystem:
+        return pafs.LocalFileSystem()
 
     # -- paths
     def _table_dir(self, name: str) -> Path:
@@ -200,6 +221,16 @@ class FeatureStore:
         if found is not None:
             return found
         table = conform(spec, data() if callable(data) else data)
+        return self._write_new(spec, table, version, recipe, config, build_stats)
+
+    def _compression(self, spec: TableSpec, table: pa.Table) -> dict[str, str]:
+        # Float vectors barely compress (measured 125 vs 140 MB for 64-d) but zstd triples read time.
+        compression = {f.name: "none" if f.dtype == "vector" else self.compression for f in spec.features}
+        compression.update({c: self.compression for c in table.column_names if c not in compression})
+        return compression
+
+    def _write_new(self, spec: TableSpec, table: pa.Table, version: str, recipe: Mapping, config: Mapping | None,
+                   build_stats: Mapping | Callable[[], Mapping] | None) -> TableRef:
         tdir = self._table_dir(spec.name)
         data_root = tdir / DATA_DIR
         data_root.mkdir(parents=True, exist_ok=True)
@@ -208,12 +239,12 @@ class FeatureStore:
         tmp.mkdir()
         try:
             data_path = tmp / DATA_FILE
-            # Float vectors barely compress (measured 125 vs 140 MB for 64-d) but zstd triples read time.
-            compression = {f.name: "none" if f.dtype == "vector" else self.compression for f in spec.features}
-            compression.update({c: self.compression for c in table.column_names if c not in compression})
-            pq.write_table(table, data_path, compression=compression, row_group_size=self.row_group_size)
+            pq.write_table(table, data_path, compression=self._compression(spec, table),
+                           row_group_size=self.row_group_size)
             fsync_path(data_path)
-            manifest = self._manifest(spec, table, version, publish_id, recipe, config, data_path)
+            files = [{"path": DATA_FILE, "sha256": file_sha256(data_path), "bytes": data_path.stat().st_size,
+                      "rows": table.num_rows}]
+            manifest = self._manifest(spec, table, version, publish_id, recipe, config, files)
             if build_stats is not None:
                 manifest["build_stats"] = dict(build_stats() if callable(build_stats) else build_stats)
             mpath = tmp / MANIFEST_FILE
@@ -228,10 +259,15 @@ class FeatureStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_path(data_root)
-        self._swap_in(spec.name, version, publish_id)
+        winner = self._swap_in(spec.name, version, publish_id)
+        if winner is not None:
+            return winner
         return TableRef(spec.name, version, self._link(spec.name, version), table.num_rows)
 
-    def _swap_in(self, name: str, version: str, publish_id: str) -> None:
+    def _swap_in(self, name: str, version: str, publish_id: str) -> TableRef | None:
+        """Link `version` to _data/<publish_id> and make it latest. If another publisher linked a readable copy
+        of this version meanwhile, theirs stays (a version id names one set of bytes), ours is dropped and their
+        TableRef returned; a broken copy (unreadable manifest) is replaced."""
         tdir = self._table_dir(name)
         link = self._link(name, version)
         # The temporary link lives in _data/ so that no glob over root/<table>/*/ ever sees it; rename moves
@@ -239,16 +275,26 @@ class FeatureStore:
         tmp_link = tdir / DATA_DIR / f".link-{publish_id}"
         os.symlink(f"{DATA_DIR}/{publish_id}", tmp_link)
         with self._lock(name):
-            old = os.readlink(link) if link.is_symlink() else None
-            os.replace(tmp_link, link)
-            fsync_path(tdir)
-            atomic_write_text(tdir / LATEST_FILE, version + "\n")
+            winner = self.existing(name, version)
+            if winner is not None:
+                os.unlink(tmp_link)
+                atomic_write_text(tdir / LATEST_FILE, version + "\n")
+            else:
+                old = os.readlink(link) if link.is_symlink() else None
+                os.replace(tmp_link, link)
+                fsync_path(tdir)
+                atomic_write_text(tdir / LATEST_FILE, version + "\n")
+        if winner is not None:
+            # Never linked, so no reader can have resolved it.
+            shutil.rmtree(tdir / DATA_DIR / publish_id, ignore_errors=True)
+            return winner
         if old and Path(old).name != publish_id:
-            # Readers that already resolved the old directory retry on FileNotFoundError.
+            # Readers that already resolved the old (broken) directory retry on FileNotFoundError.
             shutil.rmtree(tdir / old, ignore_errors=True)
+        return None
 
     def _manifest(self, spec: TableSpec, table: pa.Table, version: str, publish_id: str, recipe: Mapping,
-                  config: Mapping | None, data_path: Path) -> dict:
+                  config: Mapping | None, files: list[dict]) -> dict:
         ev: dict[str, Any] = {"min": None, "max": None}
         if spec.event_timestamp and table.num_rows:
             mm = pc.min_max(table.column(spec.event_timestamp))
@@ -265,8 +311,7 @@ class FeatureStore:
             "spec": spec.to_dict(),
             "arrow_schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema],
             "arrow_schema_ipc_hex": schema.serialize().to_pybytes().hex(),
-            "files": [{"path": DATA_FILE, "sha256": file_sha256(data_path), "bytes": data_path.stat().st_size,
-                       "rows": table.num_rows}],
+            "files": files,
             "event_time": ev,
             "recipe": json.loads(canonical_json(dict(recipe))),
             "config": None if config is None else json.loads(canonical_json(dict(config))),
@@ -282,22 +327,28 @@ class FeatureStore:
     def _version_links(self, name: str) -> list[str]:
         tdir = self._table_dir(name)
         if not tdir.is_dir():
-            raise NotFound(f"unknown table {name!r} under {self.root} (have {self.tables()})")
+            raise NotFound(f"unknown table {name!r} under {self.uri} (have {self.tables()})")
         return sorted(p.name.split("=", 1)[1] for p in tdir.iterdir()
                       if p.name.startswith("version=") and p.is_symlink())
 
+    def _read_latest(self, name: str) -> str:
+        return (self._table_dir(name) / LATEST_FILE).read_text().strip()
+
+    def _has_version(self, name: str, version: str) -> bool:
+        return self._link(name, version).is_symlink()
+
     def resolve(self, name: str, version: str = "latest") -> str:
         """'latest', a full version id or a unique prefix of one -> the full version id."""
-        tdir = self._table_dir(name)
+        self._table_dir(name)
         if version == "latest":
             try:
-                v = (tdir / LATEST_FILE).read_text().strip()
+                v = self._read_latest(name)
             except FileNotFoundError:
-                raise NotFound(f"unknown table {name!r} under {self.root} (have {self.tables()})") from None
-            if not self._link(name, v).is_symlink():
+                raise NotFound(f"unknown table {name!r} under {self.uri} (have {self.tables()})") from None
+            if not self._has_version(name, v):
                 raise NotFound(f"table {name!r}: latest points to version {v!r}, which no longer exists")
             return v
-        if _VERSION_RE.match(version) and self._link(name, version).is_symlink():
+        if _VERSION_RE.match(version) and self._has_version(name, version):
             return version
         have = self._version_links(name)
         hits = [v for v in have if v.startswith(version)] if version else []
@@ -327,10 +378,21 @@ class FeatureStore:
                     raise
                 time.sleep(0.005 * (attempt + 1))
 
+    # -- the files of one resolved data directory (object stores override these and _snapshot)
+    def _load_manifest(self, d: Path) -> dict:
+        with open(d / MANIFEST_FILE) as f:
+            return json.load(f)
+
+    def _open_data(self, d: Path) -> pq.ParquetFile:
+        return pq.ParquetFile(pa.OSFile(str(d / DATA_FILE)), pre_buffer=False)
+
+    def data_path(self, d: Path, rel: str) -> str:
+        """A file of a resolved data directory as a path in `self.fs` (what `validate` re-checks)."""
+        return str(d / rel)
+
     def manifest(self, name: str, version: str = "latest") -> dict:
-        def load(v: str, d: Path) -> dict:
-            with open(d / MANIFEST_FILE) as f:
-                m = json.load(f)
+        def load(v: str, d) -> dict:
+            m = self._load_manifest(d)
             m["path"] = str(self._link(name, v))
             return m
         return self._retrying(name, version, load)
@@ -343,12 +405,11 @@ class FeatureStore:
 
         The file handle stays valid even if a concurrent re-publish or gc removes the directory afterwards.
         """
-        def load(v: str, d: Path) -> VersionSnapshot:
-            with open(d / MANIFEST_FILE) as mf:
-                manifest = json.load(mf)
-            handle = pa.OSFile(str(d / DATA_FILE))
+        def load(v: str, d) -> VersionSnapshot:
+            manifest = self._load_manifest(d)
+            file = self._open_data(d)
             manifest["path"] = str(self._link(name, v))
-            return VersionSnapshot(name, v, manifest, pq.ParquetFile(handle, pre_buffer=False))
+            return VersionSnapshot(name, v, manifest, file)
         return self._retrying(name, version, load)
 
     def _read_with_manifest(self, name: str, version: str = "latest",

@@ -55,15 +55,14 @@ def _versions(cfg, store, pairs: list[str]) -> dict[str, str]:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from configs import load_config, parse_overrides
-    from feature_store import FeatureStore
+    from configs import load_config, open_run_store, parse_overrides
     from models.retrain import retrain
 
     overrides = parse_overrides(args.set)
     if args.seeds:
         overrides["train.seeds"] = list(args.seeds)
     cfg = load_config(args.config, overrides)
-    versions = _versions(cfg, FeatureStore(cfg.workdir_path / "feature_store"), args.version)
+    versions = _versions(cfg, open_run_store(cfg), args.version)
     out = retrain(cfg, versions)
     print(json.dumps(out, indent=1, default=str))
     print(f"report: {out['report']}")
@@ -82,14 +81,13 @@ def _registry_ls(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from configs import load_config, parse_overrides
-    from feature_store import FeatureStore
+    from configs import load_config, open_run_store, parse_overrides
     from models.dataset_builder import build_ctr_dataset
     from models.registry import promote
     from models.retrain import interval_config, make_valid_scorer
 
     cfg = load_config(args.config, parse_overrides(args.set))
-    store = FeatureStore(cfg.workdir_path / "feature_store")
+    store = open_run_store(cfg)
     versions = _versions(cfg, store, args.version)
     cfg = interval_config(cfg, store, versions)
     part = "test" if cfg.stream is not None else "valid"  # a daily run gates on its newest interval

@@ -38,6 +38,27 @@ log = logging.getLogger(__name__)
 CHAMPION, DECISIONS, MANIFEST = "champion.json", "decisions.jsonl", "manifest.json"
 
 
+def model_feature_store(model_dir: str | Path, workdir: str | Path, override=None):
+    """Where a registered model's pinned feature versions are read: `override` (a URI, path or FeatureStore:
+    serving's --feature-store), else the object store the retrain recorded in the model's manifest
+    (`feature_store.uri`, s3:// or gs://...), else <workdir>/feature_store: a local store travels with its
+    workdir, so a copied workdir serves from its own copy."""
+    from feature_store import FeatureStore
+    from feature_store.locations import is_object_uri, open_store
+
+    if isinstance(override, FeatureStore):
+        return override
+    if override is not None:
+        return open_store(override)
+    try:
+        recorded = json.loads((Path(model_dir) / MANIFEST).read_text()).get("feature_store") or {}
+    except (OSError, ValueError):
+        recorded = {}  # load_model reports a missing or broken manifest itself
+    if recorded.get("uri") and is_object_uri(recorded["uri"]):
+        return open_store(recorded["uri"], s3=recorded.get("s3"))
+    return open_store(Path(workdir) / "feature_store")
+
+
 def registry_root(workdir_or_root: str | Path) -> Path:
     """Accept a workdir (holding registry/) or the registry root itself."""
     path = Path(workdir_or_root)

@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from configs import RunConfig
+from configs import RunConfig, open_run_store
 from feature_store import FeatureStore
 from feature_store.definitions import ID_MAPS
 from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
@@ -96,10 +96,13 @@ def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfi
             "generation_variance": stats.get("generation_variance")}
 
 
-def _model_manifest(row: dict, run_id: str, built, cfg: RunConfig, variant: Variant, valid_fp: str) -> dict:
+def _model_manifest(row: dict, run_id: str, built, cfg: RunConfig, variant: Variant, valid_fp: str,
+                    store_location: dict) -> dict:
+    # feature_store: where the pinned versions live (serving reads them there when it is an object store)
     return {"run_id": run_id, "backbone": row["backbone"], "variant": row["variant"], "seed": int(row["seed"]),
             "groups": list(variant.groups), "adaptor_groups": list(variant.adaptor_groups),
-            "feature_tables": dict(built.versions), "valid_fingerprint": valid_fp,
+            "feature_tables": dict(built.versions), "feature_store": store_location,
+            "valid_fingerprint": valid_fp,
             "metrics": {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))},
             "config": cfg.model_dump(mode="json"), "code": {"models": model_code_digest()},
             "weights": sorted(p.name for p in Path(row["model_dir"]).iterdir())}
@@ -158,7 +161,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
     work = cfg.workdir_path
     tc = cfg.train
     backbones = tuple(backbones or tc.backbones)
-    store = FeatureStore(work / "feature_store")
+    store = open_run_store(cfg)
     cfg = interval_config(cfg, store, versions)
     stats_path = cfg.stats_path
     gate_part = "test" if cfg.stream is not None else "valid"  # a daily run gates on the newest interval
@@ -182,10 +185,10 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
         results = train_variants(built.data, variants, tc, tmp_root, backbones=backbones)
         fp = valid_fingerprint(built.data.valid.frame)
         for row in results.to_dict(orient="records"):
-            manifest = _model_manifest(row, run_id, built, cfg, variants[row["variant"]], fp)
+            manifest = _model_manifest(row, run_id, built, cfg, variants[row["variant"]], fp, store.location())
             write_model_manifest(Path(row["model_dir"]), manifest)
         results["model_dir"] = results["model_dir"].str.replace(str(tmp_root), str(run_root), regex=False)
-        run_manifest = {"run_id": run_id, "feature_tables": built.versions,
+        run_manifest = {"run_id": run_id, "feature_tables": built.versions, "feature_store": store.location(),
                         "variants": {k: asdict(v) for k, v in variants.items()}, "backbones": list(backbones),
                         "missing_feature_rows": built.missing, "config": cfg.model_dump(mode="json"),
                         "code": {"models": model_code_digest()}, "valid_fingerprint": fp,

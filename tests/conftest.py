@@ -122,3 +122,86 @@ def _stop_vllm_engines():
 
     if "augment.llm_engine" in sys.modules:
         sys.modules["augment.llm_engine"].shutdown_engines()
+
+
+class S3Server:
+    """A real S3-compatible server (moto's server mode, `python -m moto.server`) in its own process on 127.0.0.1,
+    started and stopped by the `s3_server` fixture. `bucket()` makes a fresh bucket per test."""
+
+    def __init__(self, port: int, proc):
+        self.port, self.proc = port, proc
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.region = "us-east-1"
+        self._buckets = 0
+
+    @property
+    def options(self) -> dict:
+        """The `s3` options of a store on this server (what feature_store.s3 in a run config holds)."""
+        return {"endpoint_override": self.endpoint, "region": self.region}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region)
+
+    def bucket(self, prefix: str = "fs") -> str:
+        self._buckets += 1
+        name = f"{prefix}-{os.getpid()}-{self._buckets}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free 127.0.0.1 port with throw-away credentials in the environment (children inherit
+    them); fails, never skips, when moto[server] is missing."""
+    import importlib.util
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        pytest.fail("moto[server] is not installed: it is in requirements.txt (scripts/env.sh installs it)")
+    env_keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+                # never ask an instance-metadata address for credentials or a region: only 127.0.0.1 is ours
+                "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tempfile.TemporaryFile()  # moto logs every request: a pipe nobody reads would fill and stall it
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    server = S3Server(port, proc)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            server.client().list_buckets()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"moto server exited: {log.read().decode(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("moto server did not answer on 127.0.0.1 within 60 s")
+            time.sleep(0.1)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -38,6 +38,7 @@ class ServingSettings:
     max_candidates: int = 500      # larger requests get a 422
     poll_seconds: float = 2.0      # champion pointer check interval; 0 = only POST /admin/reload
     threads: int = 1               # torch / LightGBM threads per process
+    feature_store: str | None = None  # None: where the model's manifest says (models.registry.model_feature_store)
 
 
 class ScoreRequest(BaseModel):
@@ -65,7 +66,8 @@ def _error_line(exc: RequestValidationError) -> str:
 
 def create_app(settings: ServingSettings, holder: ScorerHolder | None = None) -> FastAPI:
     metrics = ServingMetrics()
-    holder = holder or ScorerHolder(settings.workdir, settings.name, settings.threads)
+    holder = holder or ScorerHolder(settings.workdir, settings.name, settings.threads,
+                                    feature_store=settings.feature_store)
     holder.on_swap = metrics.set_model
     holder.on_failure = lambda exc: metrics.load_failures.inc()
 

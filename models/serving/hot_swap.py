@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from models.registry import CHAMPION, registry_root
+from models.registry import CHAMPION, model_feature_store, registry_root
 from models.serving.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 class ScorerHolder:
     def __init__(self, workdir: str | Path, name: str = "ctr", threads: int = 1,
                  on_swap: Callable[[Scorer], None] | None = None,
-                 on_failure: Callable[[Exception], None] | None = None):
+                 on_failure: Callable[[Exception], None] | None = None, feature_store: str | None = None):
         self.workdir, self.name, self.threads = Path(workdir), name, threads
+        self.feature_store = feature_store  # None: where each model's manifest says (model_feature_store)
         self.champion_file = registry_root(workdir) / name / CHAMPION
         self._current: Scorer | None = None
         self._lock = threading.Lock()  # one load at a time; requests never take it
@@ -66,9 +67,9 @@ class ScorerHolder:
             if text == self._failed and not force:
                 return {"swapped": False, "reason": f"champion {path} failed to load before: {self.last_error}"}
             try:
-                new = Scorer.from_model_dir(registry_root(self.workdir) / self.name / path,
-                                            registry_root(self.workdir).parent / "feature_store",
-                                            threads=self.threads,
+                model_dir = registry_root(self.workdir) / self.name / path
+                store = model_feature_store(model_dir, registry_root(self.workdir).parent, self.feature_store)
+                new = Scorer.from_model_dir(model_dir, store, threads=self.threads,
                                             info={"name": self.name, "model_path": path,
                                                   "promoted_at": json.loads(text).get("promoted_at")})
             except Exception as exc:  # noqa: BLE001 - a bad model must not take the service down

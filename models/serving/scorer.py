@@ -25,7 +25,8 @@ import numpy as np
 
 from augment.id_keys import key_of
 from feature_store import FeatureStore
-from models.registry import ScoringModel, champion_info, load_model, registry_root
+from feature_store.locations import open_store
+from models.registry import ScoringModel, champion_info, load_model, model_feature_store, registry_root
 from models.serving.compiled import CompiledModel, compile_model, history_rows
 from models.feature_spec import USER_KEY
 from models.serving.features import FeatureSnapshot, user_context_frame
@@ -97,14 +98,15 @@ class Scorer:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, feature_store: str | Path | FeatureStore, threads: int = 1,
                        info: Mapping | None = None) -> "Scorer":
-        """Load a saved model and the exact table versions its manifest pins (`feature_tables`)."""
+        """Load a saved model and the exact table versions its manifest pins (`feature_tables`) from
+        `feature_store` (a FeatureStore, a directory or an object-store URI)."""
         started = time.perf_counter()
         set_threads(threads)
         model = load_model(model_dir)
         pins = model.feature_tables
         if not pins:
             raise ValueError(f"{model_dir}/manifest.json: no feature_tables pinned; serving needs the versions")
-        store = feature_store if isinstance(feature_store, FeatureStore) else FeatureStore(feature_store)
+        store = feature_store if isinstance(feature_store, FeatureStore) else open_store(feature_store)
         snapshot = FeatureSnapshot.load(store, pins, model.feature_map)
         compiled = compile_model(model, snapshot, threads=threads)
         m = model.manifest
@@ -115,14 +117,17 @@ class Scorer:
         return cls(model, snapshot, compiled, description)
 
     @classmethod
-    def from_registry(cls, workdir: str | Path, name: str = "ctr", threads: int = 1) -> "Scorer":
-        """The champion of `name` under <workdir>/registry, with features from <workdir>/feature_store."""
+    def from_registry(cls, workdir: str | Path, name: str = "ctr", threads: int = 1,
+                      feature_store: str | FeatureStore | None = None) -> "Scorer":
+        """The champion of `name` under <workdir>/registry, with features from `feature_store`, else where its
+        manifest says they are (models.registry.model_feature_store)."""
         root = registry_root(workdir)
         champ = champion_info(root, name)
         if champ is None:
             raise FileNotFoundError(f"{root / name / 'champion.json'}: no champion promoted for {name!r}")
         info = {"name": name, "model_path": champ["model_path"], "promoted_at": champ.get("promoted_at")}
-        return cls.from_model_dir(root / name / champ["model_path"], Path(root).parent / "feature_store",
+        model_dir = root / name / champ["model_path"]
+        return cls.from_model_dir(model_dir, model_feature_store(model_dir, Path(root).parent, feature_store),
                                   threads=threads, info=info)
 
     @property
