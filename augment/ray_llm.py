@@ -29,8 +29,9 @@ Ray/vLLM quirks kept here:
 - Ray's engine output has no finish_reason: it is derived from the generated tokens (finish_reason() below).
 - vLLM on CPU pins its threads (VLLM_CPU_OMP_THREADS_BIND) to the same core for every engine unless told: each
   engine actor claims its own cores (augment/cpu_slots.py, the locks every engine on the machine uses) in Ray's
-  `worker_process_setup_hook` (bind_engine_cores), before vLLM spawns its engine core. Ray's num_cpus is only
-  accounting: it pins nothing.
+  `worker_process_setup_hook` (bind_engine_cores), before vLLM spawns its engine core. Ray honours that hook only
+  in the job's runtime_env (ray.init), not in a stage's: there it is silently ignored and every engine pins to
+  vLLM's `auto` cores. Ray's num_cpus is only accounting: it pins nothing.
 - A private Ray runs without dashboard or usage stats, its session files in a temporary directory, its object
   store capped (`ray.object_store_mib`, shared memory). On close it is shut down; then any of its processes still
   alive (vLLM engine cores outlive a killed actor) are killed and the /dev/shm segments its processes mapped
@@ -106,11 +107,14 @@ def stop_token_ids(model_dir: Path, tokenizer: Any) -> set[int]:
 
 def sampling_row(request: ChatRequest) -> dict[str, Any]:
     """One request's `sampling_params` column (vLLM SamplingParams keywords; the schema as a JSON string)."""
-    return {"temperature": float(request.temperature), "top_p": float(request.top_p),
-            "repetition_penalty": float(request.repetition_penalty), "max_tokens": int(request.max_tokens),
-            "seed": int(request.seed),
-            "structured_outputs": None if request.json_schema is None else
-            {"json": json.dumps(request.json_schema, sort_keys=True)}}
+    row: dict[str, Any] = {"temperature": float(request.temperature), "top_p": float(request.top_p),
+                           "repetition_penalty": float(request.repetition_penalty),
+                           "max_tokens": int(request.max_tokens), "seed": int(request.seed)}
+    # Absent rather than None without a schema: Ray Data fails to combine blocks whose struct column is null-typed
+    # in one and a struct in another ("'pyarrow.lib.DataType' object is not iterable").
+    if request.json_schema is not None:
+        row["structured_outputs"] = {"json": json.dumps(request.json_schema, sort_keys=True)}
+    return row
 
 
 def output_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +200,10 @@ class RayDataLLM:
         if ray.is_initialized():
             raise RuntimeError("generation.backend=ray: Ray is already initialised in this process; the backend "
                                "connects (or starts a private Ray) itself")
-        quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        # The setup hook is honoured only in the job's runtime_env, so every worker of this job runs it; it claims
+        # cores only where the engine stage's env_vars ask for them (the engine actors).
+        quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+                     runtime_env={"worker_process_setup_hook": f"{__name__}.bind_engine_cores"})
         if self.r.address is None:
             # address="local" always starts a new Ray, never joins a cluster RAY_ADDRESS or `ray start` names.
             self.temp_dir = Path(tempfile.mkdtemp(prefix="llmfa-ray-", dir="/tmp"))  # short: socket paths
@@ -205,6 +212,7 @@ class RayDataLLM:
                      object_store_memory=self.r.object_store_mib * 2**20, _node_ip_address="127.0.0.1",
                      _temp_dir=str(self.temp_dir), **quiet)
             self.owns_ray = True
+            self.where["session_dir"] = str(self.temp_dir)
             self._watch()
         else:
             ray.init(address=self.r.address, **quiet)
@@ -230,7 +238,7 @@ class RayDataLLM:
             batch_size=self.r.batch_size,
             max_concurrent_batches=self.r.max_concurrent_batches,
             placement_group_config={"bundles": [bundle] * self.cfg.engine.tensor_parallel_size},
-            runtime_env={"env_vars": env, "worker_process_setup_hook": f"{__name__}.bind_engine_cores"},
+            runtime_env={"env_vars": env},
             log_engine_metrics=False,  # needs Ray's metrics export port; counters come from the rows instead
             chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
         )
@@ -357,17 +365,24 @@ class RayDataLLM:
 
     # -- a private Ray's processes and shared memory
     def _watch(self) -> None:
-        """Remember our private Ray's processes (this process's descendants) and the /dev/shm files they map,
-        while they are alive: a killed actor's vLLM engine core and its segments outlive it."""
+        """Remember our private Ray's processes and the /dev/shm files they map, while they are alive: a killed
+        actor's vLLM engine core (and its segments) outlives it, re-parented away from us. Ours are this process's
+        descendants that name the private Ray's directory in their command line (raylet, GCS, workers) or
+        environment (an engine actor's children); an in-process engine of this process is not ours to stop."""
         import psutil
 
+        mark = str(self.temp_dir)
         try:
             children = psutil.Process().children(recursive=True)
         except psutil.Error:
             return
         for proc in children:
             try:
-                self.seen_pids.setdefault(proc.pid, proc.create_time())
+                if proc.pid not in self.seen_pids:
+                    if not (any(mark in a for a in proc.cmdline()) or
+                            any(mark in v for v in proc.environ().values())):
+                        continue
+                    self.seen_pids[proc.pid] = proc.create_time()
                 for m in proc.memory_maps(grouped=True):
                     if m.path.startswith("/dev/shm/"):
                         self.seen_shm.add(m.path)
