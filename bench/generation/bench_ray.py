@@ -1,8 +1,10 @@
 """The generate stage through the in-process backend and through Ray Data LLM, side by side on the same prompts.
 
-Both run shard 0 of 3 of the ML-100K item prompts (configs/ml100k-oneshot.yaml). Each backend runs the stage exactly as a DAG task does (`python -m augment generate` in a child interpreter,
-augment/stage_process.py), one engine on one core, from an empty generation cache in its own workdir. The ray
-backend starts a private Ray on 127.0.0.1 inside that child (no dashboard) with one engine actor.
+Both generate shard 0 of 3 of the ML-100K item prompts (configs/ml100k-oneshot.yaml) in float32
+(generation.deterministic, so their texts can be compared). Each backend runs the stage exactly as a DAG task
+does (`python -m augment generate` in a child interpreter, augment/stage_process.py), one engine on one core,
+from an empty generation cache in its own workdir. The ray backend starts a private Ray on 127.0.0.1 inside that
+child (no dashboard) with one engine actor.
 
 What the columns mean:
 - wall s: the whole child process (imports, Ray, every engine start, generation, commits);
