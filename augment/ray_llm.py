@@ -302,6 +302,12 @@ class RayDataLLM:
                 self.wave_info["first_batch_s"] = round(time.perf_counter() - self.wave_info["_t0"], 2)
             self.wave_info["rows_done"] += len(results)
             self.inflight -= len(results)
+            if self.wave_info["rows_done"] >= self.wave_info["rows"]:
+                # Every row is back: let the dataset finish (its engines stop) now, not when the next wave or
+                # close() abandons it, so the next wave never waits on this one's teardown.
+                for extra in self.wave:
+                    raise RuntimeError(f"ray backend: a wave returned {extra.num_rows} rows more than it was given")
+                self._end_wave()
             return results
         return []
 

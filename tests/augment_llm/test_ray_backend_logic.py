@@ -126,7 +126,8 @@ def test_first_attempts_form_one_wave_and_retries_the_next():
     assert retry_seeds == {cfg.sampling.seed + 1000}
     assert {r["sampling_params"]["temperature"] for r in backend.waves_run[1]} == {cfg.validation.retry_temperature}
     assert (rows.set_index("gen_key").loc[["k0", "k3"], "attempts"] == 2).all()
-    assert backend.where["waves"][0]["rows"] == backend.where["waves"][0]["rows_done"] == 10
+    assert [(w["rows"], w["rows_done"]) for w in backend.where["waves"]] == [(10, 10), (4, 4)]
+    assert all(w["seconds"] >= 0 for w in backend.where["waves"]) and backend.wave is None
     assert backend.counters() == {"prompt_tokens": 140, "output_tokens": 84}
     assert backend.poll() == [] and backend.inflight == 0
 
