@@ -196,6 +196,7 @@ class RayDataLLM:
 
     def _init_ray(self) -> None:
         import ray
+        import ray.data
 
         if ray.is_initialized():
             raise RuntimeError("generation.backend=ray: Ray is already initialised in this process; the backend "
@@ -370,19 +371,20 @@ class RayDataLLM:
         self.where["engine_cores"] = ";".join(cores)
 
     # -- a private Ray's processes and shared memory
-    def _watch(self) -> None:
+    def _watch(self, everywhere: bool = False) -> None:
         """Remember our private Ray's processes and the /dev/shm files they map, while they are alive: a killed
-        actor's vLLM engine core (and its segments) outlives it, re-parented away from us. Ours are this process's
-        descendants that name the private Ray's directory in their command line (raylet, GCS, workers) or
-        environment (an engine actor's children); an in-process engine of this process is not ours to stop."""
+        actor's vLLM engine core (and its segments) outlives it, re-parented away from us. Ours are the processes
+        that name the private Ray's directory in their command line (raylet, GCS, workers) or environment (an
+        engine actor's children); an in-process engine of this process is not ours to stop. While Ray runs they
+        are this process's descendants; at close, orphans are looked for `everywhere`."""
         import psutil
 
         mark = str(self.temp_dir)
         try:
-            children = psutil.Process().children(recursive=True)
+            candidates = psutil.process_iter() if everywhere else psutil.Process().children(recursive=True)
         except psutil.Error:
             return
-        for proc in children:
+        for proc in candidates:
             try:
                 if proc.pid not in self.seen_pids:
                     if not (any(mark in a for a in proc.cmdline()) or
@@ -399,10 +401,12 @@ class RayDataLLM:
         import psutil
 
         deadline = time.monotonic() + 20
-        left = self._alive()
-        while left and time.monotonic() < deadline:  # ray.shutdown() signals; give them a moment to exit
-            time.sleep(0.25)
+        while True:  # ray.shutdown() signals them; give them a moment to exit by themselves
+            self._watch(everywhere=True)
             left = self._alive()
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
         for proc in left:
             log.warning("ray backend: killing leftover process %d (%s)", proc.pid, " ".join(proc.cmdline()[:3]))
             try:
