@@ -290,7 +290,7 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     t0 = time.perf_counter()
     backend.start()
     stats.engine_start_seconds = time.perf_counter() - t0
-    where = backend.describe()
+    where = dict(backend.describe())
     stats.engine_cores = where.pop("engine_cores", "")
     # The window starts when the engine held its cores (a claim may wait for another engine), not at the ask.
     since = max(since, where.pop("cores_held_since", None) or since)
@@ -309,7 +309,11 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
             run_prompts(todo, kind, cfg, json_schema, stats, backend, commit, batch_size)
         finally:
             backend.close()
-    stats.where = {k: v for k, v in backend.describe().items() if k not in ("engine_cores", "cores_held_since")}
+    where = dict(backend.describe())
+    # A backend whose engines start with the work (Ray's actors) knows their cores only at the end.
+    stats.engine_cores = where.pop("engine_cores", "") or stats.engine_cores
+    where.pop("cores_held_since", None)
+    stats.where = where
     stats.seconds = time.perf_counter() - started
     stats.engine = counter_delta(before, backend.counters())
     stats.engine_window = (round(since, 3), round(time.time(), 3))

@@ -102,7 +102,7 @@ def test_ray_backend_writes_what_in_process_writes(tmp_path, make_tiny_config, r
     assert [w["rows"] for w in waves] == [20, ray_stats["retried"]]
     assert all(w["rows_done"] == w["rows"] and w["seconds"] >= w["first_batch_s"] > 0 for w in waves)
     # Each engine actor claimed a core of its own (the in-process engine of this process holds another).
-    engine_cores = ray_stats["where"]["engine_cores"]
+    engine_cores = ray_stats["engine_cores"]
     assert engine_cores and vllm_stats["engine_cores"] and engine_cores != vllm_stats["engine_cores"]
     assert ray_stats["engine"]["output_tokens"] == ray_stats["output_tokens"] == vllm_stats["output_tokens"]
 
