@@ -57,7 +57,8 @@ class Sizing:
 SIZING: tuple[Sizing, ...] = (
     Sizing("cpu-dev", "1 core of a 2-core x86 box (AVX512-BF16)", "SmolLM2-135M (embedded), bf16",
            "1 GiB (`cpu_kvcache_space_gib`)", "1 engine per core (`cpu_threads: 1`); 2 shards on 2 cores",
-           "~250-330", "bench/generation/bench_scale_out.py, results_scale_out.json (this repository)", True),
+           "~270 alone (bare LLM.chat 273, the stage 261); ~200-250 each, 2 side by side",
+           "bench/generation/bench_scale_out.py, results_scale_out.json (this repository, 2026-12-03)", True),
     Sizing("cpu-dev", "1 core of an AVX2-only x86 box", "SmolLM2-135M (embedded), fp32 (`dtype: auto`)",
            "1 GiB", "1 engine per core", "~22-40", "README 'Generation speed depends on the CPU's bf16 support'",
            True),

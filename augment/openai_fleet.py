@@ -36,6 +36,10 @@ from augment.chat_backend import BackendError, ChatRequest, ChatResult
 from configs import GenerationConfig
 
 log = logging.getLogger(__name__)
+# The OpenAI client's HTTP library logs every request at INFO: one line per prompt drowns a run of millions. Our
+# own per-endpoint counters (describe()) and the progress bar say what those lines said.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 _MAX_BACKOFF_S = 30.0
 _PROBE_EVERY_S = 2.0
 # How servers word "the prompt does not fit": vLLM ("maximum context length", "is longer than the maximum model

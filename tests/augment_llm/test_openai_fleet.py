@@ -177,3 +177,11 @@ def test_config_needs_endpoints_and_urls():
         GenerationConfig(backend="openai", openai={"endpoints": ["localhost:8000"]})
     with pytest.raises(ValueError, match="extra"):
         GenerationConfig(backend="openai", openai={"endpoints": ["http://x/v1"], "api_key": "sk-secret"})
+
+
+def test_http_client_does_not_log_a_line_per_request():
+    import logging
+
+    import augment.openai_fleet  # noqa: F401  (the import sets the levels)
+
+    assert all(not logging.getLogger(n).isEnabledFor(logging.INFO) for n in ("httpx", "httpx2"))
