@@ -61,6 +61,10 @@ def schedule_for(interval_hours: int) -> str:
 def run_dag(dag_id: str, conf: dict, logical_date: datetime | None = None) -> tuple[object, float]:
     from airflow.dag_processing.dagbag import DagBag
 
+    from configs.local_airflow import quiet_dag_test_polling
+
+    quiet_dag_test_polling()
+
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
