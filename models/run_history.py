@@ -72,7 +72,7 @@ def history_markdown(work: Path) -> str:
     """The history as a Markdown table (AUC/GAUC on each run's newest interval)."""
     h = read_history(work)
     head = ("| interval end | run | new interactions | profiles / items written | LLM calls | output tokens | "
-            "augment s | retrain s | champion AUC / GAUC | challenger AUC / GAUC | challenger - champion AUC "
+            "augment task-s | retrain s | champion AUC / GAUC | challenger AUC / GAUC | challenger - champion AUC "
             "[95% paired CI] | cold rows: AUC | promoted |")
     lines = [head, "|" + "---|" * 13]
     for r in h.to_dict(orient="records"):
@@ -83,6 +83,9 @@ def history_markdown(work: Path) -> str:
             f"{_fmt(r.get('champion_auc'))} / {_fmt(r.get('champion_gauc'))} | "
             f"{_fmt(r.get('challenger_auc'))} / {_fmt(r.get('challenger_gauc'))} | {_delta(r)} | "
             f"{_fmt(r.get('cold_rows'))}: {_fmt(r.get('challenger_cold_auc'))} | {_fmt(bool(r['promoted']))} |")
+    # Parallel shards overlap, so the stages' summed seconds exceed the run's wall time (the runner prints that).
+    lines.append("\naugment task-s: the augment stages' own seconds, summed; shards that ran side by side overlap, "
+                 "so this is compute spent, not the run's wall time.")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +107,7 @@ def plot_history(h: pd.DataFrame, path: Path) -> Path:
     ax_auc.set_ylabel("AUC")
     ax_auc.legend(fontsize=8)
     ax_auc.set_title("Daily runs: models on the newest interval, and what each interval cost")
-    ax_cost.bar([i - 0.2 for i in x], h["augment_seconds"].astype(float), width=0.4, label="augment s")
+    ax_cost.bar([i - 0.2 for i in x], h["augment_seconds"].astype(float), width=0.4, label="augment task-s (summed)")
     ax_cost.bar([i + 0.2 for i in x], h["retrain_seconds"].astype(float), width=0.4, label="retrain s")
     ax_cost.set_yscale("log")
     ax_cost.set_ylabel("seconds (log)")
