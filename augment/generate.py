@@ -265,6 +265,13 @@ def pending(prompts: pd.DataFrame, kind: Kind, shard: int | None, cfg: Generatio
     return mine, mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
 
 
+def _backend_account(backend: ChatBackend) -> tuple[dict, str, float | None]:
+    """The backend's describe() (copied: a backend may hand out its live dict) without the two entries the shard
+    stats keep apart: the engine cores and when they were held."""
+    where = dict(backend.describe())
+    return where, where.pop("engine_cores", ""), where.pop("cores_held_since", None)
+
+
 def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: GenerationConfig, cache_dir: Path,
                    model: str, batch_size: int | None = None, json_schema: dict | None = None,
                    num_shards: int | None = None, backend: ChatBackend | None = None) -> ShardStats:
@@ -290,10 +297,9 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
     t0 = time.perf_counter()
     backend.start()
     stats.engine_start_seconds = time.perf_counter() - t0
-    where = dict(backend.describe())
-    stats.engine_cores = where.pop("engine_cores", "")
+    _, stats.engine_cores, held_since = _backend_account(backend)
     # The window starts when the engine held its cores (a claim may wait for another engine), not at the ask.
-    since = max(since, where.pop("cores_held_since", None) or since)
+    since = max(since, held_since or since)
     started = time.perf_counter()
     before = backend.counters()
     with tqdm(total=len(todo), desc=f"generate {kind} shard {shard} ({backend.name})", unit="prompt") as bar:
@@ -309,11 +315,9 @@ def generate_shard(prompts: pd.DataFrame, kind: Kind, shard: int, cfg: Generatio
             run_prompts(todo, kind, cfg, json_schema, stats, backend, commit, batch_size)
         finally:
             backend.close()
-    where = dict(backend.describe())
+    stats.where, cores, _ = _backend_account(backend)
     # A backend whose engines start with the work (Ray's actors) knows their cores only at the end.
-    stats.engine_cores = where.pop("engine_cores", "") or stats.engine_cores
-    where.pop("cores_held_since", None)
-    stats.where = where
+    stats.engine_cores = cores or stats.engine_cores
     stats.seconds = time.perf_counter() - started
     stats.engine = counter_delta(before, backend.counters())
     stats.engine_window = (round(since, 3), round(time.time(), 3))

@@ -62,8 +62,8 @@ class QuietDagTestPolling(logging.Filter):
         if not str(record.msg).startswith("No tasks to run"):
             return True
         tis = record.args[0] if isinstance(record.args, tuple) and record.args else ()
-        states = {getattr(getattr(ti, "state", None), "value", getattr(ti, "state", None)) for ti in tis}
-        return not (states & self.IN_FLIGHT)
+        # TaskInstanceState is a str enum: its members compare and hash as their values.
+        return not any(getattr(ti, "state", None) in self.IN_FLIGHT for ti in tis)
 
 
 def quiet_dag_test_polling() -> None:
