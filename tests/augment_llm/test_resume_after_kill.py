@@ -50,8 +50,8 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def _prepare(tmp_path: Path, make_tiny_config) -> tuple[Path, object, dict]:
-    cfg_path = make_tiny_config(tmp_path, **{"generation.batch_size": 2, "generation.shards": 1})
+def _prepare(tmp_path: Path, make_tiny_config, **overrides) -> tuple[Path, object, dict]:
+    cfg_path = make_tiny_config(tmp_path, **{"generation.batch_size": 2, "generation.shards": 1, **overrides})
     cfg = load_config(cfg_path)
     v = stages.ingest(cfg)
     v |= stages.split(cfg, v)
@@ -107,7 +107,10 @@ def test_kill_9_mid_shard_then_rerun_fake_llm(tmp_path, make_tiny_config):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_mid_shard_then_rerun_real_vllm(tmp_path, make_tiny_config):
-    cfg_path, cfg, v = _prepare(tmp_path, make_tiny_config)
+    # Two requests in flight, not the default 2 x max_num_seqs: with all 20 prompts submitted at once they finish
+    # in the same engine step and their 10 commits land within one poll of the cache (CI saw 20 of 20 rows before
+    # the kill). Two at a time puts one generation round between commits, so the kill lands mid-shard.
+    cfg_path, cfg, v = _prepare(tmp_path, make_tiny_config, **{"generation.inflight": 2})
     cmd = [sys.executable, "-m", "augment", "generate", "--config", str(cfg_path), "--kind", "item",
            "--input", f"item_prompts={v['item_prompts']}"]
     parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=2, timeout=400)
