@@ -140,15 +140,19 @@ def test_external_config_and_item_description_through_prompts_publish_and_encode
     assert raw_recipe["encode"]["raw_item_columns"] == ["title", "year", "description"]
 
 
-def test_ml_latest_tags_script_makes_one_text_per_movie():
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from ml_latest_tags_to_text import tags_to_text
+def test_ml_latest_tags_script_makes_one_text_per_movie(tmp_path):
+    from augment.ml_latest_tags_text import main, tags_to_text
 
     tags = pd.DataFrame({"userId": [1, 2, 3, 1], "movieId": [10, 10, 10, 20],
                          "tag": ["Funny", "heist", "funny ", "  "], "timestamp": [5, 9, 7, 3]})
     out = tags_to_text(tags)
     assert out.to_dict("records") == [{"item_id": 10, "text": "Tagged by users as: Funny, heist.",
                                        "event_timestamp": 9}]
+    tags.to_csv(tmp_path / "tags.csv", index=False)
+    assert main([str(tmp_path / "tags.csv"), str(tmp_path / "out" / "texts.csv"), "--time", "none"]) == 0
+    assert pd.read_csv(tmp_path / "out" / "texts.csv", keep_default_na=False).to_dict("records") == [
+        {"item_id": 10, "text": "Tagged by users as: Funny, heist.", "event_timestamp": ""}]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["texts.csv"]  # no temp file left beside it
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ on, so a point-in-time join never shows a rating a tag that was written after it
 than the tags get no text). `--time none` leaves it empty, so import-text dates it 1970-01-01 (static catalogue
 knowledge): more coverage, but tags written after a rating leak into that rating's features.
 
-    python scripts/ml_latest_tags_to_text.py ../shared/data/ml-latest-small/tags.csv var/external/ml_latest_tags.csv
+    python -m augment.ml_latest_tags_text ../shared/data/ml-latest-small/tags.csv var/external/ml_latest_tags.csv
 """
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-# Run as a file, the repository root is not on sys.path: add it so `augment` imports without an install.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from augment.ingest import clean_text  # noqa: E402
+from augment.ingest import clean_text
+from feature_store.files import atomic_path
 
 
 def tags_to_text(tags: pd.DataFrame, max_tags: int = 20, time: str = "last") -> pd.DataFrame:
@@ -52,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tags = pd.read_csv(args.tags, dtype={"tag": str}, keep_default_na=False, encoding="utf-8")
     out = tags_to_text(tags, args.max_tags, args.time)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(args.out, index=False)
+    with atomic_path(args.out) as tmp:  # an interrupted run leaves no half-written CSV for import-text
+        out.to_csv(tmp, index=False)
     print(f"{len(out)} movies with tags from {len(tags)} tag rows -> {args.out}")
     return 0
 
