@@ -33,9 +33,10 @@ Ray/vLLM quirks kept here:
   in the job's runtime_env (ray.init), not in a stage's: there it is silently ignored and every engine pins to
   vLLM's `auto` cores. Ray's num_cpus is only accounting: it pins nothing.
 - A private Ray runs without dashboard or usage stats, its session files in a temporary directory, its object
-  store capped (`ray.object_store_mib`, shared memory). On close it is shut down; then any of its processes still
-  alive (vLLM engine cores outlive a killed actor) are killed and the /dev/shm segments its processes mapped
-  (vLLM's shared-memory queues) are unlinked: nothing of the run stays behind. A cluster named by
+  store capped (`ray.object_store_mib`, shared memory). A watcher thread (augment/marked_processes.py) records
+  its processes and the /dev/shm segments they use while it runs. On close it is shut down; then any of its
+  processes still alive (vLLM engine cores outlive a killed actor) are killed and those segments (vLLM's
+  shared-memory queues) are unlinked: nothing of the run stays behind. A cluster named by
   `ray.address` is only disconnected from.
 
     python -m augment generate --config configs/ml100k.yaml --kind item --set generation.backend=ray
@@ -49,7 +50,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from augment.chat_backend import ChatRequest, ChatResult
+from augment.marked_processes import MarkedProcesses
 from configs import GenerationConfig
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,8 @@ class RayDataLLM:
         self.stop_ids: set[int] = set()
         self.token_ids: dict[str, list[int]] = {}  # conversation JSON -> ids, from prompt_tokens()
         self.tokens = {"prompt_tokens": 0, "output_tokens": 0}
-        self.owns_ray = False
         self.temp_dir: Path | None = None
-        self.seen_pids: dict[int, float] = {}  # our private Ray's processes (pid -> create time)
-        self.seen_shm: set[str] = set()  # /dev/shm entries they mapped
+        self.watch: MarkedProcesses | None = None  # a private Ray's processes and the /dev/shm they use
         # A live view: the stage keeps this dict in its stats, and the waves fill in as they run.
         self.where: dict[str, Any] = {"ray_address": self.r.address or "private", "replicas": self.r.replicas,
                                       "cpus_per_engine": self.r.cpus_per_engine, "engine_cores": "", "waves": []}
@@ -212,9 +211,9 @@ class RayDataLLM:
             ray.init(address="local", num_cpus=self.r.num_cpus or len(os.sched_getaffinity(0)),
                      object_store_memory=self.r.object_store_mib * 2**20, _node_ip_address="127.0.0.1",
                      _temp_dir=str(self.temp_dir), **quiet)
-            self.owns_ray = True
             self.where["session_dir"] = str(self.temp_dir)
-            self._watch()
+            self.watch = MarkedProcesses(str(self.temp_dir))
+            self.watch.start()
         else:
             ray.init(address=self.r.address, **quiet)
         ctx = ray.data.DataContext.get_current()
@@ -257,14 +256,12 @@ class RayDataLLM:
         try:
             import ray
 
-            if self.owns_ray:
-                self._watch()
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            if self.owns_ray:
-                self._reap()
-                self.owns_ray = False
+            if self.watch is not None:
+                self.watch.stop_and_reap()
+                self.watch = None
             if self.temp_dir is not None:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
                 self.temp_dir = None
@@ -296,8 +293,6 @@ class RayDataLLM:
             except StopIteration:
                 self._end_wave()
                 continue
-            if self.owns_ray:
-                self._watch()
             results = self._results(batch)
             if "first_batch_s" not in self.wave_info:
                 self.wave_info["first_batch_s"] = round(time.perf_counter() - self.wave_info["_t0"], 2)
@@ -369,71 +364,4 @@ class RayDataLLM:
             return
         cores = sorted({json.loads(p.read_text())["cores"] for p in (self.temp_dir / "engines").glob("*.json")})
         self.where["engine_cores"] = ";".join(cores)
-
-    # -- a private Ray's processes and shared memory
-    def _watch(self, everywhere: bool = False) -> None:
-        """Remember our private Ray's processes and the /dev/shm files they map, while they are alive: a killed
-        actor's vLLM engine core (and its segments) outlives it, re-parented away from us. Ours are the processes
-        that name the private Ray's directory in their command line (raylet, GCS, workers) or environment (an
-        engine actor's children); an in-process engine of this process is not ours to stop. While Ray runs they
-        are this process's descendants; at close, orphans are looked for `everywhere`."""
-        import psutil
-
-        mark = str(self.temp_dir)
-        try:
-            candidates = psutil.process_iter() if everywhere else psutil.Process().children(recursive=True)
-        except psutil.Error:
-            return
-        for proc in candidates:
-            try:
-                if proc.pid not in self.seen_pids:
-                    if not (any(mark in a for a in proc.cmdline()) or
-                            any(mark in v for v in proc.environ().values())):
-                        continue
-                    self.seen_pids[proc.pid] = proc.create_time()
-                for m in proc.memory_maps(grouped=True):
-                    if m.path.startswith("/dev/shm/"):
-                        self.seen_shm.add(m.path)
-            except psutil.Error:
-                continue
-
-    def _reap(self) -> None:
-        import psutil
-
-        deadline = time.monotonic() + 20
-        while True:  # ray.shutdown() signals them; give them a moment to exit by themselves
-            self._watch(everywhere=True)
-            left = self._alive()
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(0.25)
-        for proc in left:
-            log.warning("ray backend: killing leftover process %d (%s)", proc.pid, " ".join(proc.cmdline()[:3]))
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
-        psutil.wait_procs(left, timeout=10)
-        for path in sorted(self.seen_shm):
-            if os.path.exists(path):
-                log.info("ray backend: removing shared memory %s left by the run", path)
-                try:
-                    os.unlink(path)
-                except OSError as err:
-                    log.warning("ray backend: cannot remove %s: %s", path, err)
-        self.seen_pids.clear()
-        self.seen_shm.clear()
-
-    def _alive(self) -> list:
-        import psutil
-
-        alive = []
-        for pid, created in self.seen_pids.items():
-            try:
-                proc = psutil.Process(pid)
-                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-            except psutil.Error:
-                continue
-        return alive
 
