@@ -16,6 +16,7 @@ import pytest
 from augment import stages
 from configs import REPO_ROOT, load_config
 from augment.generate import cache_rows, read_cache
+from augment.marked_processes import MarkedProcesses
 
 FAKE_RUNNER = '''
 import sys, time
@@ -60,8 +61,13 @@ def _prepare(tmp_path: Path, make_tiny_config, **overrides) -> tuple[Path, objec
 
 
 def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float) -> int:
+    # The SIGKILLed engine leaves its /dev/shm queues behind (CI's /dev/shm kept a pair of vLLM segments and a loky
+    # semaphore per run): the process tree carries a mark, and its segments are removed after the kill.
+    mark = f"llmfa-kill-test-{cache}"
+    watch = MarkedProcesses(mark, interval_s=0.05)
+    watch.start()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=os.environ | {"LLMFA_TEST_PROCESS_TREE": mark})
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -75,6 +81,7 @@ def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        watch.stop_and_reap(grace_s=5)
     return len(list(cache.glob("part-*.parquet")))
 
 
