@@ -6,18 +6,18 @@
     python -m augment split --config configs/ml100k.yaml --input interactions=3f2a9c0d1e4b
     python -m augment generate --config configs/ml100k.yaml --kind item [--shard 0]
     python -m augment serve-llm --config configs/ml100k.yaml [--host 127.0.0.1] [--port 8000]
-        # vLLM's OpenAI server for generation.engine: a replica for generation.backend=openai (augment/llm_server.py)
+        # vLLM's OpenAI server for generation.engine: a replica for generation.backend=openai (augment/llm/server.py)
     python -m augment structured-prompts --config configs/ml100k.yaml [--force]
     python -m augment publish-structured --config configs/ml100k.yaml --kind user_interest [--force]
     python -m augment behaviour-encoder --config configs/ml100k.yaml [--force]
         # encode.model fine-tuned on training co-occurrence pairs -> item_knowledge_emb_bt, item_raw_emb_bt
-        # (augment/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled or --force
+        # (augment/encode/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled or --force
     python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
     python -m augment generation-variance --config configs/ml100k.yaml --sample 60 --seeds 3 --temperature 0.7
         # item text under k sampling seeds, encoded: the text's share of run-to-run variance
         # (augment/generation_variance.py; writes <workdir>/stats/generation_variance.json unless --out)
         # publish an existing text file (item_id|user_id, text[, event_timestamp]) as item_knowledge_text /
-        # user_profile_text, validated like generated text; see augment/external_text.py
+        # user_profile_text, validated like generated text; see augment/text/external_text.py
     # any stage: --input TABLE=VERSION pins an input table (repeatable); an input not pinned is read at its
     #            latest version, which the stage logs. --result-json PATH also writes the printed JSON result
     #            to PATH (what DAG tasks read back).
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--temperature", type=float, default=0.7)
             p.add_argument("--out", help="default <workdir>/stats/generation_variance.json")
     sub.add_parser("prepare-models")
-    serve = sub.add_parser("serve-llm", help="vLLM's OpenAI server for generation.engine (augment/llm_server.py)")
+    serve = sub.add_parser("serve-llm", help="vLLM's OpenAI server for generation.engine (augment/llm/server.py)")
     serve.add_argument("--config", required=True)
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     serve.add_argument("--host", default="127.0.0.1")
@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from augment import stages
-    from augment.chat_backend import BackendError
+    from augment.llm.backend import BackendError
     from configs import load_config, parse_overrides
-    from augment.data_errors import DataError
+    from augment.data.errors import DataError
     from feature_store import SchemaError
 
     try:
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = load_config(args.config, parse_overrides(args.set))
         if args.cmd == "serve-llm":
-            from augment import llm_server
-
+            from augment.llm import server as llm_server
             if args.print_command:
                 print(shlex.join(llm_server.server_command(cfg.generation.engine, args.host, args.port)))
                 return 0
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = json.dumps(result, indent=1, default=str)
     if getattr(args, "result_json", None):
-        from feature_store.files import atomic_write_text
+        from common.files import atomic_write_text
 
         atomic_write_text(Path(args.result_json), text)
     print(text)

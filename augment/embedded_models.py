@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from feature_store.files import file_sha256
+from common.files import file_sha256
 
 log = logging.getLogger(__name__)
 

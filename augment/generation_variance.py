@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from common.files import atomic_write_json
 from configs import RunConfig
-from feature_store.files import atomic_write_json
 from feature_store.pins import require_versions
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,12 @@ def default_out(cfg: RunConfig) -> Path:
 def generation_variance(cfg: RunConfig, inputs: Mapping[str, str], sample: int = 60, seeds: int = 3,
                         temperature: float = 0.7, out: Path | None = None, encode: Encoder | None = None) -> dict:
     """Generate the sampled item prompts once per seed, encode, write and return the report (see module doc)."""
-    from augment import llm_engine
-    from augment.chat_backend import ChatRequest
-    from augment.encode import encode_texts
-    from augment.output_validation import check_output
-    from augment.stages import PROMPT_TABLE, store_for
+    from augment.encode.text_encoder import encode_texts
+    from augment.kinds import PROMPT_TABLE
+    from augment.llm import engine as llm_engine
+    from augment.llm.backend import ChatRequest
+    from augment.publishing import store_for
+    from augment.text.output_validation import check_output
 
     started = time.perf_counter()
     table = PROMPT_TABLE["item"]

@@ -7,7 +7,7 @@ command, whose `import airflow` runs `settings.initialize()` -> `configure_orm()
 (`Could not parse SQLAlchemy URL`) before vLLM runs a line. A stage started as `python -m augment <stage>` has our
 CLI as `__main__`, so the engine core imports nothing of Airflow. The child also returns the engine's memory when
 the stage ends, takes the engine with it when Airflow kills the task, and claims its own CPU cores
-(augment/cpu_slots.py), so shards in an `llm` pool with several slots run side by side.
+(augment/llm/cpu_slots.py), so shards in an `llm` pool with several slots run side by side.
 
 The child runs exactly the command a person would type (the installed package, with the task's interpreter),
 handed the exact input versions as --input flags; its log goes straight into the task log.

@@ -8,10 +8,10 @@ Its own package so that `augment` and `models` both read it without importing ea
 from configs.run_config import (REPO_ROOT, BehaviourEncoderConfig, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
                                 ExternalTexts, FeatureStoreConfig, GenerationConfig, GenericSource, PromptConfig,
                                 RunConfig, S3StoreOptions, SamplingConfig, SplitConfig, StreamConfig,
-                                StructuredConfig, TrainConfig, ValidationConfig, load_config, open_run_store,
+                                StructuredConfig, TrainConfig, ValidationConfig, load_config,
                                 parse_overrides)
 
 __all__ = ["REPO_ROOT", "BehaviourEncoderConfig", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
-           "FeatureStoreConfig", "GenerationConfig", "S3StoreOptions", "open_run_store",
+           "FeatureStoreConfig", "GenerationConfig", "S3StoreOptions",
            "GenericSource", "PromptConfig", "RunConfig", "SamplingConfig", "SplitConfig", "StreamConfig", "StructuredConfig",
            "TrainConfig", "ValidationConfig", "load_config", "parse_overrides"]

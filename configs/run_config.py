@@ -43,7 +43,7 @@ class GenericSource(_Strict):
 
 
 class IdTypes(_Strict):
-    """Per entity: "auto" infers int only when every id in every file is a canonical integer (augment/id_keys.py)."""
+    """Per entity: "auto" infers int only when every id in every file is a canonical integer (common/id_keys.py)."""
 
     user: Literal["auto", "int", "string"] = "auto"
     item: Literal["auto", "int", "string"] = "auto"
@@ -92,7 +92,7 @@ class DataConfig(_Strict):
 
 
 class NegativeSampling(_Strict):
-    """Negatives for positives-only logs (data.feedback=positive_only), drawn at split time (augment/negatives.py)."""
+    """Negatives for positives-only logs (data.feedback=positive_only), drawn at split time (augment/data/negatives.py)."""
 
     per_positive: int = Field(4, ge=1, description="sampled negatives per positive CTR sample")
     popularity_alpha: float = Field(0.75, ge=0.0, description="P(item) ~ train count**alpha; 0 = uniform")
@@ -120,7 +120,7 @@ class EngineConfig(_Strict):
     """vLLM engine arguments (kept apart from sampling, as in vLLM's offline examples)."""
 
     model: str = "embedded:smollm2-135m-instruct"
-    # auto: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), float32 on other CPUs (augment/llm_engine.py)
+    # auto: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), float32 on other CPUs (augment/llm/engine.py)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int = 2048
     max_num_seqs: int = 128
@@ -129,7 +129,7 @@ class EngineConfig(_Strict):
     data_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     # CPU builds: the KV cache each engine reserves (VLLM_CPU_KVCACHE_SPACE) and the cores it pins its threads to,
-    # claimed per engine so that engines side by side get disjoint cores (augment/cpu_slots.py).
+    # claimed per engine so that engines side by side get disjoint cores (augment/llm/cpu_slots.py).
     cpu_kvcache_space_gib: int = Field(1, ge=1)
     cpu_threads: int = Field(1, ge=1, description="cores per engine on CPU; engines wait while too few are free")
     enable_prefix_caching: bool = True
@@ -150,7 +150,7 @@ class SamplingConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    """How generated text is checked (augment/output_validation.py) and retried."""
+    """How generated text is checked (augment/text/output_validation.py) and retried."""
 
     max_attempts: int = Field(3, ge=1, description="first try + retries; each retry uses a different seed")
     retry_temperature: float = Field(0.7, ge=0.0, description="greedy repeats itself: retries must sample")
@@ -174,7 +174,7 @@ class StructuredConfig(_Strict):
 
 class ExternalText(_Strict):
     """A text file (`item_id|user_id, text[, event_timestamp]`) published instead of LLM output; the ids are
-    checked against the run's items / user_cutoffs tables (augment/external_text.py)."""
+    checked against the run's items / user_cutoffs tables (augment/text/external_text.py)."""
 
     path: str = Field(description="CSV or Parquet; relative paths resolve against the repository root")
     source: str | None = Field(None, pattern=r"^[\w.+-]{1,64}$",
@@ -187,7 +187,7 @@ class ExternalTexts(_Strict):
 
 
 class RayBackendConfig(_Strict):
-    """`generation.backend: ray`: Ray Data LLM (augment/ray_llm.py) runs `replicas` vLLM engine actors, each with
+    """`generation.backend: ray`: Ray Data LLM (augment/llm/ray_llm.py) runs `replicas` vLLM engine actors, each with
     the same generation.engine settings as in-process (same text, same cache), on a CPU-only placement bundle of
     `cpus_per_engine` logical CPUs. The actor pins its threads to `engine.cpu_threads` real cores of its node."""
 
@@ -219,7 +219,7 @@ class RayBackendConfig(_Strict):
 
 class OpenAIBackendConfig(_Strict):
     """`generation.backend: openai`: concurrent, bounded chat requests to OpenAI-compatible endpoints, e.g. a fleet
-    of `python -m augment serve-llm` (vLLM's OpenAI server) processes (augment/openai_fleet.py)."""
+    of `python -m augment serve-llm` (vLLM's OpenAI server) processes (augment/llm/openai_fleet.py)."""
 
     endpoints: list[str] = Field(default_factory=list, description="base URLs, e.g. http://10.0.0.5:8000/v1")
     served_model: str | None = Field(None, description="the endpoints' model name; unset: the name serve-llm "
@@ -260,7 +260,7 @@ class GenerationConfig(_Strict):
     logits do not."""
 
     deterministic: bool = False
-    # Where the LLM runs (augment/chat_backend.py): an engine in this process, OpenAI-compatible endpoints, or
+    # Where the LLM runs (augment/llm/backend.py): an engine in this process, OpenAI-compatible endpoints, or
     # Ray Data LLM. Speed only: the cache, validation, lineage and published tables do not depend on it.
     backend: Literal["vllm", "openai", "ray"] = "vllm"
     inflight: int | None = Field(None, ge=1, description="requests kept submitted and unfinished; unset: 2 x "
@@ -315,7 +315,7 @@ class EncodeConfig(_Strict):
 
 
 class BehaviourEncoderConfig(_Strict):
-    """NoteLLM-style behaviour alignment of the text encoder (augment/behaviour_encoder.py): encode.model tuned
+    """NoteLLM-style behaviour alignment of the text encoder (augment/encode/behaviour_encoder.py): encode.model tuned
     contrastively on item pairs that co-occur in training interactions, one copy per text it encodes (the LLM item
     knowledge and the raw-text control), written as item_knowledge_emb_bt / item_raw_emb_bt.
 
@@ -374,14 +374,14 @@ class RefreshPolicy(_Strict):
 
 
 class StreamConfig(_Strict):
-    """Daily operation (augment/stream_split.py): the log is read as of an interval end, never past it.
+    """Daily operation (augment/data/stream_split.py): the log is read as of an interval end, never past it.
 
     The bootstrap run ends at `start` and covers everything before it; every later run ends `interval_hours` after
     the one before (the DAG's data_interval_end). `end` is the interval end of one run: set by the DAG from its data
     interval (or by hand: --set stream.end=...), never in the YAML of a scheduled deployment.
 
     The log is one table (data.generic.interactions, read up to `end`), or with `partitions` one file per interval
-    (augment/ingest.py): data.generic.interactions is then the bootstrap part (everything before `start`) and the
+    (augment/data/ingest.py): data.generic.interactions is then the bootstrap part (everything before `start`) and the
     interval [s, s + interval) is the file `partitions.format(start=s)`, with the same column map."""
 
     start: datetime = Field(description="the bootstrap run's end; later runs end on start + k * interval_hours")
@@ -518,13 +518,13 @@ class RunConfig(_Strict):
 
     def digest(self) -> str:
         """A stable short hash of the resolved config."""
-        from feature_store.files import json_digest  # lazy: DAG files import configs at parse time
+        from common.files import json_digest  # lazy: DAG files import configs at parse time
 
         return json_digest(self.model_dump(mode="json"))
 
     @property
     def stats_path(self) -> Path:
-        """Where stages write their stats (feature_store/stage_stats.py): one directory per interval in a daily run,
+        """Where stages write their stats (common/stage_stats.py): one directory per interval in a daily run,
         so an interval's LLM calls and wall time stay apart from the others'."""
         base = self.workdir_path / "stats"
         if self.stream is None or self.stream.end is None:
@@ -556,13 +556,6 @@ class RunConfig(_Strict):
         """Relative workdirs are relative to the repository root, so the CLI, the DAGs and any worker's CWD agree."""
         path = Path(self.workdir).expanduser()
         return path if path.is_absolute() else (REPO_ROOT / path).resolve()
-
-
-def open_run_store(cfg: RunConfig):
-    """THE way to open a run's feature store (every stage, retrain, the CLIs): feature_store.uri + s3 options."""
-    from feature_store.locations import open_store  # lazy: DAG files import configs at parse time
-
-    return open_store(cfg.feature_store_uri, s3=cfg.feature_store.s3.model_dump(exclude_none=True))
 
 
 def parse_overrides(pairs: list[str]) -> dict:

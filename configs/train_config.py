@@ -114,7 +114,7 @@ DEFAULT_VARIANTS: dict[str, VariantDef] = {
                                 adaptor_groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge")),
 }
 
-# --- Behaviour-tuned encoders (behaviour_encoder.enabled; augment/behaviour_encoder.py): the same item texts encoded
+# --- Behaviour-tuned encoders (behaviour_encoder.enabled; augment/encode/behaviour_encoder.py): the same item texts encoded
 # by MiniLM fine-tuned on training co-occurrence pairs, LLM text and raw-text control alike. Not in the default
 # `variants`: the tables exist only when the stage ran.
 DEFAULT_FEATURES += (

@@ -4,8 +4,8 @@ Optionally (behaviour_encoder.enabled) the item encoders are also fine-tuned on 
 re-encode the item knowledge and the raw item text (task behaviour_encoder, after the item text and the split).
 
 Each run processes its data interval: with a `stream` config the log is read as of data_interval_end, profiles are
-cut on the interval grid and only what changed is generated and encoded (augment/stream_split.py); the schedule is
-LLMFA_SCHEDULE (cron, default daily at 00:00 UTC) from LLMFA_START_DATE (configs/airflow_wiring.py).
+cut on the interval grid and only what changed is generated and encoded (augment/data/stream_split.py); the schedule is
+LLMFA_SCHEDULE (cron, default daily at 00:00 UTC) from LLMFA_START_DATE (ops/airflow_wiring.py).
 
 Thin wiring only: every task calls the same typed function as `python -m augment <stage>` and hands on what it
 returns, the exact versions of the tables it wrote; each task reads exactly the versions it is handed (XCom
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from configs.airflow_wiring import (CATCHUP, DEFAULT_ARGS, END_DATE, FEATURE_ASSETS, LLM_TASK, START_DATE,
+from ops.airflow_wiring import (CATCHUP, DEFAULT_ARGS, END_DATE, FEATURE_ASSETS, LLM_TASK, START_DATE,
                                     config_path, freeze, load, timetable)
 
 
@@ -81,7 +81,7 @@ def augment_features():
 
     @task
     def behaviour_encoder(config: str, ingested: dict, splits: dict, item_text: dict) -> dict:
-        """Behaviour-aligned item encoders (augment/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled.
+        """Behaviour-aligned item encoders (augment/encode/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled.
         In this process, as encode is: sentence-transformers starts no engine."""
         from augment import stages
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from configs.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, config_path, freeze, load, versions_for_retrain
+from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, config_path, freeze, load, versions_for_retrain
 
 
 @dag(dag_id="retrain_ctr", schedule=FEATURE_ASSETS, catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,

@@ -7,10 +7,10 @@ Imports only pyarrow, numpy, pandas (lazily) and DuckDB: safe to import from DAG
     ref = store.publish(spec, df, recipe={...}, config={...})
     joined = point_in_time_join(labels, store, {spec.name: ref.version}, prefix_features=True)
 """
-from .online import OnlineStore, OnlineTable
-from .point_in_time import feature_column_name, point_in_time_join
-from .store import FeatureStore, NotFound, TableRef, canonical_json, vector_matrix, version_id
-from .table_spec import Feature, SchemaError, TableSpec, conform
+from feature_store.online import OnlineStore, OnlineTable
+from feature_store.point_in_time import feature_column_name, point_in_time_join
+from feature_store.store import FeatureStore, NotFound, TableRef, canonical_json, vector_matrix, version_id
+from feature_store.table_spec import Feature, SchemaError, TableSpec, conform
 
 __all__ = [
     "Feature", "FeatureStore", "NotFound", "OnlineStore", "OnlineTable", "SchemaError", "TableRef", "TableSpec",

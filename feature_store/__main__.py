@@ -1,6 +1,6 @@
 """`python -m feature_store --root DIR ls | inspect | validate | diff | gc` (see feature_store/cli.py)."""
 import sys
 
-from .cli import main
+from feature_store.cli import main
 
 sys.exit(main())

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .locations import is_object_uri, open_store
-from .maintenance import diff, export, gc, pinned_versions, validate
-from .store import NotFound
+from feature_store.locations import is_object_uri, open_store
+from feature_store.maintenance import diff, export, gc, pinned_versions, validate
+from feature_store.store import NotFound
 
 
 class BadInput(Exception):

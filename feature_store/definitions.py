@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .table_spec import Feature, TableSpec
+from feature_store.table_spec import Feature, TableSpec
 
 OWNER = "llm-feature-augmentation"
 
@@ -46,7 +46,7 @@ def _id_map(entity: str) -> TableSpec:
         features=(Feature("source_id", "string"), Feature("id_type", "string")),
         event_timestamp=None, created_timestamp=None, owner=OWNER,
         description=f"{entity}_id (the int64 key every table joins on) -> the {entity} id as the source files spell "
-                    "it; id_type int keeps the value as the key, string hashes it (augment/id_keys.py).")
+                    "it; id_type int keeps the value as the key, string hashes it (common/id_keys.py).")
 
 
 USER_ID_MAP, ITEM_ID_MAP = _id_map("user"), _id_map("item")
@@ -57,14 +57,14 @@ INTERACTION_SPLITS = TableSpec(
               Feature("split", "string"), Feature("sampled", "bool")),
     event_timestamp="timestamp", created_timestamp=None, owner=OWNER,
     description="KAR split: role=history feeds prompts, role=sample rows are CTR samples; split by user 8:1:1. "
-                "sampled: a negative drawn at split time for a positives-only log (augment/negatives.py).")
+                "sampled: a negative drawn at split time for a positives-only log (augment/data/negatives.py).")
 USER_CUTOFFS = TableSpec(
     name="user_cutoffs", entity="user", join_keys=("user_id",),
     features=(Feature("n_history", "int64"), Feature("n_samples", "int64"), Feature("split", "string")),
     event_timestamp="cutoff", created_timestamp=None, owner=OWNER,
     description="When each user profile is cut: one row per user (the last prompt-history interaction), or in a "
                 "daily run one row per (user, cutoff) profile, built from the interactions strictly before it "
-                "(n_samples: the interactions new since the previous profile; augment/stream_split.py).")
+                "(n_samples: the interactions new since the previous profile; augment/data/stream_split.py).")
 
 _PROMPT_FEATURES = (Feature("messages", "string"), Feature("template_name", "string"),
                     Feature("template_version", "string"), Feature("prompt_hash", "string"))
@@ -80,7 +80,7 @@ _TEXT_FEATURES = (Feature("text", "string"), Feature("model", "string"), Feature
                   Feature("template_version", "string"), Feature("prompt_hash", "string"),
                   Feature("prompt_tokens", "int32"), Feature("output_tokens", "int32"),
                   Feature("finish_reason", "string"),
-                  # augment/output_validation.py: ok | truncated (both published) | empty | degenerate | refusal |
+                  # augment/text/output_validation.py: ok | truncated (both published) | empty | degenerate | refusal |
                   # schema_invalid | prompt_too_long (text "" after `attempts` tries: never knowledge).
                   Feature("flag", "string"), Feature("attempts", "int32"))
 ITEM_KNOWLEDGE_TEXT = TableSpec(
@@ -114,7 +114,7 @@ def item_raw_emb(dim: int) -> TableSpec:
                           "Control: encoded title + year + genres, no LLM.", static=True)
 
 
-# --- Behaviour-aligned encoders (augment/behaviour_encoder.py): the same texts, encoded by encode.model fine-tuned on
+# --- Behaviour-aligned encoders (augment/encode/behaviour_encoder.py): the same texts, encoded by encode.model fine-tuned on
 # training co-occurrence pairs; `encoder` names the artefact version (<workdir>/encoders/<version>).
 def item_knowledge_emb_bt(dim: int) -> TableSpec:
     return embedding_spec("item_knowledge_emb_bt", "item", "item_id", dim,
@@ -127,7 +127,7 @@ def item_raw_emb_bt(dim: int) -> TableSpec:
                           static=True)
 
 
-# --- Structured LLM features (augment/structured.py): JSON-schema generation -> categorical / multi-hot tables.
+# --- Structured LLM features (augment/text/structured.py): JSON-schema generation -> categorical / multi-hot tables.
 ITEM_TAGS_PROMPTS = TableSpec(
     name="item_tags_prompts", entity="item", join_keys=("item_id",), features=_PROMPT_FEATURES,
     event_timestamp=None, created_timestamp=None, owner=OWNER, description="NoteLLM-style item tag prompts.")

@@ -1,6 +1,6 @@
 """Open a feature store from where it lives: a local directory (symlink layout, feature_store/store.py) or a
 prefix on an object store (pointer layout, feature_store/object_store.py). Every caller opens stores through
-`open_store` (the run's store: `configs.open_run_store(cfg)`).
+`open_store` (the run's store: `open_run_store(cfg)`).
 
     open_store("var/feature_store")                                   # local directory (also file:///abs/path)
     open_store("s3://bucket/features", s3={"endpoint_override": "http://127.0.0.1:9000", "region": "us-east-1"})
@@ -15,13 +15,16 @@ AWS_SESSION_TOKEN, AWS_PROFILE, instance roles), GCS its default credentials; a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow.fs as pafs
 
-from .object_fs import S3_OPTIONS, ObjectFS
-from .store import FeatureStore
+from feature_store.object_fs import S3_OPTIONS, ObjectFS
+from feature_store.store import FeatureStore
+
+if TYPE_CHECKING:
+    from configs import RunConfig
 
 _BOOL_OPTIONS = ("force_virtual_addressing",)
 _NUMBER_OPTIONS = ("connect_timeout", "request_timeout", "max_attempts")
@@ -54,7 +57,7 @@ def open_store(root: str | Path, *, s3: Mapping[str, Any] | None = None,
     """The feature store at `root`; see the module docstring for the forms. `s3`: S3 options (endpoint_override,
     region, scheme, force_virtual_addressing, connect_timeout, request_timeout, max_attempts; unknown keys are an
     error), used for s3:// roots only."""
-    from .object_store import ObjectFeatureStore
+    from feature_store.object_store import ObjectFeatureStore
 
     if filesystem is not None:
         if isinstance(filesystem, pafs.LocalFileSystem):
@@ -96,3 +99,8 @@ def open_store(root: str | Path, *, s3: Mapping[str, Any] | None = None,
     except (ImportError, ValueError) as e:
         raise ValueError(f"feature store URI {clean!r}: no filesystem for {parts.scheme}:// ({e})") from None
     return ObjectFeatureStore(ObjectFS.wrap(PyFileSystem(FSSpecHandler(inner))), path, clean, **store_kwargs)
+
+
+def open_run_store(cfg: "RunConfig") -> FeatureStore:
+    """THE way to open a run's feature store (every stage, retrain, the CLIs): feature_store.uri + s3 options."""
+    return open_store(cfg.feature_store_uri, s3=cfg.feature_store.s3.model_dump(exclude_none=True))

@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .files import atomic_path, fs_sha256
-from .store import DATA_DIR, FeatureStore, NotFound
-from .table_spec import TableSpec
+from common.files import atomic_path, fs_sha256
+from feature_store.store import DATA_DIR, FeatureStore, NotFound
+from feature_store.table_spec import TableSpec
 
 
 # ------------------------------------------------------------------------------------------------ validate

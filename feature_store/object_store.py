@@ -54,11 +54,11 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .files import canonical_json, json_default
-from .object_fs import HashingWriter, ObjectFS
-from .store import (DATA_DIR, DATA_FILE, FORMAT_VERSION, LATEST_FILE, MANIFEST_FILE, FeatureStore, NotFound,
+from common.files import canonical_json, json_default
+from feature_store.object_fs import HashingWriter, ObjectFS
+from feature_store.store import (DATA_DIR, DATA_FILE, FORMAT_VERSION, LATEST_FILE, MANIFEST_FILE, FeatureStore, NotFound,
                     TableRef)
-from .table_spec import TableSpec
+from feature_store.table_spec import TableSpec
 
 RETIRED_FILE = "_retired"
 POINTER_PREFIX = "version="

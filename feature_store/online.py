@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .store import FeatureStore, vector_matrix
-from .table_spec import Feature, TableSpec
+from feature_store.store import FeatureStore, vector_matrix
+from feature_store.table_spec import Feature, TableSpec
 
 MISSING = "__missing"
 

@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .store import FeatureStore, vector_matrix
-from .table_spec import Feature, TableSpec, to_arrow
+from feature_store.store import FeatureStore, vector_matrix
+from feature_store.table_spec import Feature, TableSpec, to_arrow
 
 MISSING_SUFFIX = "__missing"
 

@@ -41,8 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .files import atomic_write_text, canonical_json, file_sha256, fsync_path, json_default, json_digest
-from .table_spec import TableSpec, conform
+from common.files import atomic_write_text, canonical_json, file_sha256, fsync_path, json_default, json_digest
+from feature_store.table_spec import TableSpec, conform
 
 DATA_FILE = "part-0.parquet"
 MANIFEST_FILE = "_manifest.json"

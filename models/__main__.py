@@ -55,7 +55,8 @@ def _versions(cfg, store, pairs: list[str]) -> dict[str, str]:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from configs import load_config, open_run_store, parse_overrides
+    from configs import load_config, parse_overrides
+    from feature_store.locations import open_run_store
     from models.retrain import retrain
 
     overrides = parse_overrides(args.set)
@@ -81,7 +82,8 @@ def _registry_ls(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from configs import load_config, open_run_store, parse_overrides
+    from configs import load_config, parse_overrides
+    from feature_store.locations import open_run_store
     from models.dataset_builder import build_ctr_dataset
     from models.registry import promote
     from models.retrain import interval_config, make_valid_scorer

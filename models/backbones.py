@@ -12,25 +12,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-DEEPCTR_BACKBONES = ("deepfm", "din", "dcnmix", "autoint")
-BACKBONES = ("lightgbm", *DEEPCTR_BACKBONES)
+from models.backbone_names import BACKBONES, DEEPCTR_BACKBONES, _check, reads_history, supports_adaptor
 
-
-def reads_history(name: str, sequence_backbones: tuple[str, ...]) -> bool:
-    """Whether the backbone is fed each sample's item history: DIN always (its attention needs it), others when
-    `train.sequence_backbones` lists them (mean-pooled)."""
-    return name == "din" or name in sequence_backbones
-
-
-def supports_adaptor(name: str) -> bool:
-    """Whether the backbone can take KAR's adaptor (a torch module): the deepctr ones can, LightGBM cannot."""
-    _check(name)
-    return name in DEEPCTR_BACKBONES
-
-
-def _check(name: str) -> None:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+__all__ = ["BACKBONES", "DEEPCTR_BACKBONES", "model_class", "reads_history", "supports_adaptor", "trainer"]
 
 
 def trainer(name: str) -> Callable:

@@ -41,7 +41,7 @@ class CtrData:
     features: tuple = ()  # the FeatureEntry list (configs/train_config.py) the columns were built from
     entry_columns: dict[str, list[str]] = field(default_factory=dict)  # entry name -> its model columns/vector
     column_groups: dict[str, str] = field(default_factory=dict)  # column/vector -> feature group (gated ones)
-    # entity -> "int" | "string": how the source spells its ids (augment/id_keys.py); serving takes those ids.
+    # entity -> "int" | "string": how the source spells its ids (common/id_keys.py); serving takes those ids.
     id_types: dict[str, str] = field(default_factory=dict)
     # {"len": L, "half_life": h} when the spec has taste / match entries (models/taste.py): serving needs them too
     taste: dict | None = None

@@ -82,7 +82,7 @@ def build_ctr_dataset(store: FeatureStore, versions: Mapping[str, str],
     features = list(run_entries(TrainConfig()) if features is None else features)
     pinned = dataset_versions(versions, features)
     splits = store.read_pandas(LABELS, pinned[LABELS])
-    # A daily run's labels join the newest profile whose cutoff is strictly before them (augment/stream_split.py).
+    # A daily run's labels join the newest profile whose cutoff is strictly before them (augment/data/stream_split.py).
     strict = "stream" in store.manifest(LABELS, pinned[LABELS]).get("recipe", {})
     labels = splits[splits["role"] == "sample"][["user_id", "item_id", "label", "timestamp", "split"]]
     # Grouped by split (stable, so each split keeps its row order): every split's vectors are then a slice of

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from configs.train_config import FeatureEntry, TrainConfig, VariantDef
-from models.backbones import reads_history
+from models.backbone_names import reads_history
 from models.taste import is_history_derived
 
 USER_KEY, ITEM_KEY = "user_id", "item_id"
@@ -204,7 +204,7 @@ def common_feature_map(data, inputs: ModelInputs, backbone: str, history_maxlen:
     return {
         "format": 2,
         "backbone": backbone,
-        # how requests spell ids: "int" ids are the keys, "string" ids are hashed to them (augment/id_keys.py)
+        # how requests spell ids: "int" ids are the keys, "string" ids are hashed to them (common/id_keys.py)
         "id_types": {e: getattr(data, "id_types", {}).get(e, "int") for e in ("user", "item")},
         "features": specs,  # the spec entries this model reads (empty for data not built from a spec)
         "categorical": list(inputs.categorical),

@@ -29,7 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from feature_store.files import atomic_write_json
+from common.files import atomic_write_json
 from models.metrics import json_safe
 from models.backbones import model_class
 from models.ctr_inputs import CtrSplit

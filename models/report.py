@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 from scipy import sparse  # noqa: E402
 from scipy.stats import t as student_t  # noqa: E402
 
-from feature_store.files import atomic_path, atomic_write_text  # noqa: E402
+from common.files import atomic_path, atomic_write_text  # noqa: E402
 from models.train_variants import PREDICTIONS  # noqa: E402
 
 METRICS = ["valid_auc", "valid_logloss", "valid_gauc", "test_auc", "test_logloss", "test_gauc"]

@@ -25,12 +25,13 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from configs import RunConfig, open_run_store
+from configs import RunConfig
+from feature_store.locations import open_run_store
 from feature_store import FeatureStore
 from feature_store.definitions import ID_MAPS
-from feature_store.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
-from feature_store.lineage import code_digest
-from feature_store.stage_stats import peak_rss_mb, read_stats, stage_timer
+from common.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
+from common.lineage import code_digest
+from common.stage_stats import peak_rss_mb, read_stats, stage_timer
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
 from models.feature_spec import (Variant, dataset_options, resolve_variants, run_entries, spec_entries,
                                  tables_needed)
@@ -41,14 +42,13 @@ from models.report import read_predictions, write_report
 from models.train_variants import train_variants
 
 log = logging.getLogger(__name__)
-# The modules whose code decides what a trained model is: the run id and every manifest carry their digest.
-MODEL_CODE = ("models.retrain", "models.dataset_builder", "models.feature_spec", "models.ctr_inputs",
-              "models.encoders", "models.history", "models.train_variants", "models.backbones",
-              "models.train_lightgbm", "models.train_deepctr", "models.kar_adaptor", "models.deepctr_compat")
+# The code that decides what a trained model is: this module and every in-repo module it imports, directly or not
+# (common/lineage.py). The run id and every manifest carry its digest.
+MODEL_CODE = "models.retrain"
 
 
 def model_code_digest() -> str:
-    return code_digest(*MODEL_CODE)
+    return code_digest(MODEL_CODE)
 
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from configs import TrainConfig
-from feature_store.files import atomic_path, atomic_write_json
+from common.files import atomic_path, atomic_write_json
 from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.encoders import NumericScaler, Vocabulary
 from models.feature_spec import Variant, common_feature_map, model_inputs

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from configs import TrainConfig
-from feature_store.files import atomic_path, atomic_write_json
+from common.files import atomic_path, atomic_write_json
 from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.backbones import BACKBONES, supports_adaptor, trainer
 from models.feature_spec import Variant, model_inputs

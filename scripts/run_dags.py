@@ -1,8 +1,8 @@
 """Run the real Airflow DAGs headless: augment_features, then retrain_ctr, each with `dag.test(use_executor=True)`
 on a local SQLite metadata DB, through the LocalExecutor (parallelism 4) and an api-server on 127.0.0.1 (a free
-port) that this runner starts before the first run and stops after the last (configs/local_airflow.py). Each task
+port) that this runner starts before the first run and stops after the last (ops/local_airflow.py). Each task
 runs in its own supervised process, so the mapped generation shards run side by side: each shard's engine claims
-its own core (augment/cpu_slots.py) and a third engine waits for one. This is what the README's main-job command
+its own core (augment/llm/cpu_slots.py) and a third engine waits for one. This is what the README's main-job command
 runs (inside the project environment).
 
     python scripts/run_dags.py --config configs/ml100k.yaml      # full MovieLens-100K
@@ -38,7 +38,7 @@ def deployment(cfg, settings: dict[str, str]):
     """The runner's Airflow: the metadata DB and logs under <workdir>/airflow (kept between runs), LocalExecutor,
     an api-server for the task supervisors' execution API; a user's own AIRFLOW__* settings are kept where we
     set nothing."""
-    from configs.local_airflow import LocalAirflow
+    from ops.local_airflow import LocalAirflow
 
     return LocalAirflow(cfg.workdir_path / "airflow", executor="LocalExecutor", database="sqlite",
                         services=("api-server",), parallelism=4, inherit_airflow_env=True, extra_env={
@@ -61,7 +61,7 @@ def schedule_for(interval_hours: int) -> str:
 def run_dag(dag_id: str, conf: dict, logical_date: datetime | None = None) -> tuple[object, float]:
     from airflow.dag_processing.dagbag import DagBag
 
-    from configs.local_airflow import quiet_dag_test_polling
+    from ops.local_airflow import quiet_dag_test_polling
 
     quiet_dag_test_polling()
 
@@ -79,7 +79,7 @@ def run_dag(dag_id: str, conf: dict, logical_date: datetime | None = None) -> tu
 
 def stop_engines() -> None:
     """vLLM's engine core is a live child process that would keep this interpreter from exiting."""
-    engine = sys.modules.get("augment.llm_engine")
+    engine = sys.modules.get("augment.llm.engine")
     if engine is not None:
         engine.shutdown_engines()
 
@@ -87,7 +87,7 @@ def stop_engines() -> None:
 def print_costs(cfg, walls: list[dict]) -> None:
     """Each run's wall time (both DAGs) beside the first (bootstrap, full) run's, and what it did, from the stage
     stats this run wrote: LLM calls beside the prompts a full rerun would send, texts encoded, models trained."""
-    from feature_store.stage_stats import read_stats
+    from common.stage_stats import read_stats
 
     full = None
     for row in walls:
@@ -146,7 +146,7 @@ def main() -> int:
 
 def run_all(args, cfg, config: str, ends: list[datetime | None], airflow_home: str) -> int:
     """Every augment_features run (one, or bootstrap + replay), each followed by retrain_ctr on its versions."""
-    from configs.airflow_wiring import task_result
+    from ops.airflow_wiring import task_result
 
     walls = []
     for end in ends:
@@ -173,7 +173,7 @@ def run_all(args, cfg, config: str, ends: list[datetime | None], airflow_home: s
     print(f"\n[run_dags] done. Report: {report}\n", flush=True)
     print(report.read_text().split("\n## ")[0], flush=True)
     if cfg.stream is not None:
-        from feature_store.files import atomic_write_json
+        from common.files import atomic_write_json
 
         atomic_write_json(cfg.workdir_path / "replay.json", walls)
         print(f"[run_dags] daily history ({cfg.workdir_path / 'history.md'}, history.png):\n", flush=True)

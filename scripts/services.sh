@@ -4,7 +4,7 @@
 #
 #   scripts/services.sh          # what scripts/run_tests.sh runs before pytest
 #
-# Nothing is started here and nothing is configured: configs/local_airflow.py starts a private redis-server and a
+# Nothing is started here and nothing is configured: ops/local_airflow.py starts a private redis-server and a
 # private Postgres cluster (initdb in a temporary directory) per deployment, on free ports, and stops them.
 # Installing needs root (apt-get); without root and with a service missing this exits 1 saying what to install.
 set -euo pipefail

@@ -120,8 +120,8 @@ def _stop_vllm_engines():
     yield
     import sys
 
-    if "augment.llm_engine" in sys.modules:
-        sys.modules["augment.llm_engine"].shutdown_engines()
+    if "augment.llm.engine" in sys.modules:
+        sys.modules["augment.llm.engine"].shutdown_engines()
 
 
 class S3Server:

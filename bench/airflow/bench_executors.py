@@ -1,6 +1,6 @@
 """augment_features under LocalExecutor (SQLite) vs CeleryExecutor (Redis broker, Postgres metadata DB, 2 workers,
 generation routed to the `llm` queue), side by side in one run, each from a fresh workdir so both generate every
-prompt. Each deployment is started and stopped by configs/local_airflow.py on 127.0.0.1; the DAG runs through
+prompt. Each deployment is started and stopped by ops/local_airflow.py on 127.0.0.1; the DAG runs through
 `airflow dags test --use-executor`.
 
     python bench/airflow/bench_executors.py                                  # configs/sample.yaml, 20 users
@@ -10,7 +10,7 @@ prompt. Each deployment is started and stopped by configs/local_airflow.py on 12
 Prints the wall time of each run (the `dags test` command, and the DAG run's own start..end), the generation
 stage's span, and per shard: worker (task instance hostname), prompts generated, the engine's cores and its window
 (from holding its cores to its last output, relative to the run's start). On this 2-core machine both executors
-run at most two engines at once (each claims a core: augment/cpu_slots.py), so Celery cannot beat LocalExecutor
+run at most two engines at once (each claims a core: augment/llm/cpu_slots.py), so Celery cannot beat LocalExecutor
 here: what the figures show is its overhead (broker round trips, a Postgres DB, worker start-up); the gain is
 on more machines or GPUs, which a 2-core box cannot show.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from configs import REPO_ROOT, load_config, parse_overrides
-from configs.local_airflow import LocalAirflow
+from ops.local_airflow import LocalAirflow
 
 MODES = {
     "LocalExecutor": dict(executor="LocalExecutor", database="sqlite"),

@@ -54,9 +54,9 @@ def _compare(emb: dict[int, np.ndarray], held: np.ndarray, rand: np.ndarray) -> 
 
 def main() -> None:
     from augment import stages
-    from augment.behaviour_encoder import mine_pairs
-    from augment.encode import raw_item_texts
-    from augment.output_validation import ACCEPTED
+    from augment.encode.behaviour_encoder import mine_pairs
+    from augment.encode.text_encoder import raw_item_texts
+    from augment.text.output_validation import ACCEPTED
     from configs import REPO_ROOT, load_config, parse_overrides
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -44,7 +44,7 @@ import threading
 import time
 from pathlib import Path
 
-from feature_store.files import atomic_write_text
+from common.files import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "var" / "bench_scale"
@@ -135,7 +135,7 @@ def child(args) -> None:
 
     import augment.stages as stages
 
-    for module in ("augment.ingest", "augment.prompts", "augment.split"):  # import time is not part of the step
+    for module in ("augment.data.ingest", "augment.text.prompts", "augment.data.split"):  # import time is not part of the step
         importlib.import_module(module)
     from models.dataset_builder import build_ctr_dataset
 

@@ -67,9 +67,9 @@ def load_prompts(n: int):
 
 def run_part(name: str, n: int, max_tokens: int, out: Path) -> None:
     """One engine, every plan of RUNS[name]; writes {plan: {prompt_hash: text}, "tok_s": ...} to `out`."""
-    from augment import llm_engine
-    from augment.chat_backend import ChatRequest
-    from augment.generate import shard_of
+    from augment.llm import engine as llm_engine
+    from augment.llm.backend import ChatRequest
+    from augment.llm.generate import shard_of
     from configs import EngineConfig
 
     overrides, _, plans = RUNS[name]

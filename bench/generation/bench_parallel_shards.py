@@ -1,7 +1,7 @@
 """Two generation shards one after the other (an `llm` pool with 1 slot) vs side by side (2 slots), same prompts.
 
 Each shard runs exactly as the DAG task runs it: `python -m augment generate --shard k` in a child interpreter
-(augment/stage_process.py) that starts its own vLLM engine on cores it claims (augment/cpu_slots.py). Both modes
+(augment/stage_process.py) that starts its own vLLM engine on cores it claims (augment/llm/cpu_slots.py). Both modes
 start from an empty generation cache in their own workdir, so each generates every prompt once.
 
     python bench/generation/bench_parallel_shards.py --kind user          # ML-100K, 40 users: 40 user prompts

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from augment import stage_process, stages
-from augment.generate import read_cache
+from augment.llm.generate import read_cache
 from configs import REPO_ROOT, load_config, parse_overrides
 
 # Shard 0 of 3: ~150 of the 438 item prompts that data.sample_users=10 (the smallest sample) gives.

@@ -8,7 +8,7 @@ other on the same machine.
 - `sequential`: the DAG's shards (item 0, 1, user 0, 1) one after the other, each `python -m augment generate`
   in its own interpreter with its own engine: what `dag.test()` did before issue 14.
 - `parallel`: the same four shard processes started together, as the LocalExecutor runs the mapped tasks; each
-  engine claims a free core (augment/cpu_slots.py), the third and fourth wait for one. Goal: >= 1.7x sequential's
+  engine claims a free core (augment/llm/cpu_slots.py), the third and fourth wait for one. Goal: >= 1.7x sequential's
   prompts/s on 2 cores.
 - `openai`: one vLLM OpenAI server (`python -m augment serve-llm`, one core) and the stage with
   `generation.backend: openai` on the same prompts (one shard). Goal: within 10% of `stage`.
@@ -83,9 +83,11 @@ def _cli_sets(sets: list[str]) -> list[str]:
 
 def child_bare_and_stage(config: str, sets: list[str], modes: list[str], out: Path) -> None:
     """One engine: LLM.chat on every prompt, then the stage on the same prompts (fresh cache)."""
-    from augment import generate as gen
-    from augment import llm_engine, stages
-    from augment.chat_backend import ChatRequest, model_id_for
+    from augment.llm import generate as gen
+    from augment import stages
+    from augment.llm import engine as llm_engine
+    from augment.llm.backend import ChatRequest
+    from augment.llm.model_identity import model_id_for
 
     cfg = _cfg(config, sets)
     v = prepare(config, sets)
@@ -275,7 +277,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--modes: unknown {unknown}; known {list(MODES)}")
     root = Path(tempfile.mkdtemp(prefix="llmfa-bench-scale-out-"))
-    from augment.llm_engine import engine_dtype
+    from augment.llm.engine import engine_dtype
 
     args.set = bootstrap_sets(args.config, args.set)
     results: dict = {"config": args.config, "sets": args.set, "cores": len(os.sched_getaffinity(0)),

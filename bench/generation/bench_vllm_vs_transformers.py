@@ -6,7 +6,7 @@ Each engine runs in its own subprocess, one after the other, so they never compe
 
 - ``vllm`` part: build the engine once (start-up reported apart), then
   1. bare ``LLM.chat`` on all prompts (one call per kind: the floor our stage can reach),
-  2. our stage, ``augment.generate.generate_shard`` on a fresh cache (sorting, batching, token guard,
+  2. our stage, ``augment.llm.generate.generate_shard`` on a fresh cache (sorting, batching, token guard,
      validation, retries, one committed Parquet file per batch),
   with the prefix cache reset before each so neither inherits the other's KV blocks;
 - ``rerun`` part: a fresh process runs the stage again on the same cache (a day where nothing changed):
@@ -44,9 +44,9 @@ def build_prompts(n: int, data_cache: Path, out: Path) -> None:
     import pandas as pd
 
     from configs import DataConfig, SplitConfig
-    from augment.ingest import load_movielens100k
-    from augment.prompts import build_item_prompts, build_user_prompts, load_template
-    from augment.split import split_interactions
+    from augment.data.ingest import load_movielens100k
+    from augment.text.prompts import build_item_prompts, build_user_prompts, load_template
+    from augment.data.split import split_interactions
 
     canon = load_movielens100k(DataConfig(), data_cache)
     rows, cut = split_interactions(canon.interactions, SplitConfig())
@@ -64,8 +64,8 @@ def _load(prompts_path: Path):
 
 def run_vllm(prompts_path: Path, cache_dir: Path) -> dict:
 
-    from augment import generate as gen
-    from augment import llm_engine
+    from augment.llm import generate as gen
+    from augment.llm import engine as llm_engine
     from configs import GenerationConfig
     from vllm import SamplingParams
 
@@ -120,8 +120,8 @@ def run_vllm(prompts_path: Path, cache_dir: Path) -> dict:
 
 def run_rerun(prompts_path: Path, cache_dir: Path, started_ns: int) -> dict:
     """A daily run where nothing changed; timed from interpreter start (started_ns passed by the parent)."""
-    from augment import generate as gen
-    from augment import llm_engine
+    from augment.llm import generate as gen
+    from augment.llm import engine as llm_engine
     from configs import GenerationConfig
 
     frames = _load(prompts_path)
@@ -139,7 +139,7 @@ def run_rerun(prompts_path: Path, cache_dir: Path, started_ns: int) -> dict:
 def _hf_generate(model, tok, frames: dict, n_per_kind: int | None, batch: int) -> dict:
     import torch
 
-    from augment import generate as gen
+    from augment.llm import generate as gen
     from configs import GenerationConfig
 
     cfg = GenerationConfig()

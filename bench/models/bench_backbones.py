@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from configs import TrainConfig
 from models import deepctr_compat as dc
-from feature_store.files import atomic_write_json
+from common.files import atomic_write_json
 from models.synthetic_ctr import make_ctr_data
 from models.feature_spec import resolve_variants
 from models.train_deepctr import DeepCtrModel, make_feature_map

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from feature_store.files import atomic_write_text
+from common.files import atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> None:

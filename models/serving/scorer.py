@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from augment.id_keys import key_of
+from common.id_keys import key_of
 from feature_store import FeatureStore
 from feature_store.locations import open_store
 from models.registry import ScoringModel, champion_info, load_model, model_feature_store, registry_root
@@ -65,7 +65,7 @@ def set_threads(threads: int) -> None:
 
 
 def _as_ids(values, what: str, id_type: str = "int") -> np.ndarray:
-    """Requested ids as int64 keys: int ids are their own keys, string ids are hashed (augment/id_keys.py)."""
+    """Requested ids as int64 keys: int ids are their own keys, string ids are hashed (common/id_keys.py)."""
     if id_type == "string":
         if isinstance(values, (str, bytes)) or not all(isinstance(v, str) for v in values):
             bad = values if isinstance(values, (str, bytes)) else next(v for v in values if not isinstance(v, str))

@@ -17,7 +17,7 @@ WHEEL_CACHE = Path(os.environ.get("LLMFA_CACHE") or Path.home() / ".cache" / "ll
 @pytest.fixture(scope="session")
 def ml100k_cache() -> Path:
     """A cache dir holding the verified recbole wheel (downloaded once per machine)."""
-    from augment.movielens import fetch_recbole_wheel
+    from augment.data.movielens import fetch_recbole_wheel
 
     cfg = DataConfig()
     fetch_recbole_wheel(WHEEL_CACHE, cfg.recbole_version, cfg.recbole_sha256)
@@ -26,7 +26,7 @@ def ml100k_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def ml100k(ml100k_cache):
-    from augment.ingest import load_movielens100k
+    from augment.data.ingest import load_movielens100k
 
     return load_movielens100k(DataConfig(), ml100k_cache)
 

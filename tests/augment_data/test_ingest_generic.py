@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from configs import ColumnMap, DataConfig, GenericSource, load_config
-from augment.data_errors import DataError
-from augment.ingest import load_dataset, load_generic, source_names, validate
+from augment.data.errors import DataError
+from augment.data.ingest import load_dataset, load_generic, source_names, validate
 
 REPO = Path(__file__).resolve().parents[2]
 RATINGS_HEAD = "user,movie,stars,ts\n"

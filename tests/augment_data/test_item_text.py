@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from augment.data_errors import DataError
-from augment.encode import raw_item_text, raw_item_texts
-from augment.ingest import load_generic, source_names, validate
-from augment.prompts import build_item_prompts, fit_tokens, load_template
+from augment.data.errors import DataError
+from augment.encode.text_encoder import raw_item_text, raw_item_texts
+from augment.data.ingest import load_generic, source_names, validate
+from augment.text.prompts import build_item_prompts, fit_tokens, load_template
 from configs import RunConfig
 
 MOVIES = ('id,name,genre,desc\n10,Alpha (1999),Drama|Comedy,"A quiet\r\ndrama  about <b>two</b> sisters"\n'

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.data_errors import DataError
-from augment.id_keys import KEY_MASK, key_of, string_keys
-from augment.ingest import load_generic
-from augment.split import split_interactions
+from augment.data.errors import DataError
+from common.id_keys import KEY_MASK, key_of, string_keys
+from augment.data.ingest import load_generic
+from augment.data.split import split_interactions
 from configs import ColumnMap, DataConfig, GenericSource, SplitConfig
 
 ASIN = ["B00004TKSE", "B0000AQS0F", "B00005JNBQ", "B000I2JFQU"]
@@ -189,7 +189,7 @@ def test_store_export_speaks_original_ids(tmp_path, make_tiny_config):
 
 def test_a_key_collision_names_both_ids(tmp_path, monkeypatch):
     """Two string ids with one key (a stand-in hash that maps everything to 7) are an error, never a merge."""
-    import augment.ingest as ingest
+    import augment.data.ingest as ingest
 
     real = ingest.keys_for
     monkeypatch.setattr(ingest, "keys_for",

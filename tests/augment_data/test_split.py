@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from configs import SplitConfig
-from augment.split import assign_users, split_interactions
+from augment.data.split import assign_users, split_interactions
 
 
 def _interactions(per_user: dict[int, int], seed: int = 0) -> pd.DataFrame:

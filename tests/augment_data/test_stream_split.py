@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from augment import stages
-from augment.stream_split import stream_split, time_us
+from augment.data.stream_split import stream_split, time_us
 from configs import SplitConfig, StreamConfig, load_config
 from configs.train_config import FeatureEntry
 from feature_store import definitions as defs

@@ -15,14 +15,14 @@ def tiny(tmp_path, make_tiny_config):
 
 
 class FakeBackend:
-    """A named fake generation backend (augment/chat_backend.py protocol) for unit tests: answers every request
+    """A named fake generation backend (augment/llm/backend.py protocol) for unit tests: answers every request
     from `answer(request) -> ChatResult` and finishes them out of order (newest first), `per_poll` at a time, so
     the stage's submit-ahead window, retries and batch commits are exercised without an LLM."""
 
     name = "fake"
 
     def __init__(self, window: int = 8, per_poll: int = 3):
-        from augment.chat_backend import ChatResult
+        from augment.llm.backend import ChatResult
 
         self.window, self.per_poll = window, per_poll
         self.queued: list = []
@@ -65,8 +65,7 @@ class FakeBackend:
 @pytest.fixture
 def fake_backend(monkeypatch) -> FakeBackend:
     """A FakeBackend that generation.backend resolves to in this test (open_backend patched)."""
-    from augment import chat_backend
-
+    from augment.llm import backends as chat_backend
     fake = FakeBackend()
     monkeypatch.setattr(chat_backend, "open_backend", lambda cfg: fake)
     return fake

@@ -1,4 +1,4 @@
-"""The behaviour-aligned encoder (augment/behaviour_encoder.py): pairs come from training-time positives only, the
+"""The behaviour-aligned encoder (augment/encode/behaviour_encoder.py): pairs come from training-time positives only, the
 tuned encoder is a versioned artefact reused on a re-run (head mode: a sentence-transformers model that reproduces
 the table vectors; full mode: the whole fine-tuned model), and the stage writes both tables (LLM text and
 control)."""
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.behaviour_encoder import (_batches, base_vectors, encoder_version, finetune, head_encode, mine_pairs,
+from augment.encode.behaviour_encoder import (_batches, base_vectors, encoder_version, finetune, head_encode, mine_pairs,
                                        training_rows)
 from configs import BehaviourEncoderConfig
 

@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from augment import cpu_slots
-
+from augment.llm import cpu_slots
 HOLD = """
 import sys, time
-from augment.cpu_slots import claim
+from augment.llm.cpu_slots import claim
 slot = claim(int(sys.argv[1]), cpus=[0, 1, 2, 3])
 print(slot.bind, flush=True)
 time.sleep(600)
@@ -65,8 +64,7 @@ def test_more_threads_than_cores_takes_them_all(lock_dir):
 
 @pytest.mark.timeout(60)
 def test_engine_claims_its_own_cores_unless_the_user_chose_them(lock_dir, monkeypatch):
-    from augment import llm_engine
-
+    from augment.llm import engine as llm_engine
     monkeypatch.setattr(llm_engine, "_has_gpu", lambda: False)
     monkeypatch.setattr(llm_engine, "_SLOT", None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})

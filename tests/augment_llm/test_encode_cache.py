@@ -1,4 +1,4 @@
-"""The encode stage's content-addressed vector cache (augment/encode_cache.py) with the real embedded MiniLM: a new
+"""The encode stage's content-addressed vector cache (augment/encode/cache.py) with the real embedded MiniLM: a new
 version of a text table runs only its changed texts through the encoder, a fully cached one loads no encoder, a
 setting that shapes vectors misses the old cache, and a crash while writing the cache leaves no half file.
 
@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from augment import encode as encode_module
-from augment import encode_cache, stages
-
+from augment.encode.text_encoder import text_encoder as encode_module
+from augment import stages
+from augment.encode.text_encoder import cache as encode_cache
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TEXTS = {i: f"Tagged by users as: tag{i}, a second tag for item {i}" for i in range(1, 21)}
@@ -22,7 +22,7 @@ CHANGED = {3: "Tagged by users as: heist, slow burn, great score", 7: "Tagged by
 
 @pytest.fixture
 def encoder_spy(monkeypatch) -> list[list[str]]:
-    """Spy on augment.encode.encode_texts: records the texts of every call, then encodes them for real."""
+    """Spy on augment.encode.text_encoder.encode_texts: records the texts of every call, then encodes them for real."""
     calls: list[list[str]] = []
     real = encode_module.encode_texts
 

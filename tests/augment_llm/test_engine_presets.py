@@ -2,7 +2,7 @@
 import pytest
 
 from configs import EngineConfig
-from augment.engine_presets import PRESETS, preset
+from augment.llm.engine_presets import PRESETS, preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -18,8 +18,7 @@ def test_cpu_default_is_the_cpu_preset():
 
 
 def test_auto_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch, tmp_path):
-    from augment import llm_engine
-
+    from augment.llm import engine as llm_engine
     assert llm_engine.cpu_has_native_bf16("flags : fpu avx2 avx512f avx512_bf16 amx_tile")
     assert not llm_engine.cpu_has_native_bf16("flags : fpu sse avx avx2 fma")
     monkeypatch.setattr(llm_engine, "_has_gpu", lambda: False)
@@ -32,7 +31,7 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_has_it(monkeypatch, tmp_path):
 
 
 def test_sizing_table_names_known_presets_and_says_what_was_measured():
-    from augment.engine_presets import SIZING, sizing_table
+    from augment.llm.engine_presets import SIZING, sizing_table
 
     assert {s.preset for s in SIZING} <= set(PRESETS)
     table = sizing_table().splitlines()

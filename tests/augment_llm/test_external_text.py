@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from augment import stages
-from augment.data_errors import DataError
+from augment.data.errors import DataError
 from configs import REPO_ROOT, load_config
 
 TEXT_OK = "Tagged by users as: heist, slow burn, great score — «noir» 🎬"
@@ -141,7 +141,7 @@ def test_external_config_and_item_description_through_prompts_publish_and_encode
 
 
 def test_ml_latest_tags_script_makes_one_text_per_movie(tmp_path):
-    from augment.ml_latest_tags_text import main, tags_to_text
+    from augment.data.ml_latest_tags_text import main, tags_to_text
 
     tags = pd.DataFrame({"userId": [1, 2, 3, 1], "movieId": [10, 10, 10, 20],
                          "tag": ["Funny", "heist", "funny ", "  "], "timestamp": [5, 9, 7, 3]})
@@ -159,8 +159,7 @@ def test_ml_latest_tags_script_makes_one_text_per_movie(tmp_path):
 @pytest.mark.timeout(600)
 def test_encode_of_nothing_new_loads_no_encoder(tiny, tmp_path, monkeypatch):
     """A second encode of the same text table reuses its version without loading the encoder at all."""
-    from augment import encode as encode_module
-
+    from augment.encode.text_encoder import text_encoder as encode_module
     cfg, v = tiny
     f = _csv(tmp_path / "tags.csv", "item_id,text\n1,Tagged by users as: pixar and toys\n2,Tagged by users as: bond\n")
     v.update(stages.import_text(cfg, "item", f, ITEM_PINS(v)))

@@ -8,7 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from augment import generate as gen
+from augment.llm import generate as gen
+from augment.text.output_validation import flag_counts
 from configs import GenerationConfig
 
 
@@ -103,7 +104,7 @@ def test_bad_shard_index(tmp_path, fake):
 
 def scripted(good_from_attempt: dict[str, int]):
     """A fake answer whose quality depends on the attempt's seed: bad first, good from a given attempt."""
-    from augment.chat_backend import ChatResult
+    from augment.llm.backend import ChatResult
 
     def answer(r):
         attempt = 1 + r.seed // 1000
@@ -130,7 +131,7 @@ def test_rejected_outputs_are_retried_with_new_seed_then_flagged(tmp_path, fake)
     # Retries sample with a different seed (greedy would repeat the same answer).
     retries = [(r.seed, r.temperature) for r in fake.requests if r.conversation[-1]["content"] == "xxx"]
     assert [s for s, _ in retries] == [0, 1000, 2000] and retries[1][1] == 0.7
-    assert gen.flag_counts(texts)["rejected"] == 1 and gen.flag_counts(texts)["retried"] == 2
+    assert flag_counts(texts)["rejected"] == 1 and flag_counts(texts)["retried"] == 2
     # The final verdict is cached: a re-run does not retry the rejected prompt again.
     again = gen.generate_shard(prompts, "item", 0, cfg, tmp_path, "m")
     assert again.llm_calls == 0 and again.skipped == 4
@@ -145,7 +146,7 @@ def test_too_long_prompt_is_flagged_and_never_sent(tmp_path, fake):
 
 def test_backend_refusing_a_prompt_as_too_long_publishes_the_flag(tmp_path, fake):
     """A remote backend cannot count tokens first: its own refusal is flagged the same way, never retried."""
-    from augment.chat_backend import ChatResult
+    from augment.llm.backend import ChatResult
 
     fake.tokens = lambda convs: None
     ok = fake.answer

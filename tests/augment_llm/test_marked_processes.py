@@ -1,4 +1,4 @@
-"""augment/marked_processes.py with real child processes that leak a /dev/shm segment the way a killed vLLM engine
+"""augment/llm/marked_processes.py with real child processes that leak a /dev/shm segment the way a killed vLLM engine
 core does (created, never unlinked, Python's resource tracker told to forget it)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from augment.marked_processes import MarkedProcesses
+from augment.llm.marked_processes import MarkedProcesses
 
 LEAKER = """
 import os, sys, time

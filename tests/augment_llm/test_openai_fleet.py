@@ -15,8 +15,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from augment import generate as gen
-from augment.openai_fleet import FleetError, OpenAIFleet
+from augment.llm import generate as gen
+from augment.llm.openai_fleet import FleetError, OpenAIFleet
 from configs import GenerationConfig
 
 MODEL = "fake-model"
@@ -182,6 +182,6 @@ def test_config_needs_endpoints_and_urls():
 def test_http_client_does_not_log_a_line_per_request():
     import logging
 
-    import augment.openai_fleet  # noqa: F401  (the import sets the levels)
+    import augment.llm.openai_fleet  # noqa: F401  (the import sets the levels)
 
     assert all(not logging.getLogger(n).isEnabledFor(logging.INFO) for n in ("httpx", "httpx2"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from augment import generate as gen
+from augment.llm import generate as gen
 from augment import stages
 from configs import REPO_ROOT, load_config
 
@@ -73,8 +73,7 @@ class ServeLLM:
 
 
 def test_two_vllm_servers_serve_one_shard_with_the_in_process_texts(tmp_path, make_tiny_config):
-    from augment import llm_engine
-
+    from augment.llm import engine as llm_engine
     llm_engine.shutdown_engines()  # an engine cached by an earlier test holds a core
     cfg_path = make_tiny_config(tmp_path, **{"generation.deterministic": True, "generation.shards": 1,
                                              "generation.engine.max_num_seqs": 8})

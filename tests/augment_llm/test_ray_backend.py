@@ -23,8 +23,7 @@ COLUMNS = ["prompt_hash", "raw_text", "text", "flag", "attempts", "finish_reason
 @pytest.fixture
 def ray_backends(monkeypatch):
     """Every RayDataLLM the stage opens in this test (the real one, recorded to check its clean-up)."""
-    from augment import chat_backend
-
+    from augment.llm import backends as chat_backend
     opened, real = [], chat_backend.open_backend
 
     def record(cfg):
@@ -64,7 +63,7 @@ def _assert_cleaned_up(backend, shm_before: set[str]) -> None:
 
 
 def _cache(cfg):
-    from augment.generate import read_cache
+    from augment.llm.generate import read_cache
     from augment.stages import generation_cache
 
     return read_cache(generation_cache(cfg))[COLUMNS].sort_values("prompt_hash").reset_index(drop=True)
@@ -109,7 +108,7 @@ def test_ray_backend_writes_what_in_process_writes(tmp_path, make_tiny_config, r
 
 def test_ray_backend_structured_outputs_follow_the_schema(tmp_path, make_tiny_config, ray_backends):
     from augment import stages
-    from augment.output_validation import ACCEPTED
+    from augment.text.output_validation import ACCEPTED
     from augment.stages import _json_schema
     from configs import load_config
 

@@ -1,4 +1,4 @@
-"""`generation.backend: ray` pure logic (augment/ray_llm.py): finish reasons, request rows, config, and how the
+"""`generation.backend: ray` pure logic (augment/llm/ray_llm.py): finish reasons, request rows, config, and how the
 stage's submit/poll becomes Ray Data waves, with a named fake standing in for Ray (the real backend runs in
 test_ray_backend.py)."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from augment.chat_backend import ChatRequest
-from augment.ray_llm import (RayDataLLM, engine_bundle, finish_reason, output_row, sampling_row, stop_token_ids)
+from augment.llm.backend import ChatRequest
+from augment.llm.ray_llm import (RayDataLLM, engine_bundle, finish_reason, output_row, sampling_row, stop_token_ids)
 from configs import GenerationConfig
 
 EOS = 2
@@ -110,7 +110,7 @@ def _answer(row: dict) -> dict:
 
 
 def test_first_attempts_form_one_wave_and_retries_the_next():
-    from augment.generate import ShardStats, run_prompts
+    from augment.llm.generate import ShardStats, run_prompts
 
     cfg = GenerationConfig(backend="ray")
     todo = pd.DataFrame({"messages": [json.dumps([{"role": "user", "content": f"film {i}"}]) for i in range(10)],

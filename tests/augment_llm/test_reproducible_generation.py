@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _run(config_path, workdir, num_shards: int) -> dict:
-    from augment import llm_engine, stages
+    from augment import stages
+    from augment.llm import engine as llm_engine
     from configs import load_config
 
     cfg = load_config(config_path, {"workdir": str(workdir)})  # one data file, two workdirs: two fresh clones

@@ -15,13 +15,13 @@ import pytest
 
 from augment import stages
 from configs import REPO_ROOT, load_config
-from augment.generate import cache_rows, read_cache
-from augment.marked_processes import MarkedProcesses
+from augment.llm.generate import cache_rows, read_cache
+from augment.llm.marked_processes import MarkedProcesses
 
 FAKE_RUNNER = '''
 import sys, time
-from augment import chat_backend
-from augment.chat_backend import ChatResult
+from augment.llm import backends as chat_backend
+from augment.llm.backend import ChatResult
 
 
 class FakeSlowBackend:  # a deterministic stand-in for the LLM that takes its time: 2 answers per 0.4 s

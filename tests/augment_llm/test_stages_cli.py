@@ -49,7 +49,7 @@ def test_stages_read_the_versions_they_are_handed_and_reuse_what_exists(tmp_path
     same inputs + settings + code give the same version, reused without recomputing."""
     import pytest
 
-    import augment.split as split_module
+    import augment.data.split as split_module
     from augment import stages
     from configs import load_config
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 @pytest.fixture
 def fake(fake_backend):
     """The named fake backend (conftest.FakeBackend) answering a fixed sentence per prompt."""
-    from augment.chat_backend import ChatResult
+    from augment.llm.backend import ChatResult
 
     fake_backend.answer = lambda r: ChatResult("A well known film with a memorable story, strong cast and loyal "
                                                "fans.", prompt_tokens=10, output_tokens=16, finish_reason="stop",

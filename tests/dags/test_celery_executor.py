@@ -2,7 +2,7 @@
 DB and two Celery workers, its generation shards routed to the `llm` queue (LLMFA_LLM_QUEUE), against the same
 config under LocalExecutor (SQLite) in another workdir.
 
-Everything runs on 127.0.0.1 and is started and stopped by the test (configs/local_airflow.py): redis-server and a
+Everything runs on 127.0.0.1 and is started and stopped by the test (ops/local_airflow.py): redis-server and a
 fresh Postgres cluster (Debian packages, installed by scripts/services.sh), an api-server (the execution API the
 task supervisors call) and the workers; `airflow dags test --use-executor` plays the scheduler. Each worker
 reports its own name as the task instances' hostname, so the metadata DB says which worker ran each shard.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from configs.local_airflow import LocalAirflow
+from ops.local_airflow import LocalAirflow
 
 BOOTSTRAP_END = "1970-01-30T00:00:00+00:00"  # the tiny stream log's bootstrap interval ends here (conftest.py)
 GENERATION = ("generate_item", "generate_user")
@@ -59,8 +59,8 @@ def _data_digests(workdir: Path, versions: dict) -> dict[str, list[str]]:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_celery_workers_run_the_shards_and_publish_what_local_executor_publishes(tmp_path, make_tiny_stream_config):
-    if "augment.llm_engine" in sys.modules:  # an engine cached by an earlier test holds a core and 3 GiB
-        sys.modules["augment.llm_engine"].shutdown_engines()
+    if "augment.llm.engine" in sys.modules:  # an engine cached by an earlier test holds a core and 3 GiB
+        sys.modules["augment.llm.engine"].shutdown_engines()
     celery_cfg = make_tiny_stream_config(tmp_path, **{"generation.deterministic": True,
                                                       "generation.batch_size": 8})
     # The same config (the same data files: the ingest recipe names them) in a second, fresh workdir.

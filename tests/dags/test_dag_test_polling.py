@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 from airflow.utils.state import TaskInstanceState
 
-from configs.local_airflow import QuietDagTestPolling, quiet_dag_test_polling
+from ops.local_airflow import QuietDagTestPolling, quiet_dag_test_polling
 
 pytestmark = pytest.mark.timeout(30)
 

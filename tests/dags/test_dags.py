@@ -116,7 +116,7 @@ def test_retrain_trains_on_the_versions_it_was_handed():
     """A manual run's conf wins; otherwise the newest triggering asset event's versions; never `latest`."""
     from datetime import datetime, timezone
 
-    from configs.airflow_wiring import versions_for_retrain
+    from ops.airflow_wiring import versions_for_retrain
 
     class FakeEvent:  # the two fields of Airflow's AssetEventDagRunReferenceResult that we read
         def __init__(self, day: int, versions: dict | None):
@@ -139,7 +139,7 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder={str(DAGS)!r})
 assert not bag.import_errors, bag.import_errors
 heavy = ["vllm", "torch", "lightgbm", "deepctr_torch", "sentence_transformers", "transformers", "duckdb",
-         "augment.generate", "models.train_deepctr", "pandas", "pyarrow"]
+         "augment.llm.generate", "models.train_deepctr", "pandas", "pyarrow"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
@@ -154,8 +154,8 @@ def test_end_to_end_dag_runs_on_tiny_data(tmp_path, make_tiny_config):
     """The main job's own runner (scripts/run_dags.py: both DAGs with dag.test() on a fresh SQLite DB) on tiny data:
     real vLLM (CPU), real MiniLM, real Parquet store, real LightGBM + DeepFM; retrain_ctr gets exactly the
     versions augment_features announced."""
-    if "augment.llm_engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
-        sys.modules["augment.llm_engine"].shutdown_engines()
+    if "augment.llm.engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
+        sys.modules["augment.llm.engine"].shutdown_engines()
     cfg_path = make_tiny_config(tmp_path)
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dags.py"), "--config", str(cfg_path)],
                           capture_output=True, text=True, timeout=1700)
@@ -198,7 +198,7 @@ def test_freeze_gives_a_daily_config_its_data_interval(tmp_path, make_tiny_strea
     from datetime import datetime, timezone
 
     from configs import load_config
-    from configs.airflow_wiring import freeze
+    from ops.airflow_wiring import freeze
 
     path = str(make_tiny_stream_config(tmp_path))
     end = datetime(1970, 1, 31, tzinfo=timezone.utc)

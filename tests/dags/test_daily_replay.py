@@ -30,8 +30,8 @@ def _replay(cfg_path: Path, n: int) -> tuple[list[dict], str]:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_daily_replay_regenerates_only_what_changed_and_a_rerun_does_nothing(tmp_path, make_tiny_stream_config):
-    if "augment.llm_engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
-        sys.modules["augment.llm_engine"].shutdown_engines()
+    if "augment.llm.engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
+        sys.modules["augment.llm.engine"].shutdown_engines()
     cfg_path = make_tiny_stream_config(tmp_path, **{"train.backbones": ["lightgbm"],
                                                     "train.variants": ["base", "raw_text", "llm"]})
     from configs import load_config

@@ -1,11 +1,11 @@
-"""The private servers of a local deployment (configs/local_services.py): a real redis-server and a real Postgres
+"""The private servers of a local deployment (ops/local_services.py): a real redis-server and a real Postgres
 cluster start on free 127.0.0.1 ports, answer a client, and stop without leaving a process or a directory."""
 from __future__ import annotations
 
 import psutil
 import pytest
 
-from configs.local_services import Postgres, Redis
+from ops.local_services import Postgres, Redis
 
 
 @pytest.mark.timeout(120)

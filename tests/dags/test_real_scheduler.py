@@ -5,7 +5,7 @@ environment Airflow's task runner gives it (ORM access blocked), generation shar
 and retrain_ctr is started by the scheduler from the Asset events augment_features emits, not by us.
 The scheduler itself creates augment_features' runs for two consecutive daily data intervals of a daily (stream)
 config (catchup from LLMFA_START_DATE to LLMFA_END_DATE): the bootstrap interval and the first day after it.
-The test starts every process itself (configs/local_airflow.py), in its own session, and kills each process tree
+The test starts every process itself (ops/local_airflow.py), in its own session, and kills each process tree
 at the end.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime
 
 import pytest
 
-from configs.local_airflow import LocalAirflow
+from ops.local_airflow import LocalAirflow
 
 POOL_SLOTS = 2  # two engines side by side: they must end up on disjoint cores
 
@@ -40,8 +40,8 @@ INTERVALS = ("1970-01-29T00:00:00", "1970-01-30T00:00:00")
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path, make_tiny_stream_config):
-    if "augment.llm_engine" in sys.modules:  # an engine cached by an earlier test holds cores and 3 GiB
-        sys.modules["augment.llm_engine"].shutdown_engines()
+    if "augment.llm.engine" in sys.modules:  # an engine cached by an earlier test holds cores and 3 GiB
+        sys.modules["augment.llm.engine"].shutdown_engines()
     # batch_size 8: both intervals have more new prompts than one batch, so both shards run (side by side)
     config_path = make_tiny_stream_config(tmp_path, **{"generation.batch_size": 8})
     airflow = LocalAirflow(tmp_path / "airflow_home", config_path=config_path, pools={"llm": POOL_SLOTS},

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from feature_store.files import atomic_path, atomic_write_json, atomic_write_text, canonical_json, digest, json_digest
-from feature_store.lineage import code_digest, module_digest
+from common.files import atomic_path, atomic_write_json, atomic_write_text, canonical_json, digest, json_digest
+from common.lineage import code_digest, module_digest
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -50,4 +50,4 @@ def test_code_digest_ignores_comments_and_docstrings_but_not_code(tmp_path, monk
     base = digest_of('"""Doc."""\ndef f(x):\n    return x + 1\n')
     assert digest_of('"""Other doc."""\n# a comment\ndef f(x):  # why\n    """f doc"""\n\n    return x + 1\n') == base
     assert digest_of('"""Doc."""\ndef f(x):\n    return x + 2\n') != base
-    assert code_digest("augment.split", "augment.stages") == code_digest("augment.stages", "augment.split")
+    assert code_digest("augment.data.split", "augment.stages") == code_digest("augment.stages", "augment.data.split")

@@ -13,7 +13,7 @@ import pytest
 
 from feature_store import FeatureStore, OnlineStore, point_in_time_join, vector_matrix
 from feature_store.cli import main
-from feature_store.files import canonical_json
+from common.files import canonical_json
 from feature_store.locations import open_store
 from feature_store.maintenance import diff, gc, validate
 from feature_store.object_store import ObjectFeatureStore
@@ -259,7 +259,8 @@ def test_any_fsspec_filesystem_through_pyarrow(item_spec, make_items):
 def test_run_config_names_the_store_and_keeps_credentials_out(tmp_path, s3_server):
     from pydantic import ValidationError
 
-    from configs import RunConfig, open_run_store
+    from configs import RunConfig
+    from feature_store.locations import open_run_store
 
     local = RunConfig(workdir=str(tmp_path / "w"))
     assert local.feature_store_uri == str(tmp_path / "w" / "feature_store")

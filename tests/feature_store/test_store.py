@@ -14,7 +14,7 @@ import pytest
 
 from feature_store import NotFound, vector_matrix
 from feature_store.maintenance import validate
-from feature_store.files import canonical_json
+from common.files import canonical_json
 
 RECIPE = {"source_sha256": "abc", "model": "m1", "template": "item_knowledge_v1", "code": "v0"}
 

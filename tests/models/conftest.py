@@ -120,7 +120,7 @@ TOPICS = ["action", "comedy", "drama", "romance"]
 
 
 def publish_structured_tables(root, n_users: int, n_items: int, seed: int = 0) -> None:
-    """Small item_tags / user_interest tables as augment/structured.py publishes them (accepted rows only: a few
+    """Small item_tags / user_interest tables as augment/text/structured.py publishes them (accepted rows only: a few
     items and users are missing and take the table defaults)."""
     from feature_store import FeatureStore
     from feature_store import definitions as d

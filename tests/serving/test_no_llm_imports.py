@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_ROOTS = ("vllm", "transformers", "sentence_transformers")
-FORBIDDEN_MODULES = ("augment.generate", "augment.llm_engine", "augment.encode", "augment.stages")
+FORBIDDEN_MODULES = ("augment.llm.generate", "augment.llm.engine", "augment.encode.text_encoder", "augment.stages")
 
 SCRIPT = """
 import json, sys

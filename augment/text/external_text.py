@@ -1,0 +1,121 @@
+"""External text ("bring your own text"): a file of item or user text published as the *_text table that LLM
+generation would publish, so encoding and every CTR variant use it exactly as generated text.
+
+The file is CSV (UTF-8, a BOM and CRLF line ends are fine) or Parquet with the columns
+
+    item_id | user_id     the ORIGINAL ids of the source data (as strings or ints)
+    text                  the text; it goes through the same checks as generated text (augment/text/output_validation.py):
+                          a rejected row (blank, too short, degenerate, refusal) is published with text "" and its
+                          flag, and gets no vector
+    event_timestamp       optional; epoch seconds or ISO 8601. Missing (column or value): for items 1970-01-01 UTC
+                          (catalogue knowledge, valid at all times), for users the user's history cutoff from the
+                          pinned user_cutoffs table, so a point-in-time join never shows a sample a profile that is
+                          dated after it. A profile that was *written* from later data must carry its own time.
+
+Every id must be in the pinned items table (items) or user_cutoffs table (users: every user with a history), ids
+are unique (a repeat names both lines), and any problem is one DataError naming file, line and column; nothing is
+published then. Published rows: model "external:<source>", template columns "", token counts 0, finish_reason
+"external", attempts 1, created_timestamp = event_timestamp (the file's time, never the import clock: the same
+file gives the same bytes).
+
+    python -m augment import-text --config configs/ml-latest-small-tags.yaml --kind item \
+        --file var/ml_latest_tags.csv --source movielens-tags
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augment.data.errors import DataError
+from augment.data.ingest import (TS_DTYPE, _blank, _fail_first, _first_duplicate, _Raw, _read_source, _require,
+                            _to_timestamp)
+from augment.text.output_validation import check_output
+from configs import ColumnMap, ValidationConfig
+
+KEY = {"item": "item_id", "user": "user_id"}
+SOURCE_NAME = re.compile(r"[\w.+-]{1,64}")
+
+
+def read_text_file(path: Path, kind: str) -> _Raw:
+    """The file's key, text and (if present) event_timestamp columns with their line numbers; errors name the
+    file by its name."""
+    return _read_source(ColumnMap(path=path.name), path.parent, (KEY[kind], "text"), ("event_timestamp",))
+
+
+def _to_keys(raw: _Raw, column: str, id_map: pd.DataFrame, map_label: str) -> pd.Series:
+    """The file's original ids (exact text, trimmed) as the tables' join keys, through the pinned id map
+    (common/id_keys.py); an id the source data does not have is an error quoting it."""
+    s = _require(raw, column)
+    text = (s.astype("int64").astype("str") if pd.api.types.is_integer_dtype(s.dtype)
+            else s.astype("str").str.strip())
+    lookup = pd.Series(id_map[column].to_numpy(), index=id_map["source_id"].astype("str").to_numpy())
+    keys = pd.Series(lookup.reindex(text.to_numpy()).to_numpy(), index=s.index)
+    missing = keys.isna()
+    _fail_first(raw, missing, column, lambda v: f"{column} {str(v).strip()!r} not found in {map_label} "
+                                                f"({int(missing.sum())} row(s) affected)")
+    return keys.astype("int64")
+
+
+def _event_times(raw: _Raw, keys: pd.Series, default: pd.Timestamp | pd.Series) -> pd.Series:
+    """event_timestamp per row: the file's value where given, else ``default`` (one time, or per key)."""
+    fallback = (default.reindex(keys).to_numpy() if isinstance(default, pd.Series)
+                else np.full(len(keys), default))
+    out = pd.Series(fallback, index=keys.index).astype(TS_DTYPE)
+    if "event_timestamp" not in raw.frame:
+        return out
+    given = ~_blank(raw.frame["event_timestamp"])
+    if given.any():
+        sub = raw.rows(given.to_numpy())
+        out[given.to_numpy()] = _to_timestamp(sub, "event_timestamp", "s").to_numpy()
+    return out
+
+
+def load_external_text(path: Path, kind: str, known: pd.Series, default_time: pd.Timestamp | pd.Series,
+                       source: str, validation: ValidationConfig, known_label: str, id_map: pd.DataFrame,
+                       map_label: str) -> pd.DataFrame:
+    """The *_text frame of ``kind`` from ``path``; ``known`` are the valid keys (``known_label`` names their table
+    in errors), ``default_time`` the event time of rows without one (a Series is indexed by key), ``id_map`` the
+    pinned <kind>_id_map (original id -> key; ``map_label`` names it)."""
+    key = KEY[kind]
+    raw = read_text_file(path, kind)
+    if len(raw.frame) == 0:
+        raise DataError("no rows", file=raw.file)
+    keys = _to_keys(raw, key, id_map, map_label)
+    found = _first_duplicate(pd.DataFrame({key: keys}), [key])
+    if found:
+        a, b = found
+        raise DataError(f"duplicate {key} {str(raw.frame[key].iloc[b]).strip()} at {raw.where(a)} and "
+                        f"{raw.where(b)}", file=raw.file, column=raw.col(key))
+    unknown = ~keys.isin(known)
+    _fail_first(raw, unknown, key, lambda v: f"{key} {str(v).strip()} not found in {known_label} "
+                                             f"({int(unknown.sum())} row(s) affected)")
+    # Missing user cutoffs cannot happen after the check above when `known` is the cutoff table's keys.
+    event_ts = _event_times(raw, keys, default_time)
+    texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in raw.frame["text"]]
+    verdicts = [check_output(t, "stop", validation) for t in texts]
+    n = len(keys)
+    out = pd.DataFrame({
+        key: keys.to_numpy(),
+        "text": [v.text for v in verdicts],
+        "model": f"external:{source}",
+        "template_name": "", "template_version": "", "prompt_hash": "",
+        "prompt_tokens": np.zeros(n, dtype="int32"), "output_tokens": np.zeros(n, dtype="int32"),
+        "finish_reason": "external",
+        "flag": [v.flag for v in verdicts],
+        "attempts": np.ones(n, dtype="int32"),
+        "event_timestamp": event_ts.to_numpy(),
+        "created_timestamp": event_ts.to_numpy(),
+    })
+    return out.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def check_source_name(source: str) -> str:
+    if not SOURCE_NAME.fullmatch(source):
+        raise ValueError(f"source name {source!r}: 1-64 letters, digits, '_', '.', '+' or '-'")
+    return source
+
+
+__all__ = ["load_external_text", "read_text_file", "check_source_name", "KEY"]

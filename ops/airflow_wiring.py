@@ -1,0 +1,118 @@
+"""What the DAG files share: default config path, task defaults, the `llm` pool and queue, the Assets
+augment_features emits, and the per-run frozen config. Light at import (stdlib and the Airflow SDK): DAG files
+import it at parse time, heavy modules are imported inside the functions tasks call.
+
+    from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, freeze, load
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from airflow.sdk import Asset
+
+from configs.run_config import REPO_ROOT
+
+# Read when a task runs, never at parse time: the default of the `config` param of both DAGs.
+DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "ml100k.yaml")
+# Retries cover transient worker loss in production; tests set LLMFA_TASK_RETRIES=0 so a real failure fails fast.
+DEFAULT_ARGS = {"owner": "llm-feature-augmentation", "retries": int(os.environ.get("LLMFA_TASK_RETRIES", "2")),
+                "retry_delay": timedelta(seconds=int(os.environ.get("LLMFA_RETRY_DELAY_S", "60")))}
+LLM_POOL = "llm"  # one slot per GPU (or per CPU box): generation shards queue here, not on each other's memory
+# The executor queue of the generation tasks, a parse-time setting: e.g. LLMFA_LLM_QUEUE=llm under CeleryExecutor
+# sends the shards to the GPU workers (`airflow celery worker --queues llm`) and everything else to the default
+# queue. Unset: the operator's default queue ([operators] default_queue), so LocalExecutor users see no change.
+LLM_QUEUE = os.environ.get("LLMFA_LLM_QUEUE") or None
+LLM_TASK = {"pool": LLM_POOL, **({"queue": LLM_QUEUE} if LLM_QUEUE else {})}  # @task(**LLM_TASK) for GPU steps
+
+# What augment_features publishes and retrain_ctr is scheduled on. Each event carries the exact table versions
+# of the run that emitted it (extra["versions"]), which is what retrain_ctr trains on.
+FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{name}")
+                  for name in ("item_knowledge_emb", "user_profile_emb", "item_raw_emb")]
+
+
+# augment_features' data intervals. Parse-time settings (a schedule cannot come from a run's config): the cron of
+# one interval (it must match stream.interval_hours), the first interval's start, an optional last one, catchup.
+SCHEDULE = os.environ.get("LLMFA_SCHEDULE", "0 0 * * *")
+START_DATE = datetime.fromisoformat(os.environ.get("LLMFA_START_DATE", "2026-01-01")).replace(tzinfo=timezone.utc)
+END_DATE = (datetime.fromisoformat(os.environ["LLMFA_END_DATE"]).replace(tzinfo=timezone.utc)
+            if os.environ.get("LLMFA_END_DATE") else None)
+CATCHUP = os.environ.get("LLMFA_CATCHUP", "false").lower() in ("1", "true", "yes")
+
+
+def timetable():
+    """Cron intervals with real data intervals: Airflow 3's plain cron schedules run at a point in time and have an
+    empty data interval (start == end), which would give every run nothing to process."""
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(SCHEDULE, timezone="UTC")
+
+
+def config_path(params: Mapping[str, Any]) -> str:
+    """The run's config file: the `config` param, else $LLMFA_CONFIG on the worker, else configs/ml100k.yaml."""
+    return params.get("config") or os.environ.get("LLMFA_CONFIG") or DEFAULT_CONFIG
+
+
+def load(config_path: str):
+    """Load the run config inside a task (heavy imports stay out of DAG parsing)."""
+    from configs import load_config
+
+    return load_config(config_path)
+
+
+def freeze(config_path: str, data_interval_start: datetime | None = None,
+           data_interval_end: datetime | None = None) -> str:
+    """Snapshot the resolved config once per DAG run and hand its path to every task.
+
+    Tasks that each re-read the user's YAML would silently mix settings if the file changed mid-run (a shard
+    generated with one max_tokens, the publish step looking for another); the snapshot is named by its digest.
+    A daily (stream) config gets the run's data interval end as stream.end, so every task of the run works on
+    that interval; an interval whose length is not stream.interval_hours is an error (schedule and config differ).
+    """
+    from common.files import atomic_write_json
+
+    cfg = load(config_path)
+    if cfg.stream is not None and data_interval_end is not None:
+        length = data_interval_end - data_interval_start if data_interval_start is not None else None
+        if length != cfg.stream.interval:
+            raise ValueError(f"data interval {data_interval_start}..{data_interval_end} is not "
+                             f"stream.interval_hours={cfg.stream.interval_hours} long: LLMFA_SCHEDULE and the "
+                             "config disagree")
+        cfg = cfg.with_stream_end(data_interval_end)
+    path = cfg.workdir_path / "run_configs" / f"{cfg.digest()}.json"
+    if not path.is_file():
+        atomic_write_json(path, cfg.model_dump(mode="json"), sort_keys=True)
+    return str(path)
+
+
+def versions_for_retrain(params: Mapping[str, Any], triggering_asset_events: Mapping | None) -> dict[str, str]:
+    """The exact table versions a retrain_ctr run trains on: the `versions` param of a manual run, else those
+    carried by the newest asset event that triggered it. Never `latest`: without either it is an error."""
+    given = params.get("versions") or {}
+    if given:
+        return dict(given)
+    newest = None
+    for events in (triggering_asset_events or {}).values():
+        for event in events:
+            extra = getattr(event, "extra", None) or {}
+            if extra.get("versions") and (newest is None or event.timestamp > newest.timestamp):
+                newest = event
+    if newest is None:
+        raise ValueError("retrain_ctr needs exact table versions: run it from augment_features' assets, or trigger "
+                         "it with conf {\"versions\": {table: version, ...}}")
+    return dict(newest.extra["versions"])
+
+
+def task_result(dag_run, task_id: str) -> Any:
+    """The return value (XCom) of one task of a finished DAG run, read from the metadata DB: how the headless
+    runner hands augment_features' versions to retrain_ctr, as the asset event does under a scheduler."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
+                                                 key="return_value")).first()
+        if row is None:
+            raise LookupError(f"{dag_run.dag_id} run {dag_run.run_id}: task {task_id} returned nothing")
+        return XComModel.deserialize_value(row)
