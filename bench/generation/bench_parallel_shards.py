@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from augment import stage_process, stages
+from augment import kinds, stage_process, stages
 from configs import REPO_ROOT, load_config, parse_overrides
 
 
@@ -28,7 +28,7 @@ def run_mode(mode: str, config: str, sets: list[str], kind: str, root: Path) -> 
     v = stages.ingest(cfg)
     v |= stages.split(cfg, v)
     v |= stages.prompts(cfg, v)
-    prompt_table = stages.PROMPT_TABLE[kind]
+    prompt_table = kinds.PROMPT_TABLE[kind]
     args = lambda shard: ["generate", "--config", config, *[x for s in sets for x in ("--set", s)],  # noqa: E731
                           "--kind", kind, "--input", f"{prompt_table}={v[prompt_table]}", "--shard", str(shard)]
     started = time.perf_counter()

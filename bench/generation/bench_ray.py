@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from augment import stage_process, stages
+from augment import kinds, stage_process, stages
 from augment.llm.generate import read_cache
 from configs import REPO_ROOT, load_config, parse_overrides
 
@@ -40,7 +40,7 @@ def run_backend(backend: str, config: str, sets: list[str], kind: str, root: Pat
     v = stages.ingest(cfg)
     v |= stages.split(cfg, v)
     v |= stages.prompts(cfg, v)
-    table = stages.PROMPT_TABLE[kind]
+    table = kinds.PROMPT_TABLE[kind]
     args = ["generate", "--config", config, *[x for s in sets for x in ("--set", s)], "--kind", kind,
             "--input", f"{table}={v[table]}", "--shard", "0"]
     started = time.perf_counter()

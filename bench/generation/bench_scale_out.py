@@ -84,7 +84,7 @@ def _cli_sets(sets: list[str]) -> list[str]:
 def child_bare_and_stage(config: str, sets: list[str], modes: list[str], out: Path) -> None:
     """One engine: LLM.chat on every prompt, then the stage on the same prompts (fresh cache)."""
     from augment.llm import generate as gen
-    from augment import stages
+    from augment import kinds, stages
     from augment.llm import engine as llm_engine
     from augment.llm.backend import ChatRequest
     from augment.llm.model_identity import model_id_for
@@ -92,7 +92,7 @@ def child_bare_and_stage(config: str, sets: list[str], modes: list[str], out: Pa
     cfg = _cfg(config, sets)
     v = prepare(config, sets)
     store = stages.store_for(cfg)
-    frames = {k: store.read_pandas(stages.PROMPT_TABLE[k], v[stages.PROMPT_TABLE[k]]) for k in KINDS}
+    frames = {k: store.read_pandas(kinds.PROMPT_TABLE[k], v[kinds.PROMPT_TABLE[k]]) for k in KINDS}
     t0 = time.perf_counter()
     llm = llm_engine.get_engine(cfg.generation.engine)
     result: dict = {"engine_start_s": round(time.perf_counter() - t0, 1), "engine_cores": llm_engine.engine_cores()}
@@ -148,14 +148,14 @@ def run_child(mode: str, config: str, sets: list[str], modes: list[str]) -> dict
 
 def shard_modes(config: str, sets: list[str], parallel: bool) -> dict:
     """The DAG's four shard processes (2 item + 2 user), one after the other or all at once."""
-    from augment import stage_process, stages
+    from augment import kinds, stage_process
 
     v = prepare(config, sets)
     jobs = [(kind, shard) for kind in KINDS for shard in (0, 1)]
 
     def one(job):
         kind, shard = job
-        table = stages.PROMPT_TABLE[kind]
+        table = kinds.PROMPT_TABLE[kind]
         return stage_process.run_stage(["generate", "--config", config, *_cli_sets(sets), "--kind", kind,
                                         "--input", f"{table}={v[table]}", "--shard", str(shard),
                                         "--num-shards", "2"])[0]
@@ -182,7 +182,7 @@ def _free_port() -> int:
 
 def openai_mode(config: str, sets: list[str], workdir: Path) -> dict:
     """One serve-llm replica (one core), then the stage with backend openai on every prompt (one shard)."""
-    from augment import stage_process, stages
+    from augment import kinds, stage_process
 
     v = prepare(config, sets)
     port = _free_port()
@@ -205,7 +205,7 @@ def openai_mode(config: str, sets: list[str], workdir: Path) -> dict:
         out = {"engine_start_s": round(start, 1), "seconds": 0.0, "prompts": 0, "output_tokens": 0,
                "retry_output_tokens": 0, "flags": {}}
         for kind in KINDS:
-            table = stages.PROMPT_TABLE[kind]
+            table = kinds.PROMPT_TABLE[kind]
             t0 = time.perf_counter()
             st = stage_process.run_stage(["generate", "--config", config, *_cli_sets([*sets, *more]), "--kind",
                                           kind, "--input", f"{table}={v[table]}", "--shard", "0",
