@@ -1,4 +1,4 @@
-"""The one place that imports deepctr_torch, with its measured quirks worked around (see ARCHITECTURE.md).
+"""The one place that imports deepctr_torch, with its measured quirks worked around (see docs/architecture.md).
 
 - `import deepctr_torch` starts a thread that calls PyPI with no timeout: a stub `deepctr_torch.utils` exposing a
   no-op `check_version` is put in `sys.modules` before the import, then removed so the real module stays usable.

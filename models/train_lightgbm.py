@@ -1,7 +1,7 @@
 """LightGBM on a CtrData variant: ids as numeric features, vector groups reduced by PCA fit on train only.
 
 - user/item ids -> their train vocabulary rank as a NUMERIC feature (NaN when unseen): categorical ids trained 8x
-  slower, predicted 20x slower and scored lower AUC in our probe (ARCHITECTURE.md).
+  slower, predicted 20x slower and scored lower AUC in our probe (docs/architecture.md).
 - other categoricals -> vocabulary codes (0 = unseen) declared as LightGBM categorical features.
 - numeric -> as is (trees need no scaling); each vector group -> `k` PCA components (cfg.lgbm_pca_dim) fit on TRAIN.
 - early stopping on valid AUC; the saved model holds only the trees up to the best iteration.
