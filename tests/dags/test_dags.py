@@ -223,7 +223,7 @@ def test_schedule_comes_from_the_parse_time_config(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "daily.yaml"
     path.write_text(yaml.safe_dump({"data": {"id_types": {"user": "int", "item": "int"}},
-                                    "stream": {"start": "1997-11-17T06:00:00", "interval_hours": 12}}))
+                                    "stream": {"start": "1997-11-17T06:00:00Z", "interval_hours": 12}}))
     monkeypatch.setenv("LLMFA_CONFIG", str(path))
     got = schedule()
     assert (got.cron, got.start_date.isoformat(), got.end_date, got.catchup) == (
