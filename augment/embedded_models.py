@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from common.files import file_sha256
+from configs import environment as env
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def cache_root() -> Path:
     """Where converted models live; shared by every clone on the machine (override with LLMFA_CACHE)."""
-    return Path(os.environ.get("LLMFA_CACHE", Path.home() / ".cache" / "llmfa")).expanduser()
+    return Path(env.CACHE.get() or Path.home() / ".cache" / "llmfa").expanduser()
 
 
 def _package_dir(package: str) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +23,9 @@ from configs.train_config import TrainConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install)
 ITEM_BASE_COLUMNS = ("item_id", "title", "year", "genres")  # what every items table has
 RAW_ITEM_DEFAULT = ["title", "year", "genres"]
+# vLLM engine arguments the project sets itself (besides the typed EngineConfig fields): not for extra_args.
+ENGINE_ARGS_SET_BY_CODE = frozenset({"disable_log_stats", "runner", "convert", "pooler_config", "served_model_name",
+                                     "generation_config", "host", "port"})
 
 
 class ColumnMap(_Strict):
@@ -117,7 +120,14 @@ class PromptConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    """vLLM engine arguments (kept apart from sampling, as in vLLM's offline examples)."""
+    """vLLM engine arguments (kept apart from sampling, as in vLLM's offline examples).
+
+    Typed here: the arguments this project sets, reads or keys caches by (model, dtype, max_model_len,
+    max_num_seqs, enforce_eager, tensor/data_parallel_size, gpu_memory_utilization, enable_prefix_caching,
+    enable_chunked_prefill, seed) and the CPU settings it applies itself (cpu_kvcache_space_gib, cpu_threads).
+    Any other `vllm.LLM(...)` / EngineArgs keyword (quantization, kv_cache_dtype, swap_space, block_size,
+    max_num_batched_tokens, trust_remote_code, ...) goes in `extra_args`, passed verbatim to every engine: in-process,
+    Ray Data LLM actors and the serve-llm command line (`--key value`, `--key` for true, `--no-key` for false)."""
 
     model: str = "embedded:smollm2-135m-instruct"
     # auto: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), float32 on other CPUs (augment/llm/engine.py)
@@ -138,6 +148,22 @@ class EngineConfig(_Strict):
     # does not use offset" once a call's prompts exceed max_num_batched_tokens (4096 on CPU; ~25 item prompts).
     enable_chunked_prefill: bool = False
     seed: int = 0
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="other vLLM engine arguments, verbatim; "
+                                       "part of the generation cache key and text recipes once set")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A typed field, or set by the project (engine.py, ray_llm.py, server.py): a second way to say one would be
+        # ignored or win depending on the backend.
+        taken = sorted(set(value) & (set(cls.model_fields) | ENGINE_ARGS_SET_BY_CODE))
+        if taken:
+            raise ValueError(f"generation.engine.extra_args {taken}: set by a typed engine field or by the project "
+                             "itself; use generation.engine.<name> (configs/run_config.py EngineConfig)")
+        bad = sorted(k for k in value if not re.fullmatch(r"[a-z][a-z0-9_]*", k))
+        if bad:
+            raise ValueError(f"generation.engine.extra_args {bad}: vLLM argument names are snake_case identifiers")
+        return value
 
 
 class SamplingConfig(_Strict):
@@ -385,7 +411,8 @@ class StreamConfig(_Strict):
     interval [s, s + interval) is the file `partitions.format(start=s)`, with the same column map."""
 
     start: datetime = Field(description="the bootstrap run's end; later runs end on start + k * interval_hours")
-    interval_hours: int = Field(24, ge=1, description="must equal the DAG's schedule (LLMFA_SCHEDULE)")
+    interval_hours: int = Field(24, ge=1, description="one run per interval; the DAG's cron is derived from it "
+                                "(cron_schedule): a divisor of 24")
     end: datetime | None = Field(None, description="this run's interval end (data_interval_end)")
     valid_intervals: int = Field(1, ge=1, description="the intervals before the newest one that select models")
     refresh: RefreshPolicy = RefreshPolicy()
@@ -421,6 +448,11 @@ class StreamConfig(_Strict):
         return timedelta(hours=self.interval_hours)
 
     @property
+    def cron(self) -> str:
+        """augment_features' schedule: one run per interval, on the grid of `start`."""
+        return cron_schedule(self.interval_hours, self.start)
+
+    @property
     def run_kind(self) -> str:
         """"bootstrap" for the run that ends at `start`, else "interval"."""
         return "bootstrap" if self.require_end() == self.start else "interval"
@@ -442,6 +474,21 @@ class StreamConfig(_Strict):
         if self.partitions is None:
             raise ValueError("stream.partitions is not set: the log is one table")
         return self.partitions.format(start=interval_start)
+
+
+def cron_schedule(interval_hours: int | None = None, start: datetime | None = None) -> str:
+    """The UTC cron of one run every `interval_hours` (default: StreamConfig's) whose intervals end on the grid of
+    `start` (default midnight): "0 0 * * *" daily, "0 0,6,12,18 * * *" every 6 h. Cron repeats within a day, so
+    the interval must divide 24 h and `start` be on a whole minute."""
+    hours = StreamConfig.model_fields["interval_hours"].default if interval_hours is None else interval_hours
+    if hours < 1 or 24 % hours:
+        raise ValueError(f"stream.interval_hours={hours}: a schedule needs a divisor of 24 (1, 2, 3, 4, 6, 8, 12, 24)")
+    at = (start or datetime(1970, 1, 1, tzinfo=timezone.utc)).astimezone(timezone.utc)
+    if at.second or at.microsecond:
+        raise ValueError(f"stream.start {at.isoformat()}: a schedule needs a start on a whole minute")
+    ends = sorted((at.hour + k * hours) % 24 for k in range(24 // hours))
+    when = "*" if hours == 1 else ",".join(map(str, ends))
+    return f"{at.minute} {when} * * *"
 
 
 class S3StoreOptions(_Strict):

@@ -4,8 +4,9 @@ Optionally (behaviour_encoder.enabled) the item encoders are also fine-tuned on 
 re-encode the item knowledge and the raw item text (task behaviour_encoder, after the item text and the split).
 
 Each run processes its data interval: with a `stream` config the log is read as of data_interval_end, profiles are
-cut on the interval grid and only what changed is generated and encoded (augment/data/stream_split.py); the schedule is
-LLMFA_SCHEDULE (cron, default daily at 00:00 UTC) from LLMFA_START_DATE (ops/airflow_wiring.py).
+cut on the interval grid and only what changed is generated and encoded (augment/data/stream_split.py). The schedule
+comes from the run config read at parse time ($LLMFA_CONFIG, else configs/ml100k.yaml): one run per
+stream.interval_hours on the grid of stream.start, daily for a one-shot config (ops/airflow_wiring.schedule).
 
 Thin wiring only: every task calls the same typed function as `python -m augment <stage>` and hands on what it
 returns, the exact versions of the tables it wrote; each task reads exactly the versions it is handed (XCom
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from ops.airflow_wiring import (CATCHUP, DEFAULT_ARGS, END_DATE, FEATURE_ASSETS, LLM_TASK, START_DATE,
-                                    config_path, freeze, load, timetable)
+from ops.airflow_wiring import (DEFAULT_ARGS, FEATURE_ASSETS, LLM_TASK, config_path, freeze, load, schedule,
+                                timetable)
+
+SCHEDULE = schedule()
 
 
-@dag(dag_id="augment_features", schedule=timetable(), start_date=START_DATE, end_date=END_DATE, catchup=CATCHUP,
+@dag(dag_id="augment_features", schedule=timetable(SCHEDULE.cron), start_date=SCHEDULE.start_date,
+     end_date=SCHEDULE.end_date, catchup=SCHEDULE.catchup,
      max_active_runs=1, default_args=DEFAULT_ARGS,
      params={"config": Param("", type="string",
                              description="run config YAML (empty: $LLMFA_CONFIG on the worker, else ml100k.yaml)")},

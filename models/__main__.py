@@ -1,6 +1,6 @@
 """Command line for models/.
 
-    python -m models retrain --config configs/ml100k.yaml [--seeds 0 1 2] [--version users=<ver>] [--set k=v]
+    python -m models retrain --config configs/ml100k.yaml [--seeds 0 1 2] [--input users=<ver>] [--set k=v]
     python -m models report --results <run dir>/results.parquet --stats var/stats.json --out var/report
     python -m models registry ls --root var/ml100k [--name ctr]
     python -m models history --config configs/ml100k.yaml        # the daily runs so far; rewrites history.png
@@ -41,17 +41,31 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _pins(pairs: list[str]) -> dict[str, str]:
-    """`--version table=version` pairs -> {table: version}."""
+    """`--input TABLE=VERSION` pairs -> {table: version}."""
     from feature_store.pins import parse_pins
 
-    return parse_pins(pairs, flag="--version")
+    return parse_pins(pairs, flag="--input")
 
 
 def _versions(cfg, store, pairs: list[str]) -> dict[str, str]:
-    """The CLI is for people: tables not pinned with --version take their `latest` (stages never do)."""
+    """The CLI is for people: tables not pinned with --input take their `latest` (stages never do)."""
     from models.retrain import latest_versions
 
     return latest_versions(store, cfg, _pins(pairs))
+
+
+class _DeprecatedVersion(argparse.Action):
+    """`--version TABLE=VERSION`, the old name of `--input` (as in `python -m augment`): still works, says so."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: --version is deprecated, use --input TABLE=VERSION (same meaning)", file=sys.stderr)
+        getattr(namespace, self.dest).append(values)
+
+
+def _add_pin_flags(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--input", action="append", default=[], metavar="TABLE=VERSION", help=help)
+    p.add_argument("--version", action=_DeprecatedVersion, dest="input", metavar="TABLE=VERSION",
+                   help="deprecated name of --input")
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -63,7 +77,7 @@ def _retrain(args: argparse.Namespace) -> int:
     if args.seeds:
         overrides["train.seeds"] = list(args.seeds)
     cfg = load_config(args.config, overrides)
-    versions = _versions(cfg, open_run_store(cfg), args.version)
+    versions = _versions(cfg, open_run_store(cfg), args.input)
     out = retrain(cfg, versions)
     print(json.dumps(out, indent=1, default=str))
     print(f"report: {out['report']}")
@@ -90,7 +104,7 @@ def _promote(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, parse_overrides(args.set))
     store = open_run_store(cfg)
-    versions = _versions(cfg, store, args.version)
+    versions = _versions(cfg, store, args.input)
     cfg = interval_config(cfg, store, versions)
     part = "test" if cfg.stream is not None else "valid"  # a daily run gates on its newest interval
     # the gate needs only this run's valid rows: labels + base features
@@ -133,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="training seeds (= --set 'train.seeds=[...]'; default: the config's train.seeds, "
                           "built in 0 1 2 3 4): every backbone x variant trains once per seed; the report's "
                           "paired t interval is over them")
-    ret.add_argument("--version", action="append", default=[], metavar="TABLE=VERSION",
-                     help="read this exact table version (repeatable); unpinned tables use their latest")
+    _add_pin_flags(ret, "read this exact table version (repeatable); unpinned tables use their latest")
     ret.set_defaults(func=_retrain)
     reg = sub.add_parser("registry", help="inspect the model registry")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True)
@@ -145,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     pro = sub.add_parser("promote", help="run the promotion gate for one registered model (exit 3 = kept)")
     pro.add_argument("--config", required=True)
     pro.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    pro.add_argument("--version", action="append", default=[], metavar="TABLE=VERSION",
-                     help="valid rows from this interaction_splits version etc. (repeatable; default latest)")
+    _add_pin_flags(pro, "valid rows from this interaction_splits version etc. (repeatable; default latest)")
     pro.add_argument("--model-dir", required=True, type=Path)
     pro.add_argument("--margin", type=float, default=None, help="default: train.promotion_margin")
     pro.add_argument("--force", action="store_true", help="promote even if the gate fails (logged as forced)")

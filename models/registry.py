@@ -30,10 +30,12 @@ import numpy as np
 import pandas as pd
 
 from common.files import atomic_write_json
+from configs.train_config import TrainConfig
 from models.metrics import json_safe
 from models.backbones import model_class
 from models.ctr_inputs import CtrSplit
 
+MODEL_NAME = TrainConfig.model_fields["model_name"].default  # train.model_name unless a config says otherwise
 log = logging.getLogger(__name__)
 CHAMPION, DECISIONS, MANIFEST = "champion.json", "decisions.jsonl", "manifest.json"
 
@@ -134,7 +136,7 @@ def champion_info(root: str | Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_champion(root: str | Path, name: str = "ctr") -> tuple[ScoringModel, dict]:
+def load_champion(root: str | Path, name: str = MODEL_NAME) -> tuple[ScoringModel, dict]:
     """The promoted model of `name` and its manifest (feature tables to pin for serving, metrics, config)."""
     info = champion_info(root, name)
     if info is None:

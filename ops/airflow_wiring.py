@@ -2,56 +2,93 @@
 augment_features emits, and the per-run frozen config. Light at import (stdlib and the Airflow SDK): DAG files
 import it at parse time, heavy modules are imported inside the functions tasks call.
 
-    from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, freeze, load
+    from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, freeze, load, schedule
+
+Environment variables (names, defaults, who sets them): configs/environment.py.
 """
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from airflow.sdk import Asset
 
-from configs.run_config import REPO_ROOT
+from configs import environment as env
 
-# Read when a task runs, never at parse time: the default of the `config` param of both DAGs.
-DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "ml100k.yaml")
+# The default run config: of a run whose `config` param is empty and $LLMFA_CONFIG unset, and of the schedule.
+DEFAULT_CONFIG = env.CONFIG.default
 # Retries cover transient worker loss in production; tests set LLMFA_TASK_RETRIES=0 so a real failure fails fast.
-DEFAULT_ARGS = {"owner": "llm-feature-augmentation", "retries": int(os.environ.get("LLMFA_TASK_RETRIES", "2")),
-                "retry_delay": timedelta(seconds=int(os.environ.get("LLMFA_RETRY_DELAY_S", "60")))}
+DEFAULT_ARGS = {"owner": "llm-feature-augmentation", "retries": int(env.TASK_RETRIES.get()),
+                "retry_delay": timedelta(seconds=int(env.RETRY_DELAY_S.get()))}
 LLM_POOL = "llm"  # one slot per GPU (or per CPU box): generation shards queue here, not on each other's memory
 # The executor queue of the generation tasks, a parse-time setting: e.g. LLMFA_LLM_QUEUE=llm under CeleryExecutor
 # sends the shards to the GPU workers (`airflow celery worker --queues llm`) and everything else to the default
 # queue. Unset: the operator's default queue ([operators] default_queue), so LocalExecutor users see no change.
-LLM_QUEUE = os.environ.get("LLMFA_LLM_QUEUE") or None
+LLM_QUEUE = env.LLM_QUEUE.get()
 LLM_TASK = {"pool": LLM_POOL, **({"queue": LLM_QUEUE} if LLM_QUEUE else {})}  # @task(**LLM_TASK) for GPU steps
 
 # What augment_features publishes and retrain_ctr is scheduled on. Each event carries the exact table versions
 # of the run that emitted it (extra["versions"]), which is what retrain_ctr trains on.
 FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{name}")
                   for name in ("item_knowledge_emb", "user_profile_emb", "item_raw_emb")]
+ONE_SHOT_START = "2026-01-01"  # the first interval of a one-shot config's daily runs (each reads the whole log)
 
 
-# augment_features' data intervals. Parse-time settings (a schedule cannot come from a run's config): the cron of
-# one interval (it must match stream.interval_hours), the first interval's start, an optional last one, catchup.
-SCHEDULE = os.environ.get("LLMFA_SCHEDULE", "0 0 * * *")
-START_DATE = datetime.fromisoformat(os.environ.get("LLMFA_START_DATE", "2026-01-01")).replace(tzinfo=timezone.utc)
-END_DATE = (datetime.fromisoformat(os.environ["LLMFA_END_DATE"]).replace(tzinfo=timezone.utc)
-            if os.environ.get("LLMFA_END_DATE") else None)
-CATCHUP = os.environ.get("LLMFA_CATCHUP", "false").lower() in ("1", "true", "yes")
+@dataclass(frozen=True)
+class Schedule:
+    """augment_features' data intervals, decided at parse time (a schedule cannot come from a run's `config`
+    param): the cron of one interval, the first interval's start, an optional last one, catchup."""
+
+    config: str
+    cron: str
+    start_date: datetime
+    end_date: datetime | None
+    catchup: bool
 
 
-def timetable():
+def schedule() -> Schedule:
+    """The schedule of $LLMFA_CONFIG (else configs/ml100k.yaml), read when the DAG file is parsed: the cron from
+    stream.interval_hours on the grid of stream.start, the first interval the bootstrap one (ending at
+    stream.start); a one-shot config runs daily from 2026-01-01. LLMFA_START_DATE / LLMFA_END_DATE /
+    LLMFA_CATCHUP choose which intervals the scheduler creates. A run whose config has another interval fails
+    in `freeze` (the interval length is checked there)."""
+    from configs import load_config
+    from configs.run_config import cron_schedule
+
+    env.reject_removed(env.SCHEDULE_REMOVED)
+    path = env.CONFIG.get()
+    try:
+        cfg = load_config(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"augment_features' schedule comes from the run config {path} ($LLMFA_CONFIG, else "
+                         f"{DEFAULT_CONFIG}), which does not load: {err}") from err
+    if cfg.stream is None:
+        cron, first = cron_schedule(), ONE_SHOT_START
+    else:
+        cron, first = cfg.stream.cron, (cfg.stream.start - cfg.stream.interval).isoformat()
+    end = env.END_DATE.get()
+    return Schedule(config=path, cron=cron, start_date=_utc(env.START_DATE.get(first)),
+                    end_date=_utc(end) if end else None,
+                    catchup=env.CATCHUP.get().lower() in ("1", "true", "yes"))
+
+
+def _utc(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def timetable(cron: str):
     """Cron intervals with real data intervals: Airflow 3's plain cron schedules run at a point in time and have an
     empty data interval (start == end), which would give every run nothing to process."""
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-    return CronDataIntervalTimetable(SCHEDULE, timezone="UTC")
+    return CronDataIntervalTimetable(cron, timezone="UTC")
 
 
 def config_path(params: Mapping[str, Any]) -> str:
     """The run's config file: the `config` param, else $LLMFA_CONFIG on the worker, else configs/ml100k.yaml."""
-    return params.get("config") or os.environ.get("LLMFA_CONFIG") or DEFAULT_CONFIG
+    return params.get("config") or env.CONFIG.get()
 
 
 def load(config_path: str):
@@ -77,8 +114,8 @@ def freeze(config_path: str, data_interval_start: datetime | None = None,
         length = data_interval_end - data_interval_start if data_interval_start is not None else None
         if length != cfg.stream.interval:
             raise ValueError(f"data interval {data_interval_start}..{data_interval_end} is not "
-                             f"stream.interval_hours={cfg.stream.interval_hours} long: LLMFA_SCHEDULE and the "
-                             "config disagree")
+                             f"stream.interval_hours={cfg.stream.interval_hours} long: the run's config "
+                             f"({config_path}) and the one the schedule was parsed from ($LLMFA_CONFIG) disagree")
         cfg = cfg.with_stream_end(data_interval_end)
     path = cfg.workdir_path / "run_configs" / f"{cfg.digest()}.json"
     if not path.is_file():

@@ -34,11 +34,12 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
+from configs import environment as env
 from configs.run_config import REPO_ROOT
 from ops.local_services import Postgres, Redis, free_port, stop_process_trees
 
 SERVICES = ("api-server", "dag-processor", "scheduler")
-WORKER_HOSTNAME_ENV = "LLMFA_WORKER_HOSTNAME"
+WORKER_HOSTNAME_ENV = env.WORKER_HOSTNAME.name
 
 
 def worker_hostname() -> str:
@@ -140,7 +141,7 @@ class LocalAirflow:
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
             })
         if config_path is not None:
-            self.settings["LLMFA_CONFIG"] = str(config_path)
+            self.settings[env.CONFIG.name] = str(config_path)
         self.settings.update(extra_env or {})
         inherited = {k: v for k, v in os.environ.items() if inherit_airflow_env or not k.startswith("AIRFLOW")}
         self.env = {**inherited, **self.settings}

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+REPLAY = 3  # stream configs: intervals replayed after the bootstrap run
 
 
 def deployment(cfg, settings: dict[str, str]):
@@ -45,17 +46,10 @@ def deployment(cfg, settings: dict[str, str]):
                             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                             "HF_HUB_OFFLINE": "1",
                             "TRANSFORMERS_OFFLINE": "1",
-                            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+                            # for vLLM's pooling encoder; each generation engine sizes its own from the config
+                            "VLLM_CPU_KVCACHE_SPACE": os.environ.get(
+                                "VLLM_CPU_KVCACHE_SPACE", str(cfg.generation.engine.cpu_kvcache_space_gib)),
                             **settings})
-
-
-def schedule_for(interval_hours: int) -> str:
-    """The cron of augment_features for a stream config's interval (the DAG reads LLMFA_SCHEDULE at parse time)."""
-    if interval_hours == 24:
-        return "0 0 * * *"
-    if interval_hours < 24 and 24 % interval_hours == 0:
-        return f"0 */{interval_hours} * * *"
-    raise SystemExit(f"stream.interval_hours={interval_hours}: the replay runs whole-day divisors or 24 h")
 
 
 def run_dag(dag_id: str, conf: dict, logical_date: datetime | None = None) -> tuple[object, float]:
@@ -106,25 +100,31 @@ def print_costs(cfg, walls: list[dict]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.yaml"))
+    parser.add_argument("--config", default=None, help="run config (default: what the DAGs default to, "
+                        "$LLMFA_CONFIG else configs/ml100k.yaml)")
     parser.add_argument("--replay", type=int, default=None,
-                        help="stream configs: intervals to replay after the bootstrap run (default 3)")
+                        help=f"stream configs: intervals to replay after the bootstrap run (default {REPLAY})")
     parser.add_argument("--generation-variance", type=int, default=0, metavar="K",
                         help="one-shot configs: between the two DAGs, regenerate 60 item prompts under K sampling "
                              "seeds (python -m augment generation-variance) so the report shows the text's own "
                              "run-to-run spread next to the training seeds'")
     args = parser.parse_args()
-    config = str(Path(args.config).resolve())
+    from configs import environment as env
+
+    config = str(Path(args.config or env.CONFIG.get()).resolve())
     from configs import load_config  # light: must not import Airflow before AIRFLOW_HOME is set below
 
     cfg = load_config(config)  # fail fast on a bad config, before Airflow starts
-    extra: dict[str, str] = {}
+    # The DAG files derive augment_features' schedule (cron, first interval) from this config at parse time.
+    extra = {env.CONFIG.name: config}
     ends: list[datetime | None] = [None]  # one run over the whole log
     if cfg.stream is not None:
-        replay = 3 if args.replay is None else args.replay
+        try:
+            cfg.stream.cron  # noqa: B018 (fail here, not in the DAG import)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        replay = REPLAY if args.replay is None else args.replay
         ends = [cfg.stream.start + k * cfg.stream.interval for k in range(replay + 1)]
-        extra["LLMFA_SCHEDULE"] = schedule_for(cfg.stream.interval_hours)
-        extra["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")
     elif args.replay:
         raise SystemExit("--replay needs a config with a stream section")
     if args.generation_variance and cfg.stream is not None:

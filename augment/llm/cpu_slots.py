@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from configs import environment as env
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ class Slot:
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get("LLMFA_CPU_SLOTS_DIR") or Path(tempfile.gettempdir()) / "llmfa-cpu-slots")
+    return Path(env.CPU_SLOTS_DIR.get() or Path(tempfile.gettempdir()) / "llmfa-cpu-slots")
 
 
 def _try_core(directory: Path, core: int) -> IO | None:

@@ -30,12 +30,13 @@ from typing import Any, Sequence
 from augment.llm.backend import ChatRequest, ChatResult
 from augment.embedded_models import resolve_llm
 from configs import EngineConfig, GenerationConfig
+from configs import environment as env
 
 log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
 _SLOT: Any = None  # augment.llm.cpu_slots.Slot held while this process runs CPU engines
 _SLOT_SINCE = 0.0  # epoch seconds when _SLOT was claimed
-_CLAIMED = "LLMFA_CLAIMED_CPU_BIND"
+_CLAIMED = env.CLAIMED_CPU_BIND.name
 
 
 def model_id(engine: EngineConfig) -> str:
@@ -122,6 +123,7 @@ def get_engine(engine: EngineConfig) -> Any:
         kwargs["data_parallel_size"] = engine.data_parallel_size
     if _has_gpu():
         kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+    kwargs.update(engine.extra_args)  # never a typed key (EngineConfig checks)
     llm = LLM(**kwargs)
     log.info("vLLM engine for %s ready in %.1f s", path.name, time.perf_counter() - started)
     _ENGINES[key] = llm

@@ -104,7 +104,10 @@ def output_settings(cfg: GenerationConfig, kind: Kind, model: str, json_schema: 
     """Everything besides the prompt that decides a generated output: the generation cache key and the text
     table's recipe are both made from this one dict, so neither can claim a setting the other ignores."""
     engine = cfg.engine.model_dump(mode="json")
-    return {"model": model, "engine": {k: engine[k] for k in OUTPUT_ENGINE_SETTINGS},
+    # extra_args may change the text (quantization, kv_cache_dtype, ...): keyed once set, absent while empty so
+    # that the versions made before it existed stay the same.
+    keyed = (*OUTPUT_ENGINE_SETTINGS, *(("extra_args",) if cfg.engine.extra_args else ()))
+    return {"model": model, "engine": {k: engine[k] for k in keyed},
             "sampling": sampling_settings(cfg, kind, json_schema),
             "validation": cfg.validation.model_dump(mode="json")}
 

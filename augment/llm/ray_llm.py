@@ -59,12 +59,14 @@ from typing import Any, Iterator, Sequence
 from augment.llm.backend import ChatRequest, ChatResult
 from augment.llm.marked_processes import MarkedProcesses
 from configs import GenerationConfig
+from configs import environment as env
+from configs.run_config import RayBackendConfig
 
 log = logging.getLogger(__name__)
 # Read by bind_engine_cores inside each engine actor (set through the engine stage's runtime_env).
-_THREADS_ENV = "LLMFA_RAY_ENGINE_THREADS"
-_TIMEOUT_ENV = "LLMFA_RAY_CLAIM_TIMEOUT"
-_REPORT_ENV = "LLMFA_RAY_REPORT_DIR"
+_THREADS_ENV = env.RAY_ENGINE_THREADS.name
+_TIMEOUT_ENV = env.RAY_CLAIM_TIMEOUT.name
+_REPORT_ENV = env.RAY_REPORT_DIR.name
 _SLOT: Any = None  # the engine actor's claimed cores, held for the actor's lifetime
 
 
@@ -77,7 +79,8 @@ def bind_engine_cores() -> None:
         return
     from augment.llm.cpu_slots import claim
 
-    _SLOT = claim(threads, timeout=float(os.environ.get(_TIMEOUT_ENV) or 600))
+    default = RayBackendConfig.model_fields["startup_timeout_s"].default
+    _SLOT = claim(threads, timeout=float(os.environ.get(_TIMEOUT_ENV) or default))
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _SLOT.bind
     report = os.environ.get(_REPORT_ENV)
     if report and Path(report).is_dir():  # a private Ray's driver reads which cores its engines got
@@ -140,7 +143,7 @@ def engine_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
     return dict(dtype=engine_dtype(e), max_model_len=e.max_model_len, max_num_seqs=e.max_num_seqs,
                 enforce_eager=e.enforce_eager, tensor_parallel_size=e.tensor_parallel_size, seed=e.seed,
                 enable_prefix_caching=e.enable_prefix_caching, enable_chunked_prefill=e.enable_chunked_prefill,
-                disable_log_stats=True)
+                disable_log_stats=True, **e.extra_args)
 
 
 def engine_bundle(cfg: GenerationConfig) -> dict[str, float]:

@@ -2,7 +2,7 @@
 fleet for `generation.backend: openai`.
 
 The server gets exactly the engine settings an in-process engine would (model directory, dtype, context length,
-batch size, seed, eager mode, prefix caching, chunked prefill) and registers the model under the identity an
+batch size, seed, eager mode, prefix caching, chunked prefill, engine.extra_args) and registers the model under the identity an
 in-process engine has (`augment.llm.engine.model_id`), so a run that switches backends keeps its generation
 cache, and a client whose engine settings differ from the server's fails at once instead of mixing models. On a
 CPU box it claims `engine.cpu_threads` cores first (augment/llm/cpu_slots.py) and holds them while the server runs,
@@ -49,7 +49,24 @@ def server_command(engine: EngineConfig, host: str, port: int) -> list[str]:
         cmd.append("--enforce-eager")
     if engine.data_parallel_size > 1:
         cmd += ["--data-parallel-size", str(engine.data_parallel_size)]
-    return cmd
+    return cmd + extra_arg_flags(engine.extra_args)
+
+
+def extra_arg_flags(extra: dict) -> list[str]:
+    """generation.engine.extra_args as server flags: `--key-name value`; true: `--key-name`; false:
+    `--no-key-name`; a dict or list: its JSON (how vLLM's CLI takes structured arguments)."""
+    import json
+
+    out: list[str] = []
+    for key, value in extra.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + flag[2:])
+        elif value is not None:
+            out += [flag, json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return out
 
 
 def _die_with_parent() -> None:  # in the child between fork and exec: the server never outlives us

@@ -53,8 +53,7 @@ def run_mode(name: str, config: str, sets: list[str], root: Path) -> dict:
     cfg = load_config(cfg_path)
     env = {"LLMFA_TASK_RETRIES": "0", **mode.pop("extra_env", {})}
     logical_date = None
-    if cfg.stream is not None:  # a daily config: its bootstrap interval
-        env["LLMFA_START_DATE"] = (cfg.stream.start - cfg.stream.interval).strftime("%Y-%m-%dT%H:%M:%S")
+    if cfg.stream is not None:  # a daily config: its bootstrap interval (the DAG's first, from LLMFA_CONFIG)
         logical_date = cfg.stream.start.isoformat()
     airflow = LocalAirflow(home, config_path=cfg_path, services=("api-server",), extra_env=env, **mode)
     try:

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
+from models.registry import MODEL_NAME
 from models.serving.hot_swap import ScorerHolder
 from models.serving.metrics import ServingMetrics
 
@@ -34,7 +35,7 @@ class ServingSettings:
     """The service's knobs (kept out of configs: serving is not a pipeline stage)."""
 
     workdir: Path
-    name: str = "ctr"              # registry model name
+    name: str = MODEL_NAME         # registry model name (train.model_name's default)
     max_candidates: int = 500      # larger requests get a 422
     poll_seconds: float = 2.0      # champion pointer check interval; 0 = only POST /admin/reload
     threads: int = 1               # torch / LightGBM threads per process

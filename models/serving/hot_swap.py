@@ -16,14 +16,14 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from models.registry import CHAMPION, model_feature_store, registry_root
+from models.registry import CHAMPION, MODEL_NAME, model_feature_store, registry_root
 from models.serving.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 
 class ScorerHolder:
-    def __init__(self, workdir: str | Path, name: str = "ctr", threads: int = 1,
+    def __init__(self, workdir: str | Path, name: str = MODEL_NAME, threads: int = 1,
                  on_swap: Callable[[Scorer], None] | None = None,
                  on_failure: Callable[[Exception], None] | None = None, feature_store: str | None = None):
         self.workdir, self.name, self.threads = Path(workdir), name, threads

@@ -26,7 +26,7 @@ import numpy as np
 from common.id_keys import key_of
 from feature_store import FeatureStore
 from feature_store.locations import open_store
-from models.registry import ScoringModel, champion_info, load_model, model_feature_store, registry_root
+from models.registry import MODEL_NAME, ScoringModel, champion_info, load_model, model_feature_store, registry_root
 from models.serving.compiled import CompiledModel, compile_model, history_rows
 from models.feature_spec import USER_KEY
 from models.serving.features import FeatureSnapshot, user_context_frame
@@ -117,7 +117,7 @@ class Scorer:
         return cls(model, snapshot, compiled, description)
 
     @classmethod
-    def from_registry(cls, workdir: str | Path, name: str = "ctr", threads: int = 1,
+    def from_registry(cls, workdir: str | Path, name: str = MODEL_NAME, threads: int = 1,
                       feature_store: str | FeatureStore | None = None) -> "Scorer":
         """The champion of `name` under <workdir>/registry, with features from `feature_store`, else where its
         manifest says they are (models.registry.model_feature_store)."""

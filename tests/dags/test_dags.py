@@ -210,3 +210,29 @@ def test_freeze_gives_a_daily_config_its_data_interval(tmp_path, make_tiny_strea
     with pytest.raises(ValueError, match="not on the interval grid"):
         freeze(path, datetime(1970, 1, 30, 12, tzinfo=timezone.utc), datetime(1970, 1, 31, 12, tzinfo=timezone.utc))
     assert load_config(freeze(path)).stream.end is None  # no interval (a manual CLI run): stages ask for one
+
+
+def test_schedule_comes_from_the_parse_time_config(tmp_path, monkeypatch):
+    """augment_features' cron and first interval are the config's (stream.interval_hours on the grid of
+    stream.start); a one-shot config runs daily; the removed LLMFA_SCHEDULE is an error, not silently ignored."""
+    import yaml
+
+    from ops.airflow_wiring import schedule
+
+    for name in ("LLMFA_SCHEDULE", "LLMFA_START_DATE", "LLMFA_END_DATE", "LLMFA_CATCHUP"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "daily.yaml"
+    path.write_text(yaml.safe_dump({"data": {"id_types": {"user": "int", "item": "int"}},
+                                    "stream": {"start": "1997-11-17T06:00:00Z", "interval_hours": 12}}))
+    monkeypatch.setenv("LLMFA_CONFIG", str(path))
+    got = schedule()
+    assert (got.cron, got.start_date.isoformat(), got.end_date, got.catchup) == (
+        "0 6,18 * * *", "1997-11-16T18:00:00+00:00", None, False)
+    monkeypatch.setenv("LLMFA_START_DATE", "1997-11-17T06:00")
+    monkeypatch.setenv("LLMFA_CATCHUP", "true")
+    assert schedule().start_date.isoformat() == "1997-11-17T06:00:00+00:00" and schedule().catchup
+    monkeypatch.setenv("LLMFA_CONFIG", str(REPO / "configs" / "sample.yaml"))  # one-shot
+    assert schedule().cron == "0 0 * * *"
+    monkeypatch.setenv("LLMFA_SCHEDULE", "0 0 * * *")
+    with pytest.raises(ValueError, match="LLMFA_SCHEDULE is no longer read"):
+        schedule()
