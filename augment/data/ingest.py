@@ -137,7 +137,7 @@ class _Raw:
         if columns is not None:
             columns = [*columns, *(c for c in ("_pos", "_file") if c in self.frame and c not in columns)]
         frame = self.frame if columns is None else self.frame[columns]
-        frame = frame[selector] if getattr(selector, "dtype", None) == bool else frame.iloc[selector]
+        frame = frame[selector] if getattr(selector, "dtype", None) == bool else frame.iloc[selector]  # noqa: E721 - a numpy dtype equals bool, it is not bool
         return _Raw(self.file, frame.reset_index(drop=True), self.unit, self.source_columns, self.line_of, self.parts)
 
 

@@ -51,8 +51,8 @@ def naive(scorer: Scorer, user: int, ids: np.ndarray) -> np.ndarray:
             vectors[g] = np.repeat(snap.vectors("user_id", np.asarray([user]), [g])[g], len(ids), axis=0)
     hist = lens = None
     if scorer.model.needs_history:
-        h, l = snap.latest_history(np.asarray([user]), int(scorer.model.feature_map["history"]["maxlen"]))
-        hist, lens = np.repeat(h, len(ids), axis=0), np.repeat(l, len(ids))
+        h, n = snap.latest_history(np.asarray([user]), int(scorer.model.feature_map["history"]["maxlen"]))
+        hist, lens = np.repeat(h, len(ids), axis=0), np.repeat(n, len(ids))
     return scorer.model.predict(frame, vectors, history=hist, history_len=lens)
 
 
