@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from airflow.sdk import Asset
 
+from augment.kinds import encode_kinds  # stdlib only at import: the registry of kinds, read at parse time
 from configs.run_config import REPO_ROOT
 
 # Read when a task runs, never at parse time: the default of the `config` param of both DAGs.
@@ -26,10 +27,10 @@ LLM_POOL = "llm"  # one slot per GPU (or per CPU box): generation shards queue h
 LLM_QUEUE = os.environ.get("LLMFA_LLM_QUEUE") or None
 LLM_TASK = {"pool": LLM_POOL, **({"queue": LLM_QUEUE} if LLM_QUEUE else {})}  # @task(**LLM_TASK) for GPU steps
 
-# What augment_features publishes and retrain_ctr is scheduled on. Each event carries the exact table versions
-# of the run that emitted it (extra["versions"]), which is what retrain_ctr trains on.
-FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{name}")
-                  for name in ("item_knowledge_emb", "user_profile_emb", "item_raw_emb")]
+# What augment_features publishes and retrain_ctr is scheduled on: the embedding table of every kind that is
+# encoded (augment/kinds.py). Each event carries the exact table versions of the run that emitted it
+# (extra["versions"]), which is what retrain_ctr trains on.
+FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{k.emb_table}") for k in encode_kinds()]
 
 
 # augment_features' data intervals. Parse-time settings (a schedule cannot come from a run's config): the cron of
