@@ -62,7 +62,8 @@ class KindSpec:
     template: str | None = None
     text_table: str | None = None
     max_tokens: tuple[str, str] | None = None
-    structured: bool = False  # JSON-schema generation -> a feature table named after the kind (augment/text/structured.py)
+    # JSON-schema generation (augment/text/structured.py) -> a feature table named after the kind.
+    structured: bool = False
     external_check: str | None = None  # text may come from a file, checked against this table's keys (import-text)
     # Encoding: the table it encodes (a text table, or the raw catalogue) and the vector table it writes, whose spec
     # is the function of that name in feature_store/definitions.py (it takes the encoder's width).

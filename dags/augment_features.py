@@ -136,7 +136,8 @@ def augment_features():
         structured.append(publish_structured.override(task_id=f"publish_{kind}")(
             config, kind, structured_versions, runs))
     # A kind encodes its own text table, or (item_raw, the no-LLM control) the ingested catalogue.
-    embeddings = [encode.override(task_id=f"encode_{k.name}")(config, k.name, texts[k.name] if k.generated else ingested)
+    embeddings = [encode.override(task_id=f"encode_{k.name}")(config, k.name,
+                                                             texts[k.name] if k.generated else ingested)
                   for k in encode_kinds()]
     embeddings.append(behaviour_encoder(config, ingested, splits, texts["item"]))
     publish_features(ingested, splits, list(texts.values()), embeddings, structured)
