@@ -163,4 +163,4 @@ def user_interest_features(texts: pd.DataFrame, cold: pd.Series) -> pd.DataFrame
 
 if __name__ == "__main__":
     cfg = StructuredConfig()
-    print(json.dumps({"item_tags": item_tags_schema(cfg), "user_interest": user_interest_schema(cfg)}, indent=1))
+    print(json.dumps({kind: schema(cfg) for kind, schema in SCHEMAS.items()}, indent=1))
