@@ -13,6 +13,7 @@ import yaml
 
 from augment import stages
 from augment.data.errors import DataError
+from augment.publishing import STATIC_TIME
 from configs import REPO_ROOT, load_config
 
 TEXT_OK = "Tagged by users as: heist, slow burn, great score — «noir» 🎬"
@@ -38,7 +39,7 @@ def test_import_item_text_happy_path(tiny, tmp_path):
     assert set(t["model"]) == {"external:ml-tags"} and set(t["flag"]) == {"ok"}
     assert set(t["finish_reason"]) == {"external"} and set(t["template_name"]) == {""}
     assert t["prompt_tokens"].sum() == 0 and t["output_tokens"].sum() == 0
-    assert t["event_timestamp"].tolist() == [pd.Timestamp("2001-02-03", tz="UTC"), stages.STATIC_TIME]
+    assert t["event_timestamp"].tolist() == [pd.Timestamp("2001-02-03", tz="UTC"), STATIC_TIME]
     recipe = store.manifest("item_knowledge_text", out["item_knowledge_text"])["recipe"]
     assert recipe["external"] == {"file": "tags.csv", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                                   "source": "ml-tags"}
