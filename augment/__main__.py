@@ -52,7 +52,18 @@ def resolve_inputs(store, needed: tuple[str, ...], pairs: list[str]) -> dict[str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def kind_choices(cmd: str) -> list[str] | None:
+    """The --kind choices of a stage, from the registry of kinds (augment/kinds.py); None: it takes no --kind."""
+    from augment import kinds
+
+    of = {"generate": kinds.generated_kinds, "publish-texts": kinds.text_kinds,
+          "import-text": kinds.importable_kinds, "publish-structured": kinds.structured_kinds,
+          "encode": kinds.encode_kinds}.get(cmd)
+    return None if of is None else kinds.names(of())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; --kind choices come from the registry of kinds when it is built."""
     parser = argparse.ArgumentParser(prog="python -m augment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -65,15 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--result-json", metavar="PATH", help="also write the JSON result here (atomically)")
         p.add_argument("--input", action="append", default=[], metavar="TABLE=VERSION",
                        help="exact version of an input table (default: its latest version)")
-        if name == "generate":
-            p.add_argument("--kind", choices=["item", "user", "item_tags", "user_interest"], required=True)
-        if name in ("publish-texts", "import-text"):
-            p.add_argument("--kind", choices=["item", "user"], required=True)
+        if kind_choices(name) is not None:
+            p.add_argument("--kind", choices=kind_choices(name), required=True)
         if name == "import-text":
             p.add_argument("--file", required=True, help="CSV or Parquet: item_id|user_id, text[, event_timestamp]")
             p.add_argument("--source", help="names the text's origin: model = external:<source> (default: file stem)")
-        if name == "publish-structured":
-            p.add_argument("--kind", choices=["item_tags", "user_interest"], required=True)
         if name in ("generate", "structured-prompts", "publish-structured"):
             p.add_argument("--force", action="store_true",
                            help="run structured stages even when generation.structured.enabled is false")
@@ -83,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--shard", type=int, default=None)
             p.add_argument("--num-shards", type=int, default=None,
                            help="shards this run splits the prompts into (default generation.shards)")
-        if name == "encode":
-            p.add_argument("--kind", choices=["item", "user", "item_raw"], required=True)
         if name == "generation-variance":
             p.add_argument("--sample", type=int, default=60, help="item prompts (the smallest prompt hashes)")
             p.add_argument("--seeds", type=int, default=3, help="k: sampling seeds sampling.seed .. +k-1")
@@ -97,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--print-command", action="store_true", help="print the server command and exit")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from augment import stages

@@ -74,14 +74,14 @@ def generation_variance(cfg: RunConfig, inputs: Mapping[str, str], sample: int =
                         temperature: float = 0.7, out: Path | None = None, encode: Encoder | None = None) -> dict:
     """Generate the sampled item prompts once per seed, encode, write and return the report (see module doc)."""
     from augment.encode.text_encoder import encode_texts
-    from augment.kinds import PROMPT_TABLE
+    from augment.kinds import KINDS
     from augment.llm import engine as llm_engine
     from augment.llm.backend import ChatRequest
     from augment.publishing import store_for
     from augment.text.output_validation import check_output
 
     started = time.perf_counter()
-    table = PROMPT_TABLE["item"]
+    table, max_tokens = KINDS["item"].prompt_table, KINDS["item"].max_tokens_of(cfg.generation)
     v = require_versions((table,), inputs, who="generation-variance")
     prompts = sample_prompts(store_for(cfg).read_pandas(table, v[table]), sample)
     conversations = [json.loads(m) for m in prompts["messages"]]
@@ -91,7 +91,7 @@ def generation_variance(cfg: RunConfig, inputs: Mapping[str, str], sample: int =
     engine = cfg.generation.engine.model_copy(update={"enable_chunked_prefill": False})
     texts = []
     for seed in seed_list:
-        results = llm_engine.chat(engine, [ChatRequest(str(i), c, max_tokens=s.max_tokens_item,
+        results = llm_engine.chat(engine, [ChatRequest(str(i), c, max_tokens=max_tokens,
                                                        temperature=temperature, top_p=s.top_p,
                                                        repetition_penalty=s.repetition_penalty, seed=seed)
                                            for i, c in enumerate(conversations)])

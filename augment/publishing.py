@@ -16,13 +16,7 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from augment.kinds import (
-    ENCODE_SOURCE,
-    EXTERNAL_CHECK,
-    ID_MAP,
-    PROMPT_TABLE,
-    STRUCTURED,
-)
+from augment.kinds import KINDS, kind_spec
 from common.lineage import code_digest
 from configs import ExternalText, RunConfig
 from feature_store import FeatureStore, TableRef
@@ -40,9 +34,9 @@ BEHAVIOUR_INPUTS = ("interaction_splits", "item_knowledge_text", "items")
 
 def external_text(cfg: RunConfig | None, kind: str | None) -> ExternalText | None:
     """The external text file configured for `kind` (generation.external), if any."""
-    if cfg is None or kind not in ("item", "user"):
+    if cfg is None or kind not in KINDS or KINDS[kind].external_check is None:
         return None
-    return getattr(cfg.generation.external, kind)
+    return getattr(cfg.generation.external, kind, None)
 
 
 def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = None) -> tuple[str, ...]:
@@ -50,15 +44,17 @@ def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = No
     for publish-texts only: external text is checked against items/user_cutoffs (the prompt table stays pinned so
     the DAG wiring does not depend on the config)."""
     if stage == "import-text":
-        return (EXTERNAL_CHECK[kind], ID_MAP[kind])
+        k = kind_spec(kind)
+        return (k.external_check, k.id_map)
     if stage == "publish-texts" and external_text(cfg, kind):
-        return (PROMPT_TABLE[kind], EXTERNAL_CHECK[kind], ID_MAP[kind])
+        k = KINDS[kind]
+        return (k.prompt_table, k.external_check, k.id_map)
     if stage == "generation-variance":
-        return (PROMPT_TABLE["item"],)
+        return (KINDS["item"].prompt_table,)
     if stage in ("generate", "publish-texts", "publish-structured"):
-        return (PROMPT_TABLE[kind],)
+        return (kind_spec(kind).prompt_table,)
     if stage == "encode":
-        return (ENCODE_SOURCE[kind],)
+        return (kind_spec(kind).encode_source,)
     if stage == "behaviour-encoder":
         return BEHAVIOUR_INPUTS
     return {"ingest": (), "split": ("interactions",), "prompts": _ATTRIBUTES,
@@ -129,7 +125,7 @@ def versions_of(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
 
 def structured_off(cfg: RunConfig, kind: str, force: bool = False) -> bool:
     """True for a structured kind while generation.structured.enabled is off (its stages do nothing)."""
-    return kind in STRUCTURED and not (force or cfg.generation.structured.enabled)
+    return kind in KINDS and KINDS[kind].structured and not (force or cfg.generation.structured.enabled)
 
 
 def skipped() -> dict:

@@ -30,7 +30,7 @@ from augment.data.ingest_stage import ingest
 from augment.data.split_stage import split
 from augment.encode.behaviour_stage import behaviour_encoder
 from augment.encode.encode_stage import encode
-from augment.kinds import STRUCTURED
+from augment.kinds import encode_kinds, structured_kinds, text_kinds
 from augment.llm.generate_stage import generate, pending_prompts, plan_shards
 from augment.llm.publish_stage import publish_structured, publish_texts
 from augment.publishing import (
@@ -57,18 +57,18 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     out.update(ingest(cfg))
     out.update(split(cfg, out))
     out.update(prompts(cfg, out))
-    for kind in ("item", "user"):
-        generate(cfg, kind, out)
-        out.update(publish_texts(cfg, kind, out))
-    for kind in ("item", "user", "item_raw"):
-        out.update(encode(cfg, kind, out))
+    for k in text_kinds():
+        generate(cfg, k.name, out)
+        out.update(publish_texts(cfg, k.name, out))
+    for k in encode_kinds():
+        out.update(encode(cfg, k.name, out))
     if cfg.behaviour_encoder.enabled:
         out.update(behaviour_encoder(cfg, out))
     if cfg.generation.structured.enabled:
         out.update(structured_prompts(cfg, out))
-        for kind in STRUCTURED:
-            generate(cfg, kind, out)
-            out.update(publish_structured(cfg, kind, out))
+        for k in structured_kinds():
+            generate(cfg, k.name, out)
+            out.update(publish_structured(cfg, k.name, out))
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from augment.kinds import encode_kinds, structured_kinds, text_kinds  # stdlib only: fine at parse time
 from ops.airflow_wiring import (DEFAULT_ARGS, FEATURE_ASSETS, LLM_TASK, config_path, freeze, load, schedule,
                                 timetable)
 
@@ -121,27 +122,29 @@ def augment_features():
     ingested = ingest(config)
     splits = split(config, ingested)
     prompt_versions = build_prompts(config, ingested, splits)
+    # One set of tasks per kind of the registry (augment/kinds.py): task ids name the kind.
     texts = {}
-    for kind in ("item", "user"):
+    for kind in (k.name for k in text_kinds()):
         shards = plan_shards.override(task_id=f"plan_{kind}_shards")(config, kind, prompt_versions)
         runs = generate.override(task_id=f"generate_{kind}").partial(
             config=config, kind=kind, prompts=prompt_versions).expand_kwargs(shards)
         texts[kind] = publish_texts.override(task_id=f"publish_{kind}_text")(config, kind, prompt_versions, runs,
                                                                            ingested, splits)
     # Structured generation runs after the KAR texts so they get the llm pool first.
-    structured_versions = build_structured_prompts(config, ingested, splits, [texts["item"], texts["user"]])
+    structured_versions = build_structured_prompts(config, ingested, splits, list(texts.values()))
     structured = []
-    for kind in ("item_tags", "user_interest"):
+    for kind in (k.name for k in structured_kinds()):
         shards = plan_shards.override(task_id=f"plan_{kind}_shards")(config, kind, structured_versions)
         runs = generate.override(task_id=f"generate_{kind}").partial(
             config=config, kind=kind, prompts=structured_versions).expand_kwargs(shards)
         structured.append(publish_structured.override(task_id=f"publish_{kind}")(
             config, kind, structured_versions, runs))
-    embeddings = [encode.override(task_id="encode_item")(config, "item", texts["item"]),
-                  encode.override(task_id="encode_user")(config, "user", texts["user"]),
-                  encode.override(task_id="encode_item_raw")(config, "item_raw", ingested),
-                  behaviour_encoder(config, ingested, splits, texts["item"])]
-    publish_features(ingested, splits, [texts["item"], texts["user"]], embeddings, structured)
+    # A kind encodes its own text table, or (item_raw, the no-LLM control) the ingested catalogue.
+    embeddings = [encode.override(task_id=f"encode_{k.name}")(config, k.name,
+                                                             texts[k.name] if k.generated else ingested)
+                  for k in encode_kinds()]
+    embeddings.append(behaviour_encoder(config, ingested, splits, texts["item"]))
+    publish_features(ingested, splits, list(texts.values()), embeddings, structured)
 
 
 augment_features()

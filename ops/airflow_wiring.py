@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from airflow.sdk import Asset
 
+from augment.kinds import encode_kinds  # stdlib only at import: the registry of kinds, read at parse time
 from configs import environment as env
 
 # The default run config: of a run whose `config` param is empty and $LLMFA_CONFIG unset, and of the schedule.
@@ -28,10 +29,10 @@ LLM_POOL = "llm"  # one slot per GPU (or per CPU box): generation shards queue h
 LLM_QUEUE = env.LLM_QUEUE.get()
 LLM_TASK = {"pool": LLM_POOL, **({"queue": LLM_QUEUE} if LLM_QUEUE else {})}  # @task(**LLM_TASK) for GPU steps
 
-# What augment_features publishes and retrain_ctr is scheduled on. Each event carries the exact table versions
-# of the run that emitted it (extra["versions"]), which is what retrain_ctr trains on.
-FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{name}")
-                  for name in ("item_knowledge_emb", "user_profile_emb", "item_raw_emb")]
+# What augment_features publishes and retrain_ctr is scheduled on: the embedding table of every kind that is
+# encoded (augment/kinds.py). Each event carries the exact table versions of the run that emitted it
+# (extra["versions"]), which is what retrain_ctr trains on.
+FEATURE_ASSETS = [Asset(f"llmfa://feature_store/{k.emb_table}") for k in encode_kinds()]
 ONE_SHOT_START = "2026-01-01"  # the first interval of a one-shot config's daily runs (each reads the whole log)
 
 

@@ -9,7 +9,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from augment.kinds import ENCODE_SOURCE, EncodeKind
+from augment.kinds import KINDS, EncodeKind
 from augment.publishing import (
     pinned,
     publish_table,
@@ -22,7 +22,6 @@ from augment.publishing import (
 from common.files import digest
 from common.stage_stats import stage_timer
 from configs import RunConfig
-from feature_store import definitions as defs
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +38,18 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
     from augment.text.output_validation import ACCEPTED
 
     v = pinned("encode", inputs, kind)
-    source_name = ENCODE_SOURCE[kind]
+    k = KINDS[kind]
+    source_name = k.encode_source
     store = store_for(cfg)
     encoder = encoder_id(cfg.encode)
     # Shared by all kinds and versions: a new version of a text table re-encodes only the texts it changed.
     cache = EncodeCache(cfg.workdir_path / "encode_cache", cfg.encode)
-    table = {"item": "item_knowledge_emb", "user": "user_profile_emb", "item_raw": "item_raw_emb"}[kind]
+    table = k.emb_table
+    raw = source_name != k.text_table  # the raw catalogue (the no-LLM control), not an LLM text table
     with stage_timer(stats_dir(cfg), f"encode-{kind}") as rec:
         def build() -> pd.DataFrame:
             src = store.read_pandas(source_name, v[source_name])
-            if kind == "item_raw":
+            if raw:
                 texts = raw_item_texts(src, cfg.encode.raw_item_columns)
                 frame = pd.DataFrame({"item_id": src["item_id"].to_numpy()})
             else:
@@ -58,7 +59,7 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
                     rec["skipped_rejected"] = int((~src["flag"].isin(ACCEPTED)).sum())
                     src = src[src["flag"].isin(ACCEPTED)].reset_index(drop=True)
                 texts = src["text"].tolist()
-                key = "item_id" if kind == "item" else "user_id"
+                key = k.key
                 # created_timestamp: when the text was generated (from the input table, not the clock).
                 frame = pd.DataFrame({key: src[key].to_numpy(), "event_timestamp": src["event_timestamp"],
                                       "created_timestamp": src["created_timestamp"]})
@@ -71,9 +72,8 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
             rec["dim"] = int(vectors.shape[1])
             return frame
 
-        spec = {"item": defs.item_knowledge_emb, "user": defs.user_profile_emb, "item_raw": defs.item_raw_emb}[kind]
         # raw_item_columns shapes only the item_raw text: the other kinds' versions ignore it.
-        encode_settings = (settings_for(cfg.encode, "raw_item_columns") if kind == "item_raw"
+        encode_settings = (settings_for(cfg.encode, "raw_item_columns") if raw
                            else cfg.encode.model_dump(mode="json", exclude={"raw_item_columns"}))
         recipe = {**v, "encoder": encoder, "encode": encode_settings}
         # Nothing new: reused without loading the encoder (it would only give the vector width). A new version
@@ -81,6 +81,6 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
         ref = reuse_table(cfg, table, recipe, __name__)
         if ref is None:
             dim = cache.dim() or dimension(cfg.encode)
-            ref = publish_table(cfg, spec(dim), build, recipe, __name__)
+            ref = publish_table(cfg, k.emb_spec(dim), build, recipe, __name__)
         rec["encoder"] = encoder
         return versions_of({table: ref}, rec)

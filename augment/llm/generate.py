@@ -22,7 +22,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from augment.kinds import KINDS, Kind
 from augment.llm import backends as chat_backend
 from augment.llm.backend import ChatBackend, ChatRequest, ChatResult
 from augment.text.output_validation import check_output
@@ -38,9 +39,6 @@ from common.files import atomic_path, json_digest
 from configs import GenerationConfig
 
 log = logging.getLogger(__name__)
-# item/user: KAR free text; item_tags/user_interest: JSON-schema constrained (augment/text/structured.py).
-Kind = Literal["item", "user", "item_tags", "user_interest"]
-KEY_COLUMN = {"item": "item_id", "user": "user_id", "item_tags": "item_id", "user_interest": "user_id"}
 _CACHE_SCHEMA = pa.schema([
     ("gen_key", pa.string()), ("prompt_hash", pa.string()), ("model", pa.string()), ("text", pa.string()),
     ("prompt_tokens", pa.int32()), ("output_tokens", pa.int32()), ("finish_reason", pa.string()),
@@ -78,9 +76,8 @@ class ShardStats:
 
 
 def max_tokens_for(cfg: GenerationConfig, kind: Kind) -> int:
-    s, st = cfg.sampling, cfg.structured
-    return {"item": s.max_tokens_item, "user": s.max_tokens_user, "item_tags": st.max_tokens_item,
-            "user_interest": st.max_tokens_user}[kind]
+    """The kind's token budget (augment/kinds.py: sampling.* for free text, structured.* for JSON)."""
+    return KINDS[kind].max_tokens_of(cfg)
 
 
 def sampling_settings(cfg: GenerationConfig, kind: Kind, json_schema: dict | None = None) -> dict:
@@ -262,7 +259,7 @@ def pending(prompts: pd.DataFrame, kind: Kind, shard: int | None, cfg: Generatio
     if shard is not None and not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} out of range for {num_shards} shards")
     settings = output_settings(cfg, kind, model, json_schema)
-    mine = (prompts if shard is None else prompts[shard_of(prompts[KEY_COLUMN[kind]], num_shards) == shard]).copy()
+    mine = (prompts if shard is None else prompts[shard_of(prompts[KINDS[kind].key], num_shards) == shard]).copy()
     mine["gen_key"] = [generation_key(h, settings) for h in mine["prompt_hash"]]
     done = read_cache(cache_dir, set(mine["gen_key"]))
     return mine, mine[~mine["gen_key"].isin(done["gen_key"])].drop_duplicates("gen_key")
@@ -352,7 +349,7 @@ def collect_texts(prompts: pd.DataFrame, kind: Kind, cfg: GenerationConfig, cach
                            "run every generation shard before publishing")
     hit = cache.loc[keys]
     return pd.DataFrame({
-        KEY_COLUMN[kind]: prompts[KEY_COLUMN[kind]].to_numpy(),
+        KINDS[kind].key: prompts[KINDS[kind].key].to_numpy(),
         "text": hit["text"].to_numpy(),
         "model": model,
         "template_name": prompts["template_name"].to_numpy(),

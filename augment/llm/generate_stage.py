@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
-from augment.kinds import PROMPT_TABLE, STRUCTURED, Kind
+from augment.kinds import KINDS, Kind
 from augment.publishing import (
     external_text,
     generation_cache,
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def json_schema_for(cfg: RunConfig, kind: Kind) -> dict | None:
-    if kind not in STRUCTURED:
+    if not KINDS[kind].structured:
         return None
     from augment.text.structured import schema_for
 
@@ -48,7 +48,8 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
     if external_text(cfg, kind):
         return [skipped_external(cfg, kind)]
     v = pinned("generate", inputs, kind)
-    prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
+    table = KINDS[kind].prompt_table
+    prompt_frame = store_for(cfg).read_pandas(table, v[table])
     model = model_id_for(cfg.generation)
     schema = json_schema_for(cfg, kind)
     out = []
@@ -69,7 +70,8 @@ def pending_prompts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard
     from augment.llm.model_identity import model_id_for
 
     v = pinned("generate", inputs, kind)
-    prompt_frame = store_for(cfg).read_pandas(PROMPT_TABLE[kind], v[PROMPT_TABLE[kind]])
+    table = KINDS[kind].prompt_table
+    prompt_frame = store_for(cfg).read_pandas(table, v[table])
     _, todo = pending(prompt_frame, kind, shard, cfg.generation, generation_cache(cfg),
                       model_id_for(cfg.generation), json_schema_for(cfg, kind), num_shards)
     return len(todo)

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from augment.kinds import PROMPT_TABLE, TEXT_TABLE, Kind, StructuredKind, text_spec
+from augment.kinds import KINDS, Kind, StructuredKind
 from augment.llm.generate_stage import json_schema_for
 from augment.publishing import (
     STATIC_TIME,
@@ -30,7 +30,6 @@ from augment.text.import_stage import external_table
 from common.stage_stats import stage_timer
 from configs import REPO_ROOT, RunConfig
 from feature_store import TableRef
-from feature_store import definitions as defs
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,14 @@ def text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> t
     from augment.llm.model_identity import model_id_for
 
     store = store_for(cfg)
-    prompt_table = PROMPT_TABLE[kind]
+    prompt_table = KINDS[kind].prompt_table
     model = model_id_for(cfg.generation)
     schema = json_schema_for(cfg, kind)
     prompt_frame = functools.cache(lambda: store.read_pandas(prompt_table, v[prompt_table]))
 
     def texts() -> pd.DataFrame:
         frame = prompt_frame()
-        user_side = kind in ("user", "user_interest")
-        event_ts = frame["cutoff"] if user_side else pd.Series(STATIC_TIME, index=frame.index)
+        event_ts = frame["cutoff"] if KINDS[kind].time == "cutoff" else pd.Series(STATIC_TIME, index=frame.index)
         out = collect_texts(frame, kind, cfg.generation, generation_cache(cfg), model, event_ts, schema)
         rec["finish_length"] = int((out["finish_reason"] == "length").sum())
         rec["validation"] = flag_counts(out)
@@ -62,7 +60,7 @@ def text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> t
 
     # The recipe holds exactly what the generation cache key holds (augment/llm/generate.py output_settings).
     recipe = {"prompts": v[prompt_table], "output": output_settings(cfg.generation, kind, model, schema)}
-    ref = publish_table(cfg, text_spec(kind), texts, recipe, __name__)
+    ref = publish_table(cfg, KINDS[kind].text_spec(), texts, recipe, __name__)
     return prompt_frame, ref
 
 
@@ -78,7 +76,7 @@ def publish_texts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> dict
             ref = external_table(cfg, kind, path if path.is_absolute() else REPO_ROOT / path, ext.source, v, rec)
         else:
             _, ref = text_table(cfg, kind, v, rec)
-        return versions_of({TEXT_TABLE[kind]: ref}, rec)
+        return versions_of({KINDS[kind].text_table: ref}, rec)
 
 
 def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str, str],
@@ -97,14 +95,11 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
     with stage_timer(stats_dir(cfg), f"publish-{kind}") as rec:
         prompt_frame, text_ref = text_table(cfg, kind, v, rec)
         texts = functools.cache(lambda: store.read_pandas(text_ref.name, text_ref.version))
-        if kind == "item_tags":
-            spec = defs.item_tags(len(TOPICS))
-
+        spec = KINDS[kind].feature_spec(len(TOPICS))
+        if kind == "item_tags":  # each structured kind parses its JSON its own way (augment/text/structured.py)
             def build() -> pd.DataFrame:
                 return item_tag_features(texts(), cfg.generation.structured)
         else:
-            spec = defs.user_interest(len(TOPICS))
-
             def build() -> pd.DataFrame:
                 t = texts()
                 frame = user_interest_features(t, prompt_frame().set_index("user_id")["cold"])
@@ -112,7 +107,7 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
                 frame["created_timestamp"] = t.set_index("user_id")["created_timestamp"].reindex(
                     frame["user_id"]).to_numpy()
                 return frame
-        recipe = {TEXT_TABLE[kind]: text_ref.version, "topics": list(TOPICS),
+        recipe = {KINDS[kind].text_table: text_ref.version, "topics": list(TOPICS),
                   "structured": cfg.generation.structured.model_dump(mode="json")}
         ref = publish_table(cfg, spec, build, recipe, __name__)
-        return versions_of({TEXT_TABLE[kind]: text_ref, kind: ref}, rec)
+        return versions_of({KINDS[kind].text_table: text_ref, KINDS[kind].feature_table: ref}, rec)

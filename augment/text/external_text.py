@@ -30,19 +30,20 @@ import numpy as np
 import pandas as pd
 
 from augment.data.errors import DataError
+from augment.kinds import importable_kinds, kind_spec
 from augment.data.ingest import (TS_DTYPE, _blank, _fail_first, _first_duplicate, _Raw, _read_source, _require,
                             _to_timestamp)
 from augment.text.output_validation import check_output
 from configs import ColumnMap, ValidationConfig
 
-KEY = {"item": "item_id", "user": "user_id"}
+KEY = {k.name: k.key for k in importable_kinds()}  # kind -> the id column of its files (augment/kinds.py)
 SOURCE_NAME = re.compile(r"[\w.+-]{1,64}")
 
 
 def read_text_file(path: Path, kind: str) -> _Raw:
     """The file's key, text and (if present) event_timestamp columns with their line numbers; errors name the
     file by its name."""
-    return _read_source(ColumnMap(path=path.name), path.parent, (KEY[kind], "text"), ("event_timestamp",))
+    return _read_source(ColumnMap(path=path.name), path.parent, (kind_spec(kind).key, "text"), ("event_timestamp",))
 
 
 def _to_keys(raw: _Raw, column: str, id_map: pd.DataFrame, map_label: str) -> pd.Series:
@@ -79,7 +80,7 @@ def load_external_text(path: Path, kind: str, known: pd.Series, default_time: pd
     """The *_text frame of ``kind`` from ``path``; ``known`` are the valid keys (``known_label`` names their table
     in errors), ``default_time`` the event time of rows without one (a Series is indexed by key), ``id_map`` the
     pinned <kind>_id_map (original id -> key; ``map_label`` names it)."""
-    key = KEY[kind]
+    key = kind_spec(kind).key
     raw = read_text_file(path, kind)
     if len(raw.frame) == 0:
         raise DataError("no rows", file=raw.file)

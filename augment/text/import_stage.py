@@ -10,7 +10,7 @@ from typing import Literal, Mapping
 
 import pandas as pd
 
-from augment.kinds import EXTERNAL_CHECK, ID_MAP, TEXT_TABLE, text_spec
+from augment.kinds import KINDS, kind_spec
 from augment.publishing import (
     STATIC_TIME,
     pinned,
@@ -38,15 +38,15 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
     if not path.is_file():
         raise DataError(f"file not found ({path})", file=path.name)
     source = check_source_name(source or path.stem)
-    check = EXTERNAL_CHECK[kind]
+    k = kind_spec(kind)
+    check, id_map = k.external_check, k.id_map
     store = store_for(cfg)
 
     def build() -> pd.DataFrame:
         table = store.read_pandas(check, v[check])
-        key = "item_id" if kind == "item" else "user_id"
-        default = STATIC_TIME if kind == "item" else table.set_index("user_id")["cutoff"]
-        id_map = ID_MAP[kind]
-        out = load_external_text(path, kind, table[key], default, source, cfg.generation.validation,
+        # No time in the file: static for catalogue text, else the user's history cutoff (external_check's `cutoff`).
+        default = STATIC_TIME if k.time == "static" else table.set_index(k.key)["cutoff"]
+        out = load_external_text(path, kind, table[k.key], default, source, cfg.generation.validation,
                                  known_label=f"{check}@{v[check]}", id_map=store.read_pandas(id_map, v[id_map]),
                                  map_label=f"{id_map}@{v[id_map]}")
         rec["validation"] = flag_counts(out)
@@ -55,10 +55,10 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
         return out
 
     recipe = {"external": {"file": path.name, "sha256": file_sha256(path), "source": source}, check: v[check],
-              ID_MAP[kind]: v[ID_MAP[kind]],
+              id_map: v[id_map],
               "validation": cfg.generation.validation.model_dump(mode="json")}
     rec["external"] = recipe["external"]
-    return publish_table(cfg, text_spec(kind), build, recipe, __name__)
+    return publish_table(cfg, k.text_spec(), build, recipe, __name__)
 
 
 def import_text(cfg: RunConfig, kind: Literal["item", "user"], path: str | Path, inputs: Mapping[str, str],
@@ -68,4 +68,4 @@ def import_text(cfg: RunConfig, kind: Literal["item", "user"], path: str | Path,
     v = pinned("import-text", inputs, kind)
     with stage_timer(stats_dir(cfg), f"import-{kind}-text") as rec:
         ref = external_table(cfg, kind, Path(path).expanduser().resolve(), source, v, rec)
-        return versions_of({TEXT_TABLE[kind]: ref}, rec)
+        return versions_of({KINDS[kind].text_table: ref}, rec)

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from augment.data.ingest import clean_text
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"  # augment/templates: configs name them by path
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"  # augment/templates: the package data
 TITLE_MAX = 200
 TEXT_MAX = 1000  # per item text column (a description), before the token cap
 ITEM_FIELDS = ("title", "year", "genres")

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from augment.kinds import KINDS, StructuredKind
 from configs import GenerationConfig, PromptConfig, StructuredConfig
 from augment.text.output_validation import ACCEPTED
 
-StructuredKind = Literal["item_tags", "user_interest"]
 TOPICS: tuple[str, ...] = ("action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama",
                            "fantasy", "film-noir", "horror", "musical", "mystery", "romance", "sci-fi", "thriller",
                            "war", "western", "history", "sports")
@@ -47,8 +46,11 @@ def user_interest_schema(cfg: StructuredConfig) -> dict:
         "era": {"type": "string", "enum": list(ERAS)}}}
 
 
+SCHEMAS = {"item_tags": item_tags_schema, "user_interest": user_interest_schema}  # structured kind -> its schema
+
+
 def schema_for(kind: StructuredKind, cfg: GenerationConfig) -> dict:
-    return (item_tags_schema if kind == "item_tags" else user_interest_schema)(cfg.structured)
+    return SCHEMAS[kind](cfg.structured)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -84,15 +86,17 @@ def build_structured_prompts(kind: StructuredKind, prompt_cfg: PromptConfig, gen
     """Prompt table for one structured kind (user_interest also gets `cutoff` and `cold`)."""
     from augment.text.prompts import build_item_prompts, build_user_prompts, load_template
 
-    if kind == "item_tags":
-        return build_item_prompts(items, load_template(prompt_cfg.item_tags_template))
+    k = KINDS[kind]
+    if k.entity == "item":
+        return build_item_prompts(items, load_template(k.template_of(prompt_cfg)))
     st = gen_cfg.structured
     hist = splits[splits["role"] == "history"] if "role" in splits else splits
     hist = cap_history_tokens(hist, items, prompt_cfg.max_data_tokens, gen_cfg.engine.model)
     cold = cutoffs["n_history"].to_numpy() <= st.cold_user_max_history
-    groups = [(cutoffs[~cold], prompt_cfg.user_interest_template, False)]
+    template = k.template_of(prompt_cfg)
+    groups = [(cutoffs[~cold], template, False)]
     if st.cold_users == "same":
-        groups = [(cutoffs, prompt_cfg.user_interest_template, None)]
+        groups = [(cutoffs, template, None)]
     elif st.cold_users == "cold_template":
         groups.append((cutoffs[cold], prompt_cfg.user_interest_cold_template, True))
     frames = []
@@ -159,4 +163,4 @@ def user_interest_features(texts: pd.DataFrame, cold: pd.Series) -> pd.DataFrame
 
 if __name__ == "__main__":
     cfg = StructuredConfig()
-    print(json.dumps({"item_tags": item_tags_schema(cfg), "user_interest": user_interest_schema(cfg)}, indent=1))
+    print(json.dumps({kind: schema(cfg) for kind, schema in SCHEMAS.items()}, indent=1))

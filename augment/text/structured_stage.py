@@ -1,4 +1,5 @@
-"""The structured-prompts stage: ONCE-style user-interest and NoteLLM-style item-tag prompt tables.
+"""The structured-prompts stage: the prompt table of every structured kind (augment/kinds.py: ONCE-style user
+interests, NoteLLM-style item tags).
 
     python -m augment structured-prompts --config configs/ml100k.yaml
 """
@@ -10,6 +11,7 @@ from typing import Mapping
 
 import pandas as pd
 
+from augment.kinds import structured_kinds
 from augment.publishing import (
     pinned,
     publish_table,
@@ -20,7 +22,6 @@ from augment.publishing import (
 )
 from common.stage_stats import stage_timer
 from configs import RunConfig
-from feature_store import definitions as defs
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,23 @@ def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = 
     with stage_timer(stats_dir(cfg), "structured-prompts") as rec:
         items = functools.cache(lambda: store.read_pandas("items", v["items"]))
 
-        def user_prompts() -> pd.DataFrame:
-            frame = build_structured_prompts("user_interest", cfg.prompts, cfg.generation, items(),
+        def user_prompts(kind: str) -> pd.DataFrame:
+            frame = build_structured_prompts(kind, cfg.prompts, cfg.generation, items(),
                                              store.read_pandas("users", v["users"]),
                                              store.read_pandas("interaction_splits", v["interaction_splits"]),
                                              store.read_pandas("user_cutoffs", v["user_cutoffs"]))
             rec["cold_users"] = int(frame["cold"].sum())
             return frame
 
+        def item_prompts(kind: str) -> pd.DataFrame:
+            return build_structured_prompts(kind, cfg.prompts, cfg.generation, items())
+
         settings = {"prompts": cfg.prompts.model_dump(mode="json"),
                     "structured": cfg.generation.structured.model_dump(mode="json")}
-        refs = {"item_tags_prompts": publish_table(
-                    cfg, defs.ITEM_TAGS_PROMPTS,
-                    lambda: build_structured_prompts("item_tags", cfg.prompts, cfg.generation, items()),
-                    {"items": v["items"], **settings}, __name__),
-                "user_interest_prompts": publish_table(cfg, defs.USER_INTEREST_PROMPTS, user_prompts, {**v, **settings},
-                                                  __name__)}
+        refs = {}
+        for k in structured_kinds():  # item prompts read the items only; user prompts every input
+            build, recipe = ((item_prompts, {"items": v["items"], **settings}) if k.entity == "item"
+                             else (user_prompts, {**v, **settings}))
+            refs[k.prompt_table] = publish_table(cfg, k.prompt_spec(), functools.partial(build, k.name), recipe,
+                                                 __name__)
         return versions_of(refs, rec)

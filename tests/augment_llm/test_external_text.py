@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from augment import publishing, stages
+from augment import stages
 from augment.data.errors import DataError
+from augment.publishing import STATIC_TIME
 from configs import REPO_ROOT, load_config
 
 TEXT_OK = "Tagged by users as: heist, slow burn, great score — «noir» 🎬"
@@ -38,7 +39,7 @@ def test_import_item_text_happy_path(tiny, tmp_path):
     assert set(t["model"]) == {"external:ml-tags"} and set(t["flag"]) == {"ok"}
     assert set(t["finish_reason"]) == {"external"} and set(t["template_name"]) == {""}
     assert t["prompt_tokens"].sum() == 0 and t["output_tokens"].sum() == 0
-    assert t["event_timestamp"].tolist() == [pd.Timestamp("2001-02-03", tz="UTC"), publishing.STATIC_TIME]
+    assert t["event_timestamp"].tolist() == [pd.Timestamp("2001-02-03", tz="UTC"), STATIC_TIME]
     recipe = store.manifest("item_knowledge_text", out["item_knowledge_text"])["recipe"]
     assert recipe["external"] == {"file": "tags.csv", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                                   "source": "ml-tags"}
@@ -159,7 +160,7 @@ def test_ml_latest_tags_script_makes_one_text_per_movie(tmp_path):
 @pytest.mark.timeout(600)
 def test_encode_of_nothing_new_loads_no_encoder(tiny, tmp_path, monkeypatch):
     """A second encode of the same text table reuses its version without loading the encoder at all."""
-    from augment.encode import text_encoder as encode_module
+    from augment.encode.text_encoder import text_encoder as encode_module
     cfg, v = tiny
     f = _csv(tmp_path / "tags.csv", "item_id,text\n1,Tagged by users as: pixar and toys\n2,Tagged by users as: bond\n")
     v.update(stages.import_text(cfg, "item", f, ITEM_PINS(v)))

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _run(config_path, workdir, num_shards: int) -> dict:
-    from augment import kinds, stages
+    from augment import stages
+    from augment.kinds import KINDS
     from augment.llm import engine as llm_engine
     from configs import load_config
 
@@ -28,7 +29,7 @@ def _run(config_path, workdir, num_shards: int) -> dict:
     for kind in ("item", "user"):
         shard_stats = stages.generate(cfg, kind, v, num_shards=num_shards)
         assert sum(s["generated"] for s in shard_stats) > 0
-        table = kinds.TEXT_TABLE[kind]
+        table = KINDS[kind].text_table
         version = stages.publish_texts(cfg, kind, v)[table]
         out[kind] = {"version": version, "sha256": store.manifest(table, version)["files"][0]["sha256"],
                      "text": store.read_pandas(table, version)["text"].tolist()}
