@@ -2,7 +2,7 @@
 # Install the Debian services that the production-profile tests and benchmarks start themselves on 127.0.0.1:
 # redis-server (the Celery broker) and postgresql (the metadata DB). Idempotent: does nothing when both are there.
 #
-#   scripts/services.sh          # what scripts/run_tests.sh runs before pytest
+#   scripts/services.sh          # what the tests marked `services` run first (tests/conftest.py, once per session)
 #
 # Nothing is started here and nothing is configured: ops/local_airflow.py starts a private redis-server and a
 # private Postgres cluster (initdb in a temporary directory) per deployment, on free ports, and stops them.

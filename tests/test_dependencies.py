@@ -75,7 +75,7 @@ def _lock_pin(name: str) -> str:
     raise AssertionError(f"{name} is not in requirements.lock")
 
 
-@pytest.mark.slow
+@pytest.mark.network  # pip resolves against the package index
 @pytest.mark.timeout(600)
 def test_serving_only_install_resolves_without_vllm_or_ray(tmp_path):
     venv = tmp_path / "venv"

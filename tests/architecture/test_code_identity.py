@@ -84,6 +84,7 @@ def _digest_in_copy(tmp_path: Path, edit: tuple[str, str] | None, entry: str) ->
     return out.stdout.strip()
 
 
+@pytest.mark.slow  # ~15 s each (fresh interpreters import torch/pandas twice): over the fast tier's 10 s per test (tests/conftest.py)
 @pytest.mark.parametrize("entry, module", [("models.retrain", "models/taste.py"),
                                            ("augment.data.split_stage", "augment/data/negatives.py")])
 def test_editing_a_module_the_entry_imports_changes_its_digest(tmp_path, entry, module):

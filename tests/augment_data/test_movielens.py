@@ -56,7 +56,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch):
         fetch_recbole_wheel(tmp_path, "0.0.0", CFG.recbole_sha256)
 
 
-@pytest.mark.slow
+@pytest.mark.network
 @pytest.mark.timeout(600)
 def test_real_fetch_from_pypi(tmp_path):
     """Really runs `pip download recbole==1.2.1` (PyPI) into a fresh dir and checks the pinned hash."""

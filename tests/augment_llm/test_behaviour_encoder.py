@@ -118,7 +118,7 @@ def test_head_mode_artefact_reproduces_the_vectors_and_is_reused(tmp_path):
     np.testing.assert_allclose(head_encode(tmp_path / "encoders" / "twin", a0), a1, atol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 @pytest.mark.timeout(600)
 def test_full_mode_writes_a_versioned_artefact_and_reuses_it(tmp_path):
     from sentence_transformers import SentenceTransformer

@@ -14,7 +14,7 @@ import pytest
 from augment.encode import text_encoder as encode_module
 from augment import stages
 from augment.encode import cache as encode_cache
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 TEXTS = {i: f"Tagged by users as: tag{i}, a second tag for item {i}" for i in range(1, 21)}
 CHANGED = {3: "Tagged by users as: heist, slow burn, great score", 7: "Tagged by users as: pixar, toys, friendship"}

@@ -102,7 +102,7 @@ def test_user_text_without_timestamp_gets_the_cutoff(tiny, tmp_path):
         v["user_cutoffs"]
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 @pytest.mark.timeout(900)
 def test_external_config_and_item_description_through_prompts_publish_and_encode(tmp_path, make_tiny_config):
     """One config change (generation.external.item) replaces the LLM: generate skips, publish-texts imports the
@@ -156,7 +156,7 @@ def test_ml_latest_tags_script_makes_one_text_per_movie(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["texts.csv"]  # no temp file left beside it
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 @pytest.mark.timeout(600)
 def test_encode_of_nothing_new_loads_no_encoder(tiny, tmp_path, monkeypatch):
     """A second encode of the same text table reuses its version without loading the encoder at all."""

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 # Each test starts Ray and a vLLM engine per wave (~20-40 s each on 2 cores).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 COLUMNS = ["prompt_hash", "raw_text", "text", "flag", "attempts", "finish_reason", "prompt_tokens", "output_tokens"]
 

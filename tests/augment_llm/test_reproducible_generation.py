@@ -11,7 +11,7 @@ import json
 import pytest
 
 # Two engine starts (20-60 s each on a 2-core CPU) plus a little float32 generation: ~110 s.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 
 def _run(config_path, workdir, num_shards: int) -> dict:

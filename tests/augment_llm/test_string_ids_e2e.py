@@ -13,7 +13,7 @@ from configs import load_config
 from models.retrain import retrain
 from models.serving.app import ServingSettings, create_app
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # real MiniLM encoder
 
 
 @pytest.fixture

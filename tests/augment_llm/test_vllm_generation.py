@@ -10,7 +10,7 @@ import pytest
 from configs import EncodeConfig, GenerationConfig, SamplingConfig
 
 # Each test starts real models (vLLM engine start alone is ~60 s on a 2-core CPU).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,9 @@ def _data_digests(workdir: Path, versions: dict) -> dict[str, list[str]]:
             for table, version in sorted(versions.items())}
 
 
-@pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.services
+@pytest.mark.vllm
 @pytest.mark.timeout(1500)
 def test_celery_workers_run_the_shards_and_publish_what_local_executor_publishes(tmp_path, make_tiny_stream_config):
     if "augment.llm.engine" in sys.modules:  # an engine cached by an earlier test holds a core and 3 GiB

@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
+# Every test here runs Airflow (a DagBag parse takes seconds: fast tier); the end-to-end one also loads vLLM.
+pytestmark = pytest.mark.airflow
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,7 @@ print(json.dumps([m for m in heavy if m in sys.modules]))
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 @pytest.mark.timeout(1800)
 def test_end_to_end_dag_runs_on_tiny_data(tmp_path, make_tiny_config):
     """The main job's own runner (scripts/run_dags.py: both DAGs with dag.test() on a fresh SQLite DB) on tiny data:

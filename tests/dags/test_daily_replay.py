@@ -27,7 +27,8 @@ def _replay(cfg_path: Path, n: int) -> tuple[list[dict], str]:
     return announced, done.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.vllm
 @pytest.mark.timeout(2400)
 def test_daily_replay_regenerates_only_what_changed_and_a_rerun_does_nothing(tmp_path, make_tiny_stream_config):
     if "augment.llm.engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core

@@ -8,7 +8,8 @@ import pytest
 from ops.local_services import Postgres, Redis
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.services
+@pytest.mark.timeout(600)  # the first run may apt-get install both (debian_services)
 def test_redis_and_postgres_start_answer_and_stop_cleanly():
     import psycopg2
     import redis

@@ -37,7 +37,8 @@ def _seconds(ti: dict) -> float:
 INTERVALS = ("1970-01-29T00:00:00", "1970-01-30T00:00:00")
 
 
-@pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.vllm
 @pytest.mark.timeout(2400)
 def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path, make_tiny_stream_config):
     if "augment.llm.engine" in sys.modules:  # an engine cached by an earlier test holds cores and 3 GiB

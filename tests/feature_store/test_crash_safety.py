@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from feature_store import FeatureStore, vector_matrix
 from feature_store.maintenance import gc, validate
@@ -54,6 +55,7 @@ def _check_consistent(store: FeatureStore, version: str) -> None:
     assert t.num_rows == m["rows"] == ROWS + int(gens[0]) * 1000, (version, t.num_rows, m["rows"], gens)
 
 
+@pytest.mark.slow  # ~12 s (six publishing children killed at random points): over the fast tier's 10 s per test (tests/conftest.py)
 def test_sigkill_during_publish_leaves_old_or_new_version(tmp_path):
     root = tmp_path / "fs"
     store = FeatureStore(root)

@@ -97,6 +97,7 @@ def _check(store, version: str) -> int:
     return int(gens[0])
 
 
+@pytest.mark.slow  # ~17 s (a child process per publish step, killed mid-upload): over the fast tier's 10 s per test (tests/conftest.py)
 @pytest.mark.timeout(900)
 def test_sigkill_at_each_publish_step_on_s3(s3_server):
     bucket = s3_server.bucket()

@@ -15,7 +15,7 @@ from augment import stages
 from configs import REPO_ROOT, load_config
 
 
-@pytest.mark.slow
+@pytest.mark.vllm  # real MiniLM encoder; moto's S3 server (s3_server) is a venv package, no install
 @pytest.mark.timeout(900)
 def test_stages_retrain_and_serving_on_an_s3_store(tmp_path, make_tiny_config, s3_server):
     bucket = s3_server.bucket("run")

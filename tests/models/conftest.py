@@ -1,5 +1,6 @@
 """Shared fixtures for tests/models: small synthetic CTR data with a planted signal, a fast 1-thread config, and a
-tiny feature store (same table specs as the pipeline) whose LLM vectors carry the signal."""
+tiny feature store (same table specs as the pipeline) whose LLM vectors carry the signal (planted by the
+`planted_store` fixture of tests/conftest.py, which tests/serving uses too)."""
 from __future__ import annotations
 
 import os
@@ -52,67 +53,11 @@ def variant_run(ctr_data, fast_cfg, tmp_path_factory):
     return out, train_variants(ctr_data, VARIANTS, fast_cfg, out)
 
 
-def publish_planted_store(root, n_users: int = 150, n_items: int = 3000, per_user: int = 40, dim: int = 16,
-                          seed: int = 0, item_signal: float = 2.5, user_signal: float = 1.5) -> None:
-    """A feature store with every table build_ctr_dataset reads; labels depend on latents that only the
-    item_knowledge_emb / user_profile_emb vectors reveal (item_raw_emb is noise)."""
-    from feature_store import FeatureStore
-    from feature_store import definitions as d
-
-    rng = np.random.default_rng(seed)
-    store = FeatureStore(root)
-    users = pd.DataFrame({"user_id": np.arange(1, n_users + 1), "gender": rng.choice(["F", "M"], n_users),
-                          "age": rng.integers(15, 70, n_users),
-                          "occupation": rng.choice(["a", "b", "c"], n_users), "zip_code": "00000"})
-    genres = ["Action", "Comedy", "Drama"]
-    items = pd.DataFrame({"item_id": np.arange(1, n_items + 1), "title": [f"t{i}" for i in range(n_items)],
-                          "year": rng.integers(1950, 2000, n_items),
-                          "genres": [list(rng.choice(genres, 1)) for _ in range(n_items)]})
-    z_item, z_user = rng.normal(size=(n_items, 8)), rng.normal(size=(n_users, 8))
-    w_i, w_u = rng.normal(size=8), rng.normal(size=8)
-    u = np.repeat(np.arange(n_users), per_user)
-    i = rng.integers(0, n_items, len(u))
-    logit = item_signal * z_item[i] @ w_i / np.linalg.norm(w_i) + user_signal * z_user[u] @ w_u / np.linalg.norm(w_u)
-    label = (rng.random(len(u)) < 1 / (1 + np.exp(-logit))).astype(np.int8)
-    ts = pd.Timestamp("1998-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 10**7, len(u)), unit="s")
-    frame = pd.DataFrame({"user_id": u + 1, "item_id": i + 1, "timestamp": ts, "rating": label.astype(np.float32) * 4,
-                          "label": label})
-    frame = frame.sort_values(["user_id", "timestamp"]).drop_duplicates(["user_id", "item_id"])
-    rank = frame.groupby("user_id").cumcount()
-    frame["role"] = np.where(rank < 10, "history", "sample")
-    frame["sampled"] = False
-    user_split = pd.Series(rng.choice(["train", "valid", "test"], n_users, p=[0.7, 0.15, 0.15]),
-                           index=np.arange(1, n_users + 1))
-    frame["split"] = user_split.loc[frame["user_id"]].to_numpy()
-    cutoff = frame[frame.role == "history"].groupby("user_id")["timestamp"].max()
-
-    def emb(z: np.ndarray, noise: float) -> list:
-        proj = rng.normal(size=(z.shape[1], dim))
-        v = z @ proj + noise * rng.normal(size=(len(z), dim))
-        return list((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
-
-    created = pd.Timestamp("2026-01-01", tz="UTC")
-    item_emb = pd.DataFrame({"item_id": items.item_id, "event_timestamp": pd.Timestamp(0, tz="UTC"),
-                             "created_timestamp": created, "emb": emb(z_item, 0.1), "encoder": "test",
-                             "source_hash": "x"})
-    user_emb = pd.DataFrame({"user_id": users.user_id, "event_timestamp": cutoff.reindex(users.user_id).to_numpy(),
-                             "created_timestamp": created, "emb": emb(z_user, 0.1), "encoder": "test",
-                             "source_hash": "x"})
-    raw_emb = pd.DataFrame({"item_id": items.item_id, "emb": emb(rng.normal(size=(n_items, 8)), 0.1),
-                            "encoder": "test", "source_hash": "x"})
-    recipe = {"test": seed}
-    store.publish(d.USERS, users, recipe)
-    store.publish(d.ITEMS, items, recipe)
-    store.publish(d.INTERACTION_SPLITS, frame.reset_index(drop=True), recipe)
-    store.publish(d.item_knowledge_emb(dim), item_emb, recipe)
-    store.publish(d.user_profile_emb(dim), user_emb, recipe)
-    store.publish(d.item_raw_emb(dim), raw_emb, recipe)
-
-
 @pytest.fixture(scope="session")
-def planted_workdir(tmp_path_factory):
+def planted_workdir(tmp_path_factory, planted_store):
+    """A planted store (tests/conftest.py's planted_store: 150 users, 3000 items, 16-d vectors)."""
     work = tmp_path_factory.mktemp("work")
-    publish_planted_store(work / "feature_store")
+    planted_store(work / "feature_store")
     return work
 
 
@@ -148,9 +93,9 @@ def publish_structured_tables(root, n_users: int, n_items: int, seed: int = 0) -
 
 
 @pytest.fixture(scope="session")
-def structured_workdir(tmp_path_factory):
+def structured_workdir(tmp_path_factory, planted_store):
     """A planted store plus the structured tables (what generation.structured.enabled publishes)."""
     work = tmp_path_factory.mktemp("structured")
-    publish_planted_store(work / "feature_store", n_users=80, n_items=400, per_user=30)
+    planted_store(work / "feature_store", n_users=80, n_items=400, per_user=30)
     publish_structured_tables(work / "feature_store", n_users=80, n_items=400)
     return work

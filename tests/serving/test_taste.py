@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import publish_tiny_store
-
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -55,9 +53,9 @@ def _liked_before(splits: pd.DataFrame, user, t) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(tmp_path_factory, publish_serving_store) -> Path:
     work = tmp_path_factory.mktemp("taste")
-    publish_tiny_store(work / "feature_store")
+    publish_serving_store(work / "feature_store")
     return work
 
 
