@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,14 +27,13 @@ from common import BENCH_DIR, DIM, Timer, emit  # noqa: E402
 
 from feature_store import Feature, OnlineTable, TableSpec, point_in_time_join  # noqa: E402
 from feature_store.locations import open_store  # noqa: E402
+from ops.local_services import free_port  # noqa: E402
 
 SPEC = TableSpec("item_emb", "item", ("item_id",), (Feature("emb", "vector", dim=DIM), Feature("pop", "float32")))
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

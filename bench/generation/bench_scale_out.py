@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from ops.local_services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -174,18 +175,12 @@ def shard_modes(config: str, sets: list[str], parallel: bool) -> dict:
                        for s in shards]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def openai_mode(config: str, sets: list[str], workdir: Path) -> dict:
     """One serve-llm replica (one core), then the stage with backend openai on every prompt (one shard)."""
     from augment import kinds, stage_process
 
     v = prepare(config, sets)
-    port = _free_port()
+    port = free_port()
     log = open(workdir / "serve-llm.log", "w")
     t0 = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "augment", "serve-llm", "--config", config, *_cli_sets(sets),

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,7 @@ import numpy as np  # noqa: E402
 from models.registry import champion_info, promote, registry_root  # noqa: E402
 from models.serving import Scorer  # noqa: E402
 from models.serving.loadgen import run_load, stop_server, wait_healthy  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ops.local_services import free_port  # noqa: E402
 
 
 def main() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
@@ -18,14 +17,9 @@ from fastapi.responses import JSONResponse
 from augment.llm import generate as gen
 from augment.llm.openai_fleet import FleetError, OpenAIFleet
 from configs import GenerationConfig
+from ops.local_services import free_port
 
 MODEL = "fake-model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeOpenAIServer:
@@ -38,7 +32,7 @@ class FakeOpenAIServer:
         self.model, self.fail_first, self.delay_s = model, fail_first, delay_s
         self.bodies: list[dict] = []
         self.inflight = self.peak = 0
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = FastAPI()
 
@@ -105,7 +99,7 @@ def _texts(prompts, cfg, cache) -> pd.DataFrame:
 
 @pytest.mark.timeout(120)
 def test_requests_spread_over_healthy_endpoints_and_skip_a_dead_one(tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with FakeOpenAIServer(delay_s=0.05) as a, FakeOpenAIServer(delay_s=0.05) as b:
         cfg = _cfg([a.url, dead, b.url], max_concurrency=3)
         prompts = _prompts([f"movie {i}" for i in range(30)])
@@ -151,7 +145,7 @@ def test_fleet_serving_another_model_is_refused_at_start(tmp_path):
         with pytest.raises(FleetError, match=r"expected model 'fake-model' but http://127\.0\.0\.1:\d+/v1 serves "
                                              r"\['other-model'\]"):
             fleet.start()
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(FleetError, match="no endpoint is reachable"):
         OpenAIFleet(_cfg([dead])).start()
 

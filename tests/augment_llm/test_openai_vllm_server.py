@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,21 +19,16 @@ import pytest
 from augment.llm import generate as gen
 from augment import stages
 from configs import REPO_ROOT, load_config
+from ops.local_services import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 
 class ServeLLM:
     """One `python -m augment serve-llm` replica in its own session, killed with its whole tree at the end."""
 
     def __init__(self, config: Path, log: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "augment", "serve-llm", "--config", str(config),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,10 @@ import pytest
 from models.registry import promote
 from models.serving import Scorer
 from models.serving.loadgen import run_load, stop_server, wait_healthy
+from ops.local_services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_MODEL = 30  # responses each model must give before and after a flip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
