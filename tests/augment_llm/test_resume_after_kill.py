@@ -19,16 +19,21 @@ from augment.llm.generate import cache_rows, read_cache
 from augment.llm.marked_processes import MarkedProcesses
 
 FAKE_RUNNER = '''
-import sys, time
+import os, sys, threading, time
 from augment.llm import backends as chat_backend
 from augment.llm.backend import ChatResult
 
+# With FAKE_STALL_AFTER_POLLS=n the fake answers n polls, then never answers again (it waits for the SIGKILL): the
+# kill lands mid-shard by construction, not because a sleep made generation slower than the test's reaction.
+STALL_AFTER = int(os.environ.get("FAKE_STALL_AFTER_POLLS", "0"))
 
-class FakeSlowBackend:  # a deterministic stand-in for the LLM that takes its time: 2 answers per 0.4 s
+
+class FakeSlowBackend:  # a deterministic stand-in for the LLM: 2 answers per poll
     name = "fake-slow"
 
     def __init__(self, cfg):
         self.queued = []
+        self.answered = 0  # polls that returned answers
 
     def start(self): pass
     def capacity(self): return 4
@@ -39,8 +44,11 @@ class FakeSlowBackend:  # a deterministic stand-in for the LLM that takes its ti
     def close(self): pass
 
     def poll(self):
-        time.sleep(0.4)
+        if STALL_AFTER and self.answered >= STALL_AFTER and self.queued:
+            threading.Event().wait()  # blocks until the test kills the process group
+        time.sleep(0.01)  # a little latency, so the stage's loop does not spin
         done, self.queued = self.queued[:2], self.queued[2:]
+        self.answered += bool(done)
         return [ChatResult("FakeSlowLLM text: a long enough description of " + r.conversation[-1]["content"][-40:]
                            + ".", 20, 9, "stop", key=r.key) for r in done]
 
@@ -60,14 +68,14 @@ def _prepare(tmp_path: Path, make_tiny_config, **overrides) -> tuple[Path, objec
     return cfg_path, cfg, v
 
 
-def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float) -> int:
+def _kill_mid_shard(cmd: list[str], cache: Path, min_parts: int, timeout: float, env: dict | None = None) -> int:
     # The SIGKILLed engine leaves its /dev/shm queues behind (CI's /dev/shm kept a pair of vLLM segments and a loky
     # semaphore per run): the process tree carries a mark, and its segments are removed after the kill.
     mark = f"llmfa-kill-test-{cache}"
     watch = MarkedProcesses(mark, interval_s=0.05)
     watch.start()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=os.environ | {"LLMFA_TEST_PROCESS_TREE": mark})
+                            start_new_session=True, env=os.environ | {"LLMFA_TEST_PROCESS_TREE": mark} | (env or {}))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -101,17 +109,20 @@ def _check_resume(cmd: list[str], cfg, v: dict, parts_at_kill: int) -> None:
     assert stages.publish_texts(cfg, "item", v)["item_knowledge_text"]  # and the table publishes
 
 
+@pytest.mark.slow  # ~14 s (two CLI processes that import the generation stack): over the fast tier's 10 s per test (tests/conftest.py)
 def test_kill_9_mid_shard_then_rerun_fake_llm(tmp_path, make_tiny_config):
     cfg_path, cfg, v = _prepare(tmp_path, make_tiny_config)
     runner = tmp_path / "fake_runner.py"
     runner.write_text(FAKE_RUNNER)
     cmd = [sys.executable, str(runner), "generate", "--config", str(cfg_path), "--kind", "item",
            "--input", f"item_prompts={v['item_prompts']}"]
-    parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=3, timeout=120)
+    # the fake stops answering after 3 polls (3 committed batches of 2): the kill finds the shard unfinished
+    parts = _kill_mid_shard(cmd, stages.generation_cache(cfg), min_parts=3, timeout=120,
+                            env={"FAKE_STALL_AFTER_POLLS": "3"})
     _check_resume(cmd, cfg, v, parts)
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 @pytest.mark.timeout(900)
 def test_kill_9_mid_shard_then_rerun_real_vllm(tmp_path, make_tiny_config):
     # Two requests in flight, not the default 2 x max_num_seqs: with all 20 prompts submitted at once they finish

@@ -134,11 +134,17 @@ def test_validate_diff_and_gc_with_a_grace_period_on_s3(s3_store, s3_server, buc
     key = "features/item_emb/_data/killed/part-0.parquet"
     up = client.create_multipart_upload(Bucket=bucket, Key=key)
     client.upload_part(Bucket=bucket, Key=key, PartNumber=1, UploadId=up["UploadId"], Body=b"x" * 1024)
-    time.sleep(4.2)  # a grace period of 3 s (object times are whole seconds) is over for all of them
-    removed = gc(s3_store, keep=2, pins=pins, grace_seconds=3, dry_run=True)
-    reasons = sorted(r["reason"] for r in removed)
-    assert reasons == ["data of a retired version (grace period over)", "incomplete multipart upload",
-                       "leftover of an interrupted publish"], removed
+    # Wait for the condition, not a fixed time: a grace period of 3 s (object times are whole seconds) is over for
+    # every leftover once a dry run lists all three (a few seconds; the deadline only bounds a broken gc).
+    expected = ["data of a retired version (grace period over)", "incomplete multipart upload",
+                "leftover of an interrupted publish"]
+    deadline = time.monotonic() + 30
+    while True:
+        removed = gc(s3_store, keep=2, pins=pins, grace_seconds=3, dry_run=True)
+        if sorted(r["reason"] for r in removed) == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted(r["reason"] for r in removed) == expected, removed
     assert removed == gc(s3_store, keep=2, pins=pins, grace_seconds=3)
     live = {s3_store.manifest("item_emb", x)["publish_id"] for x in (v[0], v[2], v[3])}
     assert _prefixes(s3_server, bucket) == live  # pinned v[0] kept, the retired one and both leftovers gone
