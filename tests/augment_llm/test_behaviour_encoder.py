@@ -79,6 +79,7 @@ def test_batches_never_repeat_an_item():
     assert len({i for batch in batches for i in batch}) == sum(map(len, batches))  # each pair at most once
 
 
+@pytest.mark.vllm  # the real MiniLM (sentence-transformers)
 @pytest.mark.timeout(300)
 def test_head_mode_artefact_reproduces_the_vectors_and_is_reused(tmp_path):
     from sentence_transformers import SentenceTransformer
@@ -145,6 +146,7 @@ def test_full_mode_writes_a_versioned_artefact_and_reuses_it(tmp_path):
     assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-4)
 
 
+@pytest.mark.vllm  # the real MiniLM (sentence-transformers)
 @pytest.mark.timeout(600)
 def test_stage_writes_both_tables_and_reuses_them(tiny, tmp_path):
     from augment import stages
