@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from augment import stages
+    from augment.data.errors import DataError
     from augment.llm.backend import BackendError
     from configs import load_config, parse_overrides
-    from augment.data.errors import DataError
     from feature_store import SchemaError
 
     try:

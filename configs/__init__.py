@@ -5,11 +5,30 @@ Its own package so that `augment` and `models` both read it without importing ea
     from configs import RunConfig, load_config
     python -m augment show-config configs/ml100k.yaml
 """
-from configs.run_config import (REPO_ROOT, BehaviourEncoderConfig, ColumnMap, DataConfig, EncodeConfig, EngineConfig, ExternalText,
-                                ExternalTexts, FeatureStoreConfig, GenerationConfig, GenericSource, PromptConfig,
-                                RunConfig, S3StoreOptions, SamplingConfig, SplitConfig, StreamConfig,
-                                StructuredConfig, TrainConfig, ValidationConfig, load_config,
-                                parse_overrides)
+from configs.run_config import (
+                                REPO_ROOT,
+                                BehaviourEncoderConfig,
+                                ColumnMap,
+                                DataConfig,
+                                EncodeConfig,
+                                EngineConfig,
+                                ExternalText,
+                                ExternalTexts,
+                                FeatureStoreConfig,
+                                GenerationConfig,
+                                GenericSource,
+                                PromptConfig,
+                                RunConfig,
+                                S3StoreOptions,
+                                SamplingConfig,
+                                SplitConfig,
+                                StreamConfig,
+                                StructuredConfig,
+                                TrainConfig,
+                                ValidationConfig,
+                                load_config,
+                                parse_overrides,
+)
 
 __all__ = ["REPO_ROOT", "BehaviourEncoderConfig", "ColumnMap", "DataConfig", "EncodeConfig", "EngineConfig", "ExternalText", "ExternalTexts",
            "FeatureStoreConfig", "GenerationConfig", "S3StoreOptions",

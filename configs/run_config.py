@@ -19,7 +19,6 @@ from pydantic import Field, field_validator, model_validator
 from configs.strict import Strict as _Strict
 from configs.train_config import TrainConfig
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install)
 ITEM_BASE_COLUMNS = ("item_id", "title", "year", "genres")  # what every items table has
 RAW_ITEM_DEFAULT = ["title", "year", "genres"]

@@ -20,8 +20,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from augment.kinds import encode_kinds, structured_kinds, text_kinds  # stdlib only: fine at parse time
-from ops.airflow_wiring import (DEFAULT_ARGS, FEATURE_ASSETS, LLM_TASK, config_path, freeze, load, schedule,
-                                timetable)
+from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, LLM_TASK, config_path, freeze, load, schedule, timetable
 
 SCHEDULE = schedule()
 

@@ -31,7 +31,6 @@ from common.files import atomic_path, fs_sha256
 from feature_store.store import DATA_DIR, FeatureStore, NotFound
 from feature_store.table_spec import TableSpec
 
-
 # ------------------------------------------------------------------------------------------------ validate
 
 def validate_version(store: FeatureStore, name: str, version: str) -> list[str]:

@@ -56,8 +56,16 @@ import pyarrow.parquet as pq
 
 from common.files import canonical_json, json_default
 from feature_store.object_fs import HashingWriter, ObjectFS
-from feature_store.store import (DATA_DIR, DATA_FILE, FORMAT_VERSION, LATEST_FILE, MANIFEST_FILE, FeatureStore, NotFound,
-                    TableRef)
+from feature_store.store import (
+    DATA_DIR,
+    DATA_FILE,
+    FORMAT_VERSION,
+    LATEST_FILE,
+    MANIFEST_FILE,
+    FeatureStore,
+    NotFound,
+    TableRef,
+)
 from feature_store.table_spec import TableSpec
 
 RETIRED_FILE = "_retired"

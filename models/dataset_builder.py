@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from configs.train_config import FeatureEntry, TrainConfig
-from feature_store import FeatureStore, OnlineTable, point_in_time_join, vector_matrix
-from feature_store import pins
+from feature_store import FeatureStore, OnlineTable, pins, point_in_time_join, vector_matrix
 from feature_store.definitions import ID_MAPS
 from models.ctr_inputs import CtrData, CtrSplit
 from models.feature_spec import ITEM_KEY, USER_KEY, apply_transform, pit_scalar_entries, run_entries, side_frame

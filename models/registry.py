@@ -31,9 +31,9 @@ import pandas as pd
 
 from common.files import atomic_write_json
 from configs.train_config import TrainConfig
-from models.metrics import json_safe
 from models.backbones import model_class
 from models.ctr_inputs import CtrSplit
+from models.metrics import json_safe
 
 MODEL_NAME = TrainConfig.model_fields["model_name"].default  # train.model_name unless a config says otherwise
 log = logging.getLogger(__name__)

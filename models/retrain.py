@@ -25,20 +25,19 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from configs import RunConfig
-from feature_store.locations import open_run_store
-from feature_store import FeatureStore
-from feature_store.definitions import ID_MAPS
 from common.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
 from common.lineage import code_digest
 from common.stage_stats import peak_rss_mb, read_stats, stage_timer
+from configs import RunConfig
+from feature_store import FeatureStore
+from feature_store.definitions import ID_MAPS
+from feature_store.locations import open_run_store
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
-from models.feature_spec import (Variant, dataset_options, resolve_variants, run_entries, spec_entries,
-                                 tables_needed)
+from models.feature_spec import Variant, dataset_options, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
 from models.registry import champion_info, promote, registry_root, write_model_manifest
-from models.run_history import history_markdown, record_run
 from models.report import read_predictions, write_report
+from models.run_history import history_markdown, record_run
 from models.train_variants import train_variants
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from configs.run_config import interval_tag
 from common.files import atomic_path, atomic_write_json, atomic_write_text
+from configs.run_config import interval_tag
 from models.metrics import json_safe
 
 COLUMNS = ("end", "kind", "new_interactions", "profiles_written", "items_written", "llm_calls", "output_tokens",

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.files import atomic_path, atomic_write_json
 from configs import TrainConfig
 from models import deepctr_compat as dc
 from models.backbone_names import reads_history
-from common.files import atomic_path, atomic_write_json
 from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.encoders import NumericScaler, Vocabulary
 from models.feature_spec import HISTORY, Variant, common_feature_map, model_inputs

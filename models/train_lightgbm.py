@@ -16,16 +16,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from configs import TrainConfig
 from common.files import atomic_path, atomic_write_json
+from configs import TrainConfig
 from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.encoders import NumericScaler, Vocabulary
 from models.feature_spec import Variant, common_feature_map, model_inputs

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from configs import TrainConfig
 from common.files import atomic_path, atomic_write_json
-from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
+from configs import TrainConfig
 from models.backbones import BACKBONES, supports_adaptor, trainer
+from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.feature_spec import Variant, model_inputs
 from models.metrics import ctr_metrics, json_safe
 

@@ -33,11 +33,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from configs import ColumnMap, DataConfig, GenericSource, StreamConfig
 from augment.data.errors import DataError, decode_utf8
-from common.id_keys import IdType, infer_id_type, is_canonical_int, keys_for, show_id
 from augment.data.movielens import fetch_recbole_wheel, read_ml100k
 from augment.data.sorting import int_columns, neighbour_equal, repeats_if_sorted, sort_order
+from common.id_keys import IdType, infer_id_type, is_canonical_int, keys_for, show_id
+from configs import ColumnMap, DataConfig, GenericSource, StreamConfig
 
 TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # pandas 3's default resolution; Parquet timestamp[us, tz=UTC]
 

@@ -84,8 +84,8 @@ def split_interactions(interactions: pd.DataFrame, cfg: SplitConfig,
 if __name__ == "__main__":
     from pathlib import Path
 
-    from configs import DataConfig
     from augment.data.ingest import load_movielens100k
+    from configs import DataConfig
 
     canon = load_movielens100k(DataConfig(), Path("var/cache"))
     rows, cut = split_interactions(canon.interactions, SplitConfig())

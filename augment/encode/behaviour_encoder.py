@@ -48,9 +48,9 @@ from typing import Any, Collection, Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from configs import BehaviourEncoderConfig
 from common.files import atomic_write_json, fsync_path
 from common.lineage import code_digest
+from configs import BehaviourEncoderConfig
 from feature_store.store import version_id
 
 log = logging.getLogger(__name__)

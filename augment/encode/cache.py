@@ -29,8 +29,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from augment.encode.text_encoder import NOTELLM_PROMPT, encoder_id
-from configs import EncodeConfig
 from common.files import atomic_path, digest, json_digest
+from configs import EncodeConfig
 
 # batch_size and raw_item_columns are left out: the first changes only speed, the second which text is made
 # (and the text is the key), not the vector a given text gets.

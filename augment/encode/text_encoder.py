@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from configs import EncodeConfig
 from augment.embedded_models import EMBEDDED_LLM, resolve_encoder, resolve_llm
+from configs import EncodeConfig
 
 log = logging.getLogger(__name__)
 # NoteLLM (Zhang et al. 2024) compresses a note into one "word" whose last-token state is the embedding.

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 
-
 class BackendError(RuntimeError):
     """The backend could not answer (after its own retries) or was misconfigured: the shard stops; what it
     committed stays, and a re-run resumes from there. The CLI prints it as one line (exit code 1)."""

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from augment.llm.backend import ChatRequest, ChatResult
 from augment.embedded_models import resolve_llm
+from augment.llm.backend import ChatRequest, ChatResult
 from configs import EngineConfig, GenerationConfig
 from configs import environment as env
 

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 def text_table(cfg: RunConfig, kind: Kind, v: Mapping[str, str], rec: dict) -> tuple[Callable, TableRef]:
     """Publish (or reuse) the *_text table of `kind`; returns a loader of (prompts, texts) and the table."""
     from augment.llm.generate import collect_texts, output_settings
-    from augment.text.output_validation import flag_counts
     from augment.llm.model_identity import model_id_for
+    from augment.text.output_validation import flag_counts
 
     store = store_for(cfg)
     prompt_table = KINDS[kind].prompt_table

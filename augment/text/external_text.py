@@ -30,9 +30,17 @@ import numpy as np
 import pandas as pd
 
 from augment.data.errors import DataError
+from augment.data.ingest import (
+    TS_DTYPE,
+    _blank,
+    _fail_first,
+    _first_duplicate,
+    _Raw,
+    _read_source,
+    _require,
+    _to_timestamp,
+)
 from augment.kinds import importable_kinds, kind_spec
-from augment.data.ingest import (TS_DTYPE, _blank, _fail_first, _first_duplicate, _Raw, _read_source, _require,
-                            _to_timestamp)
 from augment.text.output_validation import check_output
 from configs import ColumnMap, ValidationConfig
 

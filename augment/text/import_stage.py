@@ -31,8 +31,8 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
     """Publish (or reuse) the *_text table of `kind` from an external file, checked against the pinned
     items/user_cutoffs version; the recipe names the file by name and sha256, the source and that version."""
     from augment.data.errors import DataError
-    from augment.text.output_validation import flag_counts
     from augment.text.external_text import check_source_name, load_external_text
+    from augment.text.output_validation import flag_counts
     from common.files import file_sha256
 
     if not path.is_file():

@@ -336,9 +336,9 @@ def build_profile_prompts(rows: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
 
 
 if __name__ == "__main__":
-    from configs import DataConfig, SplitConfig
     from augment.data.ingest import load_movielens100k
     from augment.data.split import split_interactions
+    from configs import DataConfig, SplitConfig
 
     canon = load_movielens100k(DataConfig(), Path("var/cache"))
     rows, cut = split_interactions(canon.interactions, SplitConfig())

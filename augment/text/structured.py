@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from augment.kinds import KINDS, StructuredKind
-from configs import GenerationConfig, PromptConfig, StructuredConfig
 from augment.text.output_validation import ACCEPTED
+from configs import GenerationConfig, PromptConfig, StructuredConfig
 
 TOPICS: tuple[str, ...] = ("action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama",
                            "fantasy", "film-noir", "horror", "musical", "mystery", "romance", "sci-fi", "thriller",

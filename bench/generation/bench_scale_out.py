@@ -84,9 +84,9 @@ def _cli_sets(sets: list[str]) -> list[str]:
 
 def child_bare_and_stage(config: str, sets: list[str], modes: list[str], out: Path) -> None:
     """One engine: LLM.chat on every prompt, then the stage on the same prompts (fresh cache)."""
-    from augment.llm import generate as gen
     from augment import kinds, stages
     from augment.llm import engine as llm_engine
+    from augment.llm import generate as gen
     from augment.llm.backend import ChatRequest
     from augment.llm.model_identity import model_id_for
 

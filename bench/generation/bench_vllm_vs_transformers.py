@@ -43,10 +43,10 @@ def build_prompts(n: int, data_cache: Path, out: Path) -> None:
     """n/2 item and n/2 user KAR prompts from ML-100K, as in the pipeline's prompts stage."""
     import pandas as pd
 
-    from configs import DataConfig, SplitConfig
     from augment.data.ingest import load_movielens100k
-    from augment.text.prompts import build_item_prompts, build_user_prompts, load_template
     from augment.data.split import split_interactions
+    from augment.text.prompts import build_item_prompts, build_user_prompts, load_template
+    from configs import DataConfig, SplitConfig
 
     canon = load_movielens100k(DataConfig(), data_cache)
     rows, cut = split_interactions(canon.interactions, SplitConfig())
@@ -64,10 +64,11 @@ def _load(prompts_path: Path):
 
 def run_vllm(prompts_path: Path, cache_dir: Path) -> dict:
 
-    from augment.llm import generate as gen
-    from augment.llm import engine as llm_engine
-    from configs import GenerationConfig
     from vllm import SamplingParams
+
+    from augment.llm import engine as llm_engine
+    from augment.llm import generate as gen
+    from configs import GenerationConfig
 
     frames = _load(prompts_path)
     cfg = GenerationConfig(shards=1, engine=ENGINE)
@@ -120,8 +121,8 @@ def run_vllm(prompts_path: Path, cache_dir: Path) -> dict:
 
 def run_rerun(prompts_path: Path, cache_dir: Path, started_ns: int) -> dict:
     """A daily run where nothing changed; timed from interpreter start (started_ns passed by the parent)."""
-    from augment.llm import generate as gen
     from augment.llm import engine as llm_engine
+    from augment.llm import generate as gen
     from configs import GenerationConfig
 
     frames = _load(prompts_path)

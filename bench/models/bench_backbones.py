@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common.files import atomic_write_json
 from configs import TrainConfig
 from models import deepctr_compat as dc
-from common.files import atomic_write_json
-from models.synthetic_ctr import make_ctr_data
 from models.feature_spec import resolve_variants
+from models.synthetic_ctr import make_ctr_data
 from models.train_deepctr import DeepCtrModel, make_feature_map
 
 

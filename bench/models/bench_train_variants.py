@@ -14,13 +14,12 @@ import resource
 import time
 from pathlib import Path
 
-
-from configs import TrainConfig  # noqa: E402
 from common.files import atomic_write_json  # noqa: E402
+from configs import TrainConfig  # noqa: E402
+from models.feature_spec import resolve_variants  # noqa: E402
 from models.report import read_predictions, write_report  # noqa: E402
 from models.synthetic_ctr import make_ctr_data  # noqa: E402
 from models.train_variants import train_variants  # noqa: E402
-from models.feature_spec import resolve_variants  # noqa: E402
 
 
 def main() -> None:

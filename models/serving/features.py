@@ -28,8 +28,7 @@ import pyarrow.compute as pc
 
 from configs.train_config import FeatureEntry
 from feature_store import FeatureStore, OnlineTable
-from models.feature_spec import (ITEM_KEY, USER_KEY, age_bucket, apply_transform, is_static, side_frame,
-                                 spec_entries)
+from models.feature_spec import ITEM_KEY, USER_KEY, age_bucket, apply_transform, is_static, side_frame, spec_entries
 from models.history import recent_items
 from models.taste import MATCH, check_item_table, entry_taste, is_history_derived, liked_events
 

@@ -10,8 +10,8 @@ response names). Used by tests/serving and bench/serving.
 from __future__ import annotations
 
 import http.client
-import subprocess
 import json
+import subprocess
 import threading
 import time
 from collections import Counter

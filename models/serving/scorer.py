@@ -26,9 +26,9 @@ import numpy as np
 from common.id_keys import key_of
 from feature_store import FeatureStore
 from feature_store.locations import open_store
+from models.feature_spec import USER_KEY
 from models.registry import MODEL_NAME, ScoringModel, champion_info, load_model, model_feature_store, registry_root
 from models.serving.compiled import CompiledModel, compile_model, history_rows
-from models.feature_spec import USER_KEY
 from models.serving.features import FeatureSnapshot, user_context_frame
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from configs import ColumnMap, DataConfig, GenericSource, load_config
 from augment.data.errors import DataError
 from augment.data.ingest import load_dataset, load_generic, source_names, validate
+from configs import ColumnMap, DataConfig, GenericSource, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 RATINGS_HEAD = "user,movie,stars,ts\n"

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from configs import DataConfig
 from augment.data.errors import DataError
 from augment.data.ingest import load_dataset, source_names, validate
 from augment.data.movielens import fetch_recbole_wheel, read_ml100k
 from common.files import file_sha256
+from configs import DataConfig
 
 CFG = DataConfig()
 WHEEL = "recbole-1.2.1-py3-none-any.whl"

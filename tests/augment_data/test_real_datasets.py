@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from augment.data.errors import DataError
-from common.id_keys import KEY_MASK, key_of, string_keys
 from augment.data.ingest import load_generic
 from augment.data.split import split_interactions
+from common.id_keys import KEY_MASK, key_of, string_keys
 from configs import ColumnMap, DataConfig, GenericSource, SplitConfig
 
 ASIN = ["B00004TKSE", "B0000AQS0F", "B00005JNBQ", "B000I2JFQU"]

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import SplitConfig
 from augment.data.split import assign_users, split_interactions
+from configs import SplitConfig
 
 
 def _interactions(per_user: dict[int, int], seed: int = 0) -> pd.DataFrame:

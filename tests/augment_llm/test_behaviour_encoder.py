@@ -10,8 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.encode.behaviour_encoder import (_batches, base_vectors, encoder_version, finetune, head_encode, mine_pairs,
-                                       training_rows)
+from augment.encode.behaviour_encoder import (
+    _batches,
+    base_vectors,
+    encoder_version,
+    finetune,
+    head_encode,
+    mine_pairs,
+    training_rows,
+)
 from configs import BehaviourEncoderConfig
 
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from augment.llm import cpu_slots
+
 HOLD = """
 import sys, time
 from augment.llm.cpu_slots import claim

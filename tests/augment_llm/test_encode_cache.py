@@ -11,9 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from augment.encode import text_encoder as encode_module
 from augment import stages
 from augment.encode import cache as encode_cache
+from augment.encode import text_encoder as encode_module
+
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 TEXTS = {i: f"Tagged by users as: tag{i}, a second tag for item {i}" for i in range(1, 21)}

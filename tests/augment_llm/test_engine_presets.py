@@ -1,8 +1,8 @@
 """Every documented engine preset is a valid EngineConfig and the repo default matches the cpu-dev preset."""
 import pytest
 
-from configs import EngineConfig
 from augment.llm.engine_presets import PRESETS, preset
+from configs import EngineConfig
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from augment.llm import generate as gen
 from augment import stages
+from augment.llm import generate as gen
 from configs import REPO_ROOT, load_config
 from ops.local_services import free_port
 

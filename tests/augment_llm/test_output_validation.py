@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from configs import ValidationConfig
 from augment.text.output_validation import ACCEPTED, check_output, repeat_fraction, trim_to_sentence
+from configs import ValidationConfig
 
 CFG = ValidationConfig()
 GOOD = "Heat (1995) is a crime thriller directed by Michael Mann, starring Al Pacino and Robert De Niro."

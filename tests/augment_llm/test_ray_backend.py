@@ -108,8 +108,8 @@ def test_ray_backend_writes_what_in_process_writes(tmp_path, make_tiny_config, r
 
 def test_ray_backend_structured_outputs_follow_the_schema(tmp_path, make_tiny_config, ray_backends):
     from augment import stages
-    from augment.text.output_validation import ACCEPTED
     from augment.stages import _json_schema
+    from augment.text.output_validation import ACCEPTED
     from configs import load_config
 
     cfg = load_config(make_tiny_config(tmp_path, **{"generation.backend": "ray", "generation.shards": 1,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from augment.llm.backend import ChatRequest
-from augment.llm.ray_llm import (RayDataLLM, engine_bundle, finish_reason, output_row, sampling_row, stop_token_ids)
+from augment.llm.ray_llm import RayDataLLM, engine_bundle, finish_reason, output_row, sampling_row, stop_token_ids
 from configs import GenerationConfig
 
 EOS = 2

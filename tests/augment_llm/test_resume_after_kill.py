@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from augment import stages
-from configs import REPO_ROOT, load_config
 from augment.llm.generate import cache_rows, read_cache
 from augment.llm.marked_processes import MarkedProcesses
+from configs import REPO_ROOT, load_config
 
 FAKE_RUNNER = '''
 import os, sys, threading, time

@@ -9,11 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import GenerationConfig, PromptConfig, StructuredConfig
 from augment.text.output_validation import check_output
 from augment.text.prompts import load_template
-from augment.text.structured import (TOPICS, build_structured_prompts, item_tag_features, item_tags_schema,
-                                user_interest_features, user_interest_schema)
+from augment.text.structured import (
+    TOPICS,
+    build_structured_prompts,
+    item_tag_features,
+    item_tags_schema,
+    user_interest_features,
+    user_interest_schema,
+)
+from configs import GenerationConfig, PromptConfig, StructuredConfig
 from feature_store import definitions as defs
 from feature_store.table_spec import conform
 

@@ -63,9 +63,9 @@ def test_real_minilm_encoder():
 def test_real_structured_stages_on_tiny_data(tmp_path, make_tiny_config):
     """Tiny pipeline with structured generation on: schema-valid JSON, categorical/multi-hot tables, stats."""
     from augment import stages
-    from configs import load_config
     from augment.text.output_validation import FLAGS
     from augment.text.structured import TOPICS
+    from configs import load_config
 
     cfg = load_config(make_tiny_config(tmp_path, **{"generation.structured.enabled": True,
                                                     "generation.structured.max_tokens_item": 40,

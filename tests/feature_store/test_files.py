@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from common.files import atomic_path, atomic_write_json, atomic_write_text, canonical_json, digest, json_digest
 from common import lineage
+from common.files import atomic_path, atomic_write_json, atomic_write_text, canonical_json, digest, json_digest
 from common.lineage import code_digest
 
 

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common.files import canonical_json
 from feature_store import FeatureStore, OnlineStore, point_in_time_join, vector_matrix
 from feature_store.cli import main
-from common.files import canonical_json
 from feature_store.locations import open_store
 from feature_store.maintenance import diff, gc, validate
 from feature_store.object_store import ObjectFeatureStore

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common.files import canonical_json
 from feature_store import NotFound, vector_matrix
 from feature_store.maintenance import validate
-from common.files import canonical_json
 
 RECIPE = {"source_sha256": "abc", "model": "m1", "template": "item_knowledge_v1", "code": "v0"}
 

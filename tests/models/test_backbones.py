@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from models.ctr_inputs import CtrSplit
-from models.train_deepctr import DeepCtrModel, train_deepctr
 from models.feature_spec import Variant
+from models.train_deepctr import DeepCtrModel, train_deepctr
 
 
 @pytest.fixture(scope="module")

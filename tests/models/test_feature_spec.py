@@ -11,10 +11,9 @@ import pytest
 from configs import RunConfig
 from feature_store import FeatureStore
 from models.dataset_builder import build_ctr_dataset
-from models.feature_spec import tables_needed
+from models.feature_spec import spec_entries, tables_needed
 from models.retrain import latest_versions, retrain
 from models.serving import Scorer
-from models.feature_spec import spec_entries
 
 FAST = dict(seeds=(0,), threads=1, deepfm_epochs=2, deepfm_batch_size=256, deepfm_lr=5e-3, embedding_dim=4,
             lgbm_rounds=30, lgbm_early_stopping=10, lgbm_pca_dim=3, kar_hidden=8, kar_out_dim=4, history_len=5)

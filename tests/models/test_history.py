@@ -49,8 +49,8 @@ def test_bad_max_len():
 
 
 def test_ctr_dataset_history_precedes_each_sample(planted_workdir):
-    from feature_store import FeatureStore
     from configs import TrainConfig
+    from feature_store import FeatureStore
     from models.dataset_builder import build_ctr_dataset
     from models.feature_spec import tables_needed
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from configs import TrainConfig
+from models.feature_spec import resolve_variants
 from models.kar_adaptor import HybridExpertAdaptor
 from models.metrics import auc
 from models.train_deepctr import train_deepctr
-from configs import TrainConfig
-from models.feature_spec import resolve_variants
 
 
 def test_experts_gates_and_shapes():

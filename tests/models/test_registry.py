@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from models.feature_spec import Variant
 from models.registry import champion_info, list_models, load_champion, load_model, promote, write_model_manifest
 from models.train_deepctr import train_deepctr
 from models.train_lightgbm import train_lightgbm
-from models.feature_spec import Variant
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,15 @@ from scipy.stats import ttest_1samp
 from sklearn.metrics import roc_auc_score
 
 from models.__main__ import main
-from models.report import (judge, pair_counts, paired_differences, render_markdown, t_interval, user_bootstrap,
-                           write_report)
+from models.report import (
+    judge,
+    pair_counts,
+    paired_differences,
+    render_markdown,
+    t_interval,
+    user_bootstrap,
+    write_report,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
