@@ -25,13 +25,9 @@ log = logging.getLogger(__name__)
 
 def ingest(cfg: RunConfig) -> dict[str, str]:
     """Raw source -> canonical interactions/items/users tables; a DataError names file, row and column."""
-    from augment.data.ingest import (
-        load_dataset,
-        partition_fingerprint,
-        source_fingerprint,
-        source_names,
-        validate,
-    )
+    from augment.data.canonical_checks import validate
+    from augment.data.ingest import load_dataset
+    from augment.data.sources import partition_fingerprint, source_fingerprint, source_names
 
     with stage_timer(stats_dir(cfg), "ingest") as rec:
         @functools.cache

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from augment.data.ingest import clean_text
+from augment.data.raw_columns import clean_text
 from common.files import atomic_path
 
 

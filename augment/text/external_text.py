@@ -29,17 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augment.data.canonical import first_duplicate
 from augment.data.errors import DataError
-from augment.data.ingest import (
-    TS_DTYPE,
-    _blank,
-    _fail_first,
-    _first_duplicate,
-    _Raw,
-    _read_source,
-    _require,
-    _to_timestamp,
-)
+from augment.data.raw_columns import TS_DTYPE, RawColumns, blank_cells, fail_first, require_column, to_timestamp
+from augment.data.sources import read_source
 from augment.kinds import importable_kinds, kind_spec
 from augment.text.output_validation import check_output
 from configs import ColumnMap, ValidationConfig
@@ -48,37 +41,37 @@ KEY = {k.name: k.key for k in importable_kinds()}  # kind -> the id column of it
 SOURCE_NAME = re.compile(r"[\w.+-]{1,64}")
 
 
-def read_text_file(path: Path, kind: str) -> _Raw:
+def read_text_file(path: Path, kind: str) -> RawColumns:
     """The file's key, text and (if present) event_timestamp columns with their line numbers; errors name the
     file by its name."""
-    return _read_source(ColumnMap(path=path.name), path.parent, (kind_spec(kind).key, "text"), ("event_timestamp",))
+    return read_source(ColumnMap(path=path.name), path.parent, (kind_spec(kind).key, "text"), ("event_timestamp",))
 
 
-def _to_keys(raw: _Raw, column: str, id_map: pd.DataFrame, map_label: str) -> pd.Series:
+def _to_keys(raw: RawColumns, column: str, id_map: pd.DataFrame, map_label: str) -> pd.Series:
     """The file's original ids (exact text, trimmed) as the tables' join keys, through the pinned id map
     (common/id_keys.py); an id the source data does not have is an error quoting it."""
-    s = _require(raw, column)
+    s = require_column(raw, column)
     text = (s.astype("int64").astype("str") if pd.api.types.is_integer_dtype(s.dtype)
             else s.astype("str").str.strip())
     lookup = pd.Series(id_map[column].to_numpy(), index=id_map["source_id"].astype("str").to_numpy())
     keys = pd.Series(lookup.reindex(text.to_numpy()).to_numpy(), index=s.index)
     missing = keys.isna()
-    _fail_first(raw, missing, column, lambda v: f"{column} {str(v).strip()!r} not found in {map_label} "
+    fail_first(raw, missing, column, lambda v: f"{column} {str(v).strip()!r} not found in {map_label} "
                                                 f"({int(missing.sum())} row(s) affected)")
     return keys.astype("int64")
 
 
-def _event_times(raw: _Raw, keys: pd.Series, default: pd.Timestamp | pd.Series) -> pd.Series:
+def _event_times(raw: RawColumns, keys: pd.Series, default: pd.Timestamp | pd.Series) -> pd.Series:
     """event_timestamp per row: the file's value where given, else ``default`` (one time, or per key)."""
     fallback = (default.reindex(keys).to_numpy() if isinstance(default, pd.Series)
                 else np.full(len(keys), default))
     out = pd.Series(fallback, index=keys.index).astype(TS_DTYPE)
     if "event_timestamp" not in raw.frame:
         return out
-    given = ~_blank(raw.frame["event_timestamp"])
+    given = ~blank_cells(raw.frame["event_timestamp"])
     if given.any():
         sub = raw.rows(given.to_numpy())
-        out[given.to_numpy()] = _to_timestamp(sub, "event_timestamp", "s").to_numpy()
+        out[given.to_numpy()] = to_timestamp(sub, "event_timestamp", "s").to_numpy()
     return out
 
 
@@ -93,13 +86,13 @@ def load_external_text(path: Path, kind: str, known: pd.Series, default_time: pd
     if len(raw.frame) == 0:
         raise DataError("no rows", file=raw.file)
     keys = _to_keys(raw, key, id_map, map_label)
-    found = _first_duplicate(pd.DataFrame({key: keys}), [key])
+    found = first_duplicate(pd.DataFrame({key: keys}), [key])
     if found:
         a, b = found
         raise DataError(f"duplicate {key} {str(raw.frame[key].iloc[b]).strip()} at {raw.where(a)} and "
                         f"{raw.where(b)}", file=raw.file, column=raw.col(key))
     unknown = ~keys.isin(known)
-    _fail_first(raw, unknown, key, lambda v: f"{key} {str(v).strip()} not found in {known_label} "
+    fail_first(raw, unknown, key, lambda v: f"{key} {str(v).strip()} not found in {known_label} "
                                              f"({int(unknown.sum())} row(s) affected)")
     # Missing user cutoffs cannot happen after the check above when `known` is the cutoff table's keys.
     event_ts = _event_times(raw, keys, default_time)

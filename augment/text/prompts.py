@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from augment.data.ingest import clean_text
+from augment.data.raw_columns import clean_text
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"  # augment/templates: the package data
 TITLE_MAX = 200

@@ -73,7 +73,7 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
 
 def token_counter(model_ref: str) -> Callable[[str], int]:
     from augment.embedded_models import resolve_llm
-    from augment.text.structured import _tokenizer
+    from augment.text.structured import tokenizer_for
 
-    tok = _tokenizer(str(resolve_llm(model_ref)))
+    tok = tokenizer_for(str(resolve_llm(model_ref)))
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

@@ -57,7 +57,7 @@ def schema_for(kind: StructuredKind, cfg: GenerationConfig) -> dict:
 # Prompts: the same fencing as the KAR prompts (augment/text/prompts.py) plus a token cap on the user history.
 
 @lru_cache(maxsize=2)
-def _tokenizer(model_dir: str):
+def tokenizer_for(model_dir: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
@@ -70,7 +70,7 @@ def cap_history_tokens(hist: pd.DataFrame, items: pd.DataFrame, max_tokens: int,
 
     if hist.empty:
         return hist
-    tok = _tokenizer(str(resolve_llm(model_ref)))
+    tok = tokenizer_for(str(resolve_llm(model_ref)))
     titles = items.set_index("item_id")["title"].reindex(hist["item_id"]).to_numpy()
     labels = hist["label"] if "label" in hist else np.ones(len(hist), dtype=np.int8)
     lines = [history_line(t, r, y) for t, r, y in zip(titles, hist["rating"], labels)]

@@ -7,8 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from augment.data.canonical_checks import validate
 from augment.data.errors import DataError
-from augment.data.ingest import load_dataset, load_generic, source_names, validate
+from augment.data.ingest import load_dataset, load_generic
+from augment.data.sources import source_names
 from configs import ColumnMap, DataConfig, GenericSource, load_config
 
 REPO = Path(__file__).resolve().parents[2]

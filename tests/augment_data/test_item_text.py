@@ -5,8 +5,10 @@ import json
 
 import pytest
 
+from augment.data.canonical_checks import validate
 from augment.data.errors import DataError
-from augment.data.ingest import load_generic, source_names, validate
+from augment.data.ingest import load_generic
+from augment.data.sources import source_names
 from augment.encode.text_encoder import raw_item_text, raw_item_texts
 from augment.text.prompts import build_item_prompts, fit_tokens, load_template
 from configs import RunConfig

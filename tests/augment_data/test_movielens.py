@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from augment.data.canonical_checks import validate
 from augment.data.errors import DataError
-from augment.data.ingest import load_dataset, source_names, validate
+from augment.data.ingest import load_dataset
 from augment.data.movielens import fetch_recbole_wheel, read_ml100k
+from augment.data.sources import source_names
 from common.files import file_sha256
 from configs import DataConfig
 

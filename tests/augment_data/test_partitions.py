@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from augment import stages
 from augment.data.errors import DataError
-from augment.data.ingest import load_dataset, partition_fingerprint
+from augment.data.ingest import load_dataset
+from augment.data.sources import partition_fingerprint
 from configs import StreamConfig, load_config
 
 START = datetime(2026, 12, 1, tzinfo=timezone.utc)

@@ -189,10 +189,10 @@ def test_store_export_speaks_original_ids(tmp_path, make_tiny_config):
 
 def test_a_key_collision_names_both_ids(tmp_path, monkeypatch):
     """Two string ids with one key (a stand-in hash that maps everything to 7) are an error, never a merge."""
-    import augment.data.ingest as ingest
+    import augment.data.canonical as canonical  # where ids become keys
 
-    real = ingest.keys_for
-    monkeypatch.setattr(ingest, "keys_for",
+    real = canonical.keys_for
+    monkeypatch.setattr(canonical, "keys_for",
                         lambda values, id_type: np.full(len(values), 7, np.int64) if id_type == "string"
                         else real(values, id_type))
     msg = _error(_write(tmp_path, f"user,item,stars,ts\n1,{ASIN[0]},4,1\n1,{ASIN[1]},5,2\n", _items(ASIN[:2])))
