@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num-shards", type=int, default=None,
                            help="shards this run splits the prompts into (default generation.shards)")
         if name == "generation-variance":
-            p.add_argument("--sample", type=int, default=60, help="item prompts (the smallest prompt hashes)")
-            p.add_argument("--seeds", type=int, default=3, help="k: sampling seeds sampling.seed .. +k-1")
-            p.add_argument("--temperature", type=float, default=0.7)
+            # Defaults: generation_variance's own (None here means "not given").
+            p.add_argument("--sample", type=int, help="item prompts (the smallest prompt hashes; default 60)")
+            p.add_argument("--seeds", type=int, help="k: sampling seeds sampling.seed .. +k-1 (default 3)")
+            p.add_argument("--temperature", type=float, help="default 0.7")
             p.add_argument("--out", help="default <workdir>/stats/generation_variance.json")
     sub.add_parser("prepare-models")
     serve = sub.add_parser("serve-llm", help="vLLM's OpenAI server for generation.engine (augment/llm/server.py)")
@@ -155,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.cmd == "generation-variance":
                 from augment.generation_variance import generation_variance
 
-                result = generation_variance(cfg, inputs, args.sample, args.seeds, args.temperature,
-                                             Path(args.out) if args.out else None)
+                given = {k: getattr(args, k) for k in ("sample", "seeds", "temperature")
+                         if getattr(args, k) is not None}
+                result = generation_variance(cfg, inputs, out=Path(args.out) if args.out else None, **given)
             elif args.cmd == "ingest":
                 result = stages.ingest(cfg)
             else:

@@ -27,6 +27,8 @@ Transform = Literal["none", "age_bucket", "decade", "first", "fill_median", "mul
                     "history_recency", "history_cosine"]
 
 
+MODEL_NAME = "ctr"  # the registry name of the served model unless train.model_name says otherwise
+
 class FeatureEntry(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="model column / vector group name")
     type: FeatureType
@@ -194,7 +196,7 @@ class TrainConfig(_Strict):
     kar_specific_experts: int = Field(1, ge=1)
     kar_hidden: int = Field(128, ge=1)
     kar_out_dim: int = Field(32, ge=1)
-    model_name: str = Field("ctr", pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
+    model_name: str = Field(MODEL_NAME, pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
     promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
 
     @model_validator(mode="before")

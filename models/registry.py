@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 
 from common.files import atomic_write_json
-from configs.train_config import TrainConfig
+from configs.train_config import MODEL_NAME
 from models.backbones import model_class
 from models.ctr_inputs import CtrSplit
 from models.metrics import json_safe
 
-MODEL_NAME = TrainConfig.model_fields["model_name"].default  # train.model_name unless a config says otherwise
 log = logging.getLogger(__name__)
 CHAMPION, DECISIONS, MANIFEST = "champion.json", "decisions.jsonl", "manifest.json"
 

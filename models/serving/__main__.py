@@ -22,16 +22,19 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.serving.settings import ServingSettings, default  # light: no model library yet
+
     p = argparse.ArgumentParser(prog="python -m models.serving", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, type=Path, help="holds registry/ (and feature_store/ when local)")
     p.add_argument("--feature-store", help="read the pinned versions here (a directory or s3://bucket/prefix, "
                    "options in the URI: ?endpoint_override=...); default: as the model manifest records")
-    p.add_argument("--name", default="ctr", help="registry model name (default ctr)")
+    p.add_argument("--name", default=default("name"), help="registry model name (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-candidates", type=int, default=500)
-    p.add_argument("--poll-seconds", type=float, default=2.0, help="champion check interval; 0 = admin only")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-candidates", type=int, default=default("max_candidates"))
+    p.add_argument("--poll-seconds", type=float, default=default("poll_seconds"),
+                   help="champion check interval; 0 = admin only")
+    p.add_argument("--threads", type=int, default=default("threads"))
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     if not (args.workdir / "registry").is_dir():
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from models.serving.app import ServingSettings, create_app
+    from models.serving.app import create_app
 
     app = create_app(ServingSettings(args.workdir, args.name, args.max_candidates, args.poll_seconds,
                                      args.threads, args.feature_store))

@@ -15,31 +15,17 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
-from models.registry import MODEL_NAME
 from models.serving.hot_swap import ScorerHolder
 from models.serving.metrics import ServingMetrics
+from models.serving.settings import ServingSettings  # noqa: F401 - create_app's argument, importable from here
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """The service's knobs (kept out of configs: serving is not a pipeline stage)."""
-
-    workdir: Path
-    name: str = MODEL_NAME         # registry model name (train.model_name's default)
-    max_candidates: int = 500      # larger requests get a 422
-    poll_seconds: float = 2.0      # champion pointer check interval; 0 = only POST /admin/reload
-    threads: int = 1               # torch / LightGBM threads per process
-    feature_store: str | None = None  # None: where the model's manifest says (models.registry.model_feature_store)
 
 
 class ScoreRequest(BaseModel):
