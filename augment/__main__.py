@@ -91,10 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num-shards", type=int, default=None,
                            help="shards this run splits the prompts into (default generation.shards)")
         if name == "generation-variance":
-            # Defaults: generation_variance's own (None here means "not given").
-            p.add_argument("--sample", type=int, help="item prompts (the smallest prompt hashes; default 60)")
-            p.add_argument("--seeds", type=int, help="k: sampling seeds sampling.seed .. +k-1 (default 3)")
-            p.add_argument("--temperature", type=float, help="default 0.7")
+            # Defaults: generation_variance's own (None here means "not given"; the help shows them).
+            import inspect
+
+            from augment.generation_variance import generation_variance as gv
+
+            gv_default = {k: v.default for k, v in inspect.signature(gv).parameters.items()}
+            p.add_argument("--sample", type=int, help="item prompts (the smallest prompt hashes; default "
+                           f"{gv_default['sample']})")
+            p.add_argument("--seeds", type=int, help="k: sampling seeds sampling.seed .. +k-1 (default "
+                           f"{gv_default['seeds']})")
+            p.add_argument("--temperature", type=float, help=f"default {gv_default['temperature']}")
             p.add_argument("--out", help="default <workdir>/stats/generation_variance.json")
     sub.add_parser("prepare-models")
     serve = sub.add_parser("serve-llm", help="vLLM's OpenAI server for generation.engine (augment/llm/server.py)")
