@@ -1,5 +1,5 @@
-"""The serving path (Scorer, HTTP app, a scored request) never imports vLLM, transformers, sentence-transformers or
-augment's generation code: checked in a fresh interpreter's sys.modules."""
+"""The serving path (Scorer, HTTP app, a scored request) never imports vLLM, Ray, transformers,
+sentence-transformers, Airflow or any of `augment`: checked in a fresh interpreter's sys.modules."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN_ROOTS = ("vllm", "transformers", "sentence_transformers")
-FORBIDDEN_MODULES = ("augment.llm.generate", "augment.llm.engine", "augment.encode.text_encoder", "augment.stages")
+FORBIDDEN_ROOTS = ("vllm", "ray", "transformers", "sentence_transformers", "airflow", "augment")
 
 SCRIPT = """
 import json, sys
@@ -31,6 +30,6 @@ def test_serving_imports_no_llm_code(served_workdir):
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     modules = json.loads(out.stdout.strip().splitlines()[-1])
-    bad = [m for m in modules if m.split(".")[0] in FORBIDDEN_ROOTS or m.startswith(FORBIDDEN_MODULES)]
+    bad = [m for m in modules if m.split(".")[0] in FORBIDDEN_ROOTS]
     assert not bad, bad
     assert "models.serving.scorer" in modules and "torch" in modules  # the check looked at a real serving run
