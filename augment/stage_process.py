@@ -22,16 +22,16 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import re
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+from common.stderr_logging import relog_stream
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -44,57 +44,6 @@ class StageFailed(RuntimeError):
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     # If the task process is SIGKILLed (Airflow's kill after a timeout), the kernel sends the stage SIGTERM.
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-# The CLI's log format (augment/__main__.py): "<date> <time> LEVEL logger: message".
-_RECORD = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
-_PROGRESS_EVERY_S = 30.0  # a progress bar's redraws (\r) reach the log at most this often, and its last state
-
-
-def relog_child_stderr(stream: IO[bytes], fallback: str = "augment.stage") -> None:
-    """Re-emit a child CLI's stderr through this process's logging, each record at its own level.
-
-    Airflow's task supervisor files everything a task writes to stderr at ERROR, so a child's INFO lines and
-    progress bars read as a wall of errors; through logging they keep their level. Lines that are not records
-    (a progress bar, a traceback, a one-line `error: ...`) go to `fallback`: a traceback and what follows it, and
-    `error:` lines, at ERROR; anything else at the level of the record before it (INFO at first). A progress bar
-    redrawn in place (`\\r`) is logged at most every _PROGRESS_EVERY_S seconds, and its final state always."""
-    level, name = logging.INFO, fallback
-    last_progress = -_PROGRESS_EVERY_S
-    pending, unlogged = b"", b""  # unlogged: the newest redraw not logged yet (a bar may end "...\\r\\n")
-
-    def emit(raw: bytes) -> None:
-        nonlocal level, name
-        text = raw.decode("utf-8", errors="replace").rstrip()
-        if not text.strip():
-            return
-        match = _RECORD.match(text)
-        if match:
-            level, name = logging.getLevelName(match[1]), match[2]
-            logging.getLogger(name).log(level, "%s", match[3])
-            return
-        if text.startswith(("Traceback", "error:")):
-            level, name = logging.ERROR, fallback
-        logging.getLogger(name).log(level, "%s", text)
-
-    for chunk in iter(lambda: stream.read1(65536), b""):
-        pending += chunk
-        while True:
-            cut = re.search(rb"[\r\n]", pending)
-            if cut is None:
-                break
-            piece, sep, pending = pending[:cut.start()], pending[cut.start():cut.end()], pending[cut.end():]
-            if sep == b"\r":  # a redraw: keep it only if the bar has been quiet in the log for a while
-                now = time.monotonic()
-                unlogged = piece if piece.strip() else unlogged
-                if unlogged and now - last_progress >= _PROGRESS_EVERY_S:
-                    last_progress = now
-                    emit(unlogged)
-                    unlogged = b""
-                continue
-            emit(piece if piece.strip() else unlogged)
-            unlogged = b""
-    emit(pending if pending.strip() else unlogged)
 
 
 def run_stage(args: Sequence[str], *, grace_seconds: float = 30.0) -> Any:
@@ -115,7 +64,7 @@ def run_stage(args: Sequence[str], *, grace_seconds: float = 30.0) -> Any:
                                 stderr=subprocess.PIPE if relog else None)
         reader = None
         if relog:
-            reader = threading.Thread(target=relog_child_stderr, args=(proc.stderr,), daemon=True)
+            reader = threading.Thread(target=relog_stream, args=(proc.stderr,), daemon=True)
             reader.start()
         try:
             code = proc.wait()

@@ -20,7 +20,17 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from augment.kinds import encode_kinds, structured_kinds, text_kinds  # stdlib only: fine at parse time
-from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, LLM_TASK, config_path, freeze, load, schedule, timetable
+from ops.airflow_wiring import (
+    DEFAULT_ARGS,
+    FEATURE_ASSETS,
+    LLM_TASK,
+    config_path,
+    freeze,
+    load,
+    logs_stderr,
+    schedule,
+    timetable,
+)
 
 SCHEDULE = schedule()
 
@@ -33,29 +43,34 @@ SCHEDULE = schedule()
      tags=["llm", "features"], doc_md=__doc__)
 def augment_features():
     @task
+    @logs_stderr
     def freeze_config(params=None, data_interval_start=None, data_interval_end=None) -> str:
         """The run's config; a daily config gets this run's data interval (stream.end = data_interval_end)."""
         return freeze(config_path(params), data_interval_start, data_interval_end)
 
     @task
+    @logs_stderr
     def ingest(config: str) -> dict:
         from augment import stages
 
         return stages.ingest(load(config))
 
     @task
+    @logs_stderr
     def split(config: str, ingested: dict) -> dict:
         from augment import stages
 
         return stages.split(load(config), ingested)
 
     @task
+    @logs_stderr
     def build_prompts(config: str, ingested: dict, splits: dict) -> dict:
         from augment import stages
 
         return stages.prompts(load(config), {**ingested, **splits})
 
     @task
+    @logs_stderr
     def plan_shards(config: str, kind: str, prompts: dict) -> list[dict]:
         """generation.shards shards, or one when the run has less than a batch of new prompts (one engine start)."""
         from augment import stages
@@ -63,6 +78,7 @@ def augment_features():
         return stages.plan_shards(load(config), kind, prompts)
 
     @task(**LLM_TASK, map_index_template="{{ task.op_kwargs['kind'] }} shard {{ task.op_kwargs['shard'] }}")
+    @logs_stderr
     def generate(config: str, kind: str, prompts: dict, shard: int, num_shards: int) -> dict:
         # `python -m augment generate` in a child interpreter: a vLLM engine must not start in a task process.
         from augment import stage_process
@@ -70,6 +86,7 @@ def augment_features():
         return stage_process.generate(config, kind, prompts, shard, num_shards)
 
     @task
+    @logs_stderr
     def publish_texts(config: str, kind: str, prompts: dict, _shards: list, ingested: dict, splits: dict) -> dict:
         """Collect the shards' text, or import generation.external.<kind> (checked against the pinned items /
         user_cutoffs version, hence those inputs too)."""
@@ -78,12 +95,14 @@ def augment_features():
         return stages.publish_texts(load(config), kind, {**ingested, **splits, **prompts})
 
     @task
+    @logs_stderr
     def encode(config: str, kind: str, source: dict) -> dict:
         from augment import stage_process
 
         return stage_process.encode(config, kind, source)
 
     @task
+    @logs_stderr
     def behaviour_encoder(config: str, ingested: dict, splits: dict, item_text: dict) -> dict:
         """Behaviour-aligned item encoders (augment/encode/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled.
         In this process, as encode is: sentence-transformers starts no engine."""
@@ -92,6 +111,7 @@ def augment_features():
         return stages.behaviour_encoder(load(config), {**ingested, **splits, **item_text})
 
     @task
+    @logs_stderr
     def build_structured_prompts(config: str, ingested: dict, splits: dict, _after: list) -> dict:
         """ONCE/NoteLLM structured prompts; a no-op unless generation.structured.enabled (the mapped shards still
         run and skip, rather than an empty expansion skipping the whole branch)."""
@@ -100,12 +120,14 @@ def augment_features():
         return stages.structured_prompts(load(config), {**ingested, **splits})
 
     @task
+    @logs_stderr
     def publish_structured(config: str, kind: str, prompts: dict, _shards: list) -> dict:
         from augment import stages
 
         return stages.publish_structured(load(config), kind, prompts)
 
     @task(outlets=FEATURE_ASSETS)
+    @logs_stderr
     def publish_features(ingested: dict, splits: dict, texts: list[dict], embeddings: list[dict],
                          structured: list[dict], outlet_events=None) -> dict:
         """Everything is already versioned in the store; this task announces the run's exact versions on the

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, config_path, freeze, load, versions_for_retrain
+from ops.airflow_wiring import (
+    DEFAULT_ARGS,
+    FEATURE_ASSETS,
+    config_path,
+    freeze,
+    load,
+    logs_stderr,
+    versions_for_retrain,
+)
 
 
 @dag(dag_id="retrain_ctr", schedule=FEATURE_ASSETS, catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,
@@ -20,20 +28,24 @@ from ops.airflow_wiring import DEFAULT_ARGS, FEATURE_ASSETS, config_path, freeze
      tags=["ctr", "training"], doc_md=__doc__)
 def retrain_ctr():
     @task
+    @logs_stderr
     def freeze_config(params=None) -> str:
         return freeze(config_path(params))
 
     @task
+    @logs_stderr
     def table_versions(params=None, triggering_asset_events=None) -> dict:
         return versions_for_retrain(params, triggering_asset_events)
 
     @task
+    @logs_stderr
     def retrain(config: str, versions: dict) -> dict:
         from models.retrain import retrain as run
 
         return run(load(config), versions)
 
     @task
+    @logs_stderr
     def announce(result: dict) -> str:
         print(f"report: {result['report']}")
         return result["report"]

@@ -8,13 +8,15 @@ Environment variables (names, defaults, who sets them): configs/environment.py.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from airflow.sdk import Asset
 
 from augment.kinds import encode_kinds  # stdlib only at import: the registry of kinds, read at parse time
+from common.stderr_logging import stderr_relogged
 from configs import environment as env
 
 # The default run config: of a run whose `config` param is empty and $LLMFA_CONFIG unset, and of the schedule.
@@ -85,6 +87,17 @@ def timetable(cron: str):
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     return CronDataIntervalTimetable(cron, timezone="UTC")
+
+
+def logs_stderr(fn: Callable) -> Callable:
+    """Under @task: what the task body writes to stderr (progress bars, warnings) reaches the task log at its own
+    level, not at the ERROR level Airflow's supervisor files raw stderr at (common/stderr_logging.py). The
+    signature is kept (functools.wraps), so Airflow still passes the context arguments the body names."""
+    @functools.wraps(fn)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        with stderr_relogged(f"{fn.__module__}.{fn.__name__}"):
+            return fn(*args, **kwargs)
+    return body
 
 
 def config_path(params: Mapping[str, Any]) -> str:
