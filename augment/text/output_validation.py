@@ -35,9 +35,16 @@ ACCEPTED = frozenset({"ok", "truncated"})
 FLAGS = ("ok", "truncated", "empty", "degenerate", "refusal", "schema_invalid", "prompt_too_long")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+# "I can't ..." is a refusal only when what follows is what a refusal declines to do: titles open with the same
+# words ("I Can't Sleep (1994) is a French drama ..." was published empty as a refusal).
+_DECLINED = (r"(?:provide|help|assist|answer|give|share|find|access|browse|recall|tell|determine|verify|confirm|"
+             r"comply|fulfil|fulfill|generate|write|create|offer|discuss|say|know|speculate|be sure|describe|comment|"
+             r"identify|retrieve|look|search|do that|see)")
 _REFUSAL = re.compile(
-    r"^\W*(i'?m sorry|i am sorry|sorry,|i apologi[sz]e|i (?:cannot|can ?not|can't|won't|am unable|'m unable|"
-    r"am not able|'m not able)|as an ai|as a language model|i do(?:n't| not) have (?:any |enough )?"
+    r"^\W*(i['’]?m sorry|i am sorry|sorry,|i apologi[sz]e|"
+    r"i(?:\s+(?:cannot|can ?not|can['’]?t|won['’]?t|am unable to|am not able to)|['’]m (?:unable|not able) to)\s+"
+    r"(?:\w+\s+){0,2}?" + _DECLINED + r"\b|"
+    r"as an ai|as a language model|i do(?:n['’]t| not) have (?:any |enough )?"
     r"(?:information|knowledge|data|access))", re.IGNORECASE)
 # A sentence end, not an initial ("John C. Reilly"); a line end also closes a unit in list-style answers.
 _SENTENCE_END = re.compile(r"(?<![\s.][A-Z])[.!?][\"')\]]*(?=\s|$)|\n")

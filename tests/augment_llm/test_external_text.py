@@ -160,7 +160,7 @@ def test_ml_latest_tags_script_makes_one_text_per_movie(tmp_path):
 @pytest.mark.timeout(600)
 def test_encode_of_nothing_new_loads_no_encoder(tiny, tmp_path, monkeypatch):
     """A second encode of the same text table reuses its version without loading the encoder at all."""
-    from augment.encode.text_encoder import text_encoder as encode_module
+    from augment.encode import text_encoder as encode_module
     cfg, v = tiny
     f = _csv(tmp_path / "tags.csv", "item_id,text\n1,Tagged by users as: pixar and toys\n2,Tagged by users as: bond\n")
     v.update(stages.import_text(cfg, "item", f, ITEM_PINS(v)))

@@ -21,6 +21,14 @@ GOOD = "Heat (1995) is a crime thriller directed by Michael Mann, starring Al Pa
     ("I'm sorry, but I cannot provide information about this movie.", "stop", "refusal"),
     ("As an AI language model, I do not have opinions on films.", "stop", "refusal"),
     ("I don't have information about the movie Heat.", "stop", "refusal"),
+    ("I cannot help with that request.", "stop", "refusal"),
+    ("I can’t really say much about this film.", "stop", "refusal"),
+    ("I'm unable to find details about this title.", "stop", "refusal"),
+    # Titles that open like a refusal are knowledge, not refusals (ML-100K item 1370 was published empty).
+    ("I Can't Sleep (1994) is a French drama by Claire Denis about a series of murders in Paris.", "stop", "ok"),
+    ("I Won't Dance is a 1930s song film about a chorus girl who dreams of Broadway.", "stop", "ok"),
+    ("I Can't Believe It's Not Butter is not a movie but the text answers anyway with a full sentence.", "stop",
+     "ok"),
     ("the movie is great " * 20, "length", "degenerate"),
     ("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!", "length", "degenerate"),
 ])
