@@ -169,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "retrain" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from models.retrain import MissingTables
+
+    try:
+        return args.func(args)
+    except MissingTables as exc:  # bad input, not a crash: one line, exit 2 (as `python -m augment` does)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -52,12 +52,28 @@ def model_code_digest() -> str:
 
 
 
+class MissingTables(ValueError):
+    """A table the run's variants read has no version in the store (a one-line error, not a traceback)."""
+
+
 def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, str] | None = None) -> dict:
-    """For people at the CLI: `latest` of every table the config's feature spec needs, unless pinned."""
+    """For people at the CLI: `latest` of every table the config's feature spec needs, unless pinned. A table
+    that is neither pinned nor in the store is a MissingTables error naming it, the variants that read it and how
+    to make it."""
     pinned = dict(pinned or {})
+    have = set(store.tables())
+    missing = [t for t in tables_needed(cfg.train) if t not in pinned and t not in have]
+    if missing:
+        variants = resolve_variants(cfg.train)
+        readers = {t: [name for name, v in variants.items() if t in tables_needed(cfg.train, [v])] for t in missing}
+        where = store.location().get("uri", "the feature store")
+        raise MissingTables(
+            "; ".join(f"table {t!r} has no version in {where} (read by variant(s) {', '.join(readers[t])})"
+                      for t in missing)
+            + ": make it with `python -m augment all --config <this config>` (or the stage that writes it), "
+              "or leave those variants out of train.variants")
     out = {t: pinned.get(t) or store.resolve(t) for t in tables_needed(cfg.train)}
     # The id maps tell serving how requests spell ids (string ids are hashed); a store without them is int ids.
-    have = set(store.tables())
     out.update({t: pinned.get(t) or store.resolve(t) for t in ID_MAPS.values() if t in pinned or t in have})
     return out
 

@@ -23,3 +23,15 @@ def test_input_pins_and_version_is_a_deprecated_alias(command, monkeypatch, caps
                    "(same meaning)"]
     with pytest.raises(SystemExit, match="--input expects TABLE=VERSION"):
         cli._pins(["items"])
+
+
+def test_a_table_no_stage_wrote_is_a_one_line_error(tmp_path, capsys):
+    """A variant whose table is missing (user text never generated, say) is one line naming the table, the
+    variants that read it and how to make it; exit 2, not a traceback."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"workdir: {tmp_path / 'work'}\n")
+    assert cli.main(["retrain", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: table 'interaction_splits' has no version in "), err
+    assert "'user_profile_emb' has no version in" in err[0] and "(read by variant(s) llm, llm_kar)" in err[0]
+    assert "python -m augment all" in err[0]
