@@ -83,7 +83,7 @@ def _embedding_tables(cfg, v: dict) -> tuple[dict, dict]:
     import numpy as np
     import pyarrow as pa
 
-    from augment.stages import STATIC_TIME, store_for
+    from augment.publishing import STATIC_TIME, store_for
     from feature_store import definitions as defs
 
     store = store_for(cfg)

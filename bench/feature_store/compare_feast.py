@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
+from bench_common import emit, make_data  # noqa: E402
 from pit_ours import SPEC  # noqa: E402
 
-from common import emit, make_data  # noqa: E402
 from feature_store import FeatureStore, point_in_time_join  # noqa: E402
 
 FEAST_PY = os.environ.get("FEAST_PY", "/root/.cache/feast-bench-venv/bin/python")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from bench_common import BENCH_DIR, DIM, Timer, emit  # noqa: E402
 
-from common import BENCH_DIR, DIM, Timer, emit  # noqa: E402
 from feature_store import Feature, OnlineTable, TableSpec, point_in_time_join  # noqa: E402
 from feature_store.locations import open_store  # noqa: E402
 from ops.local_services import free_port  # noqa: E402

@@ -11,9 +11,8 @@ import warnings
 from datetime import datetime, timezone
 
 import numpy as np
+from bench_common import Timer, emit, make_data, percentiles_ms  # noqa: E402
 from pit_feast import feast_store  # noqa: E402
-
-from common import Timer, emit, make_data, percentiles_ms  # noqa: E402
 
 warnings.filterwarnings("ignore")
 

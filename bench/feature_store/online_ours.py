@@ -11,8 +11,8 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
+from bench_common import Timer, emit, make_data, peak_rss_mb, percentiles_ms  # noqa: E402
 
-from common import Timer, emit, make_data, peak_rss_mb, percentiles_ms  # noqa: E402
 from feature_store import FeatureStore, OnlineTable  # noqa: E402
 
 

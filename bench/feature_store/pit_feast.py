@@ -12,8 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
-from common import Timer, emit, make_data, peak_rss_mb  # noqa: E402
+from bench_common import Timer, emit, make_data, peak_rss_mb  # noqa: E402
 
 warnings.filterwarnings("ignore")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 
 import pyarrow.parquet as pq
+from bench_common import Timer, emit, make_data, peak_rss_mb  # noqa: E402
 
-from common import Timer, emit, make_data, peak_rss_mb  # noqa: E402
 from feature_store import Feature, FeatureStore, TableSpec, point_in_time_join, vector_matrix  # noqa: E402
 
 SPEC = TableSpec("item_emb", "item", ("item_id",), (Feature("emb", "vector", dim=64), Feature("pop", "float32")))

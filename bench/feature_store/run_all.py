@@ -104,7 +104,7 @@ def main() -> None:
     feast_sizes = [int(x) for x in args.feast_labels.split(",") if x]
     sizes = sorted({N_LABELS, *feast_sizes})
     for n in sizes:  # data generation in its own process, so it does not count towards any peak RSS
-        subprocess.run([ours, str(HERE / "common.py"), str(N_ENTITIES), str(N_VERSIONS), str(n)], check=True,
+        subprocess.run([ours, str(HERE / "bench_common.py"), str(N_ENTITIES), str(N_VERSIONS), str(n)], check=True,
                        stdout=subprocess.DEVNULL)
     for n in sizes:
         run(ours, "pit_ours.py", N_ENTITIES, N_VERSIONS, n)  # first run publishes the table

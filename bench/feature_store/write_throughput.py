@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from bench_common import BENCH_DIR, DIM, Timer, emit  # noqa: E402
 
-from common import BENCH_DIR, DIM, Timer, emit  # noqa: E402
 from feature_store import Feature, FeatureStore, TableSpec  # noqa: E402
 
 SPEC = TableSpec("item_emb", "item", ("item_id",), (Feature("emb", "vector", dim=DIM), Feature("pop", "float32")))

@@ -108,7 +108,7 @@ def test_ray_backend_writes_what_in_process_writes(tmp_path, make_tiny_config, r
 
 def test_ray_backend_structured_outputs_follow_the_schema(tmp_path, make_tiny_config, ray_backends):
     from augment import stages
-    from augment.stages import _json_schema
+    from augment.llm.generate_stage import json_schema_for
     from augment.text.output_validation import ACCEPTED
     from configs import load_config
 
@@ -123,7 +123,7 @@ def test_ray_backend_structured_outputs_follow_the_schema(tmp_path, make_tiny_co
     [backend] = ray_backends
     _assert_cleaned_up(backend, shm_before)
     assert stats["generated"] == 20
-    schema = _json_schema(cfg, "item_tags")
+    schema = json_schema_for(cfg, "item_tags")
     rows = _cache(cfg)
     valid = 0
     for text, flag in zip(rows["text"], rows["flag"]):
