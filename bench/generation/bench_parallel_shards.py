@@ -28,7 +28,7 @@ def run_mode(mode: str, config: str, sets: list[str], kind: str, root: Path) -> 
     v = stages.ingest(cfg)
     v |= stages.split(cfg, v)
     v |= stages.prompts(cfg, v)
-    prompt_table = kinds.PROMPT_TABLE[kind]
+    prompt_table = kinds.KINDS[kind].prompt_table
     args = lambda shard: ["generate", "--config", config, *[x for s in sets for x in ("--set", s)],  # noqa: E731
                           "--kind", kind, "--input", f"{prompt_table}={v[prompt_table]}", "--shard", str(shard)]
     started = time.perf_counter()

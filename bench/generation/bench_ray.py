@@ -40,7 +40,7 @@ def run_backend(backend: str, config: str, sets: list[str], kind: str, root: Pat
     v = stages.ingest(cfg)
     v |= stages.split(cfg, v)
     v |= stages.prompts(cfg, v)
-    table = kinds.PROMPT_TABLE[kind]
+    table = kinds.KINDS[kind].prompt_table
     args = ["generate", "--config", config, *[x for s in sets for x in ("--set", s)], "--kind", kind,
             "--input", f"{table}={v[table]}", "--shard", "0"]
     started = time.perf_counter()

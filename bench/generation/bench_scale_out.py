@@ -93,7 +93,7 @@ def child_bare_and_stage(config: str, sets: list[str], modes: list[str], out: Pa
     cfg = _cfg(config, sets)
     v = prepare(config, sets)
     store = stages.store_for(cfg)
-    frames = {k: store.read_pandas(kinds.PROMPT_TABLE[k], v[kinds.PROMPT_TABLE[k]]) for k in KINDS}
+    frames = {k: store.read_pandas(kinds.KINDS[k].prompt_table, v[kinds.KINDS[k].prompt_table]) for k in KINDS}
     t0 = time.perf_counter()
     llm = llm_engine.get_engine(cfg.generation.engine)
     result: dict = {"engine_start_s": round(time.perf_counter() - t0, 1), "engine_cores": llm_engine.engine_cores()}
@@ -156,7 +156,7 @@ def shard_modes(config: str, sets: list[str], parallel: bool) -> dict:
 
     def one(job):
         kind, shard = job
-        table = kinds.PROMPT_TABLE[kind]
+        table = kinds.KINDS[kind].prompt_table
         return stage_process.run_stage(["generate", "--config", config, *_cli_sets(sets), "--kind", kind,
                                         "--input", f"{table}={v[table]}", "--shard", str(shard),
                                         "--num-shards", "2"])[0]
@@ -200,7 +200,7 @@ def openai_mode(config: str, sets: list[str], workdir: Path) -> dict:
         out = {"engine_start_s": round(start, 1), "seconds": 0.0, "prompts": 0, "output_tokens": 0,
                "retry_output_tokens": 0, "flags": {}}
         for kind in KINDS:
-            table = kinds.PROMPT_TABLE[kind]
+            table = kinds.KINDS[kind].prompt_table
             t0 = time.perf_counter()
             st = stage_process.run_stage(["generate", "--config", config, *_cli_sets([*sets, *more]), "--kind",
                                           kind, "--input", f"{table}={v[table]}", "--shard", "0",
