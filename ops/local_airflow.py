@@ -39,6 +39,12 @@ from configs.run_config import REPO_ROOT
 from ops.local_services import Postgres, Redis, free_port, stop_process_trees
 
 SERVICES = ("api-server", "dag-processor", "scheduler")
+# SQLite deployments: how long a connection waits for another's write lock (sqlite3's default is 5 s). With the
+# generation engines holding both cores, a process in the middle of a write can be off the CPU for longer than 5 s,
+# and the next writer then fails with "database is locked" (seen in the daily-replay test on a 2-core box).
+# Airflow reads these through [database] sql_alchemy_connect_args(_async), an import path.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 120}
+SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": 120}
 WORKER_HOSTNAME_ENV = env.WORKER_HOSTNAME.name
 
 
@@ -132,6 +138,11 @@ class LocalAirflow:
         }
         if self.postgres is not None:
             self.settings["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.postgres.url
+        else:
+            self.settings.update({
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
+            })
         if self.redis is not None:
             self.settings.update({
                 "AIRFLOW__CELERY__BROKER_URL": self.redis.url,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -140,6 +141,12 @@ def main() -> int:
     finally:
         stop_engines()
         leftovers = airflow.stop()
+        # dag.test(use_executor=True) leaves the LocalExecutor's worker processes running when a run fails or
+        # raises; the interpreter would wait for them at exit for ever (seen: a failed replay hung until its
+        # test's timeout). They hold no work of ours by now.
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+            worker.join(10)
         if leftovers:
             print(f"[run_dags] warning: processes survived the shutdown: {leftovers}", file=sys.stderr)
 
