@@ -21,7 +21,7 @@ slow ones raise theirs with @pytest.mark.timeout.
     scripts/run_tests.sh                     # everything: what CI (.ci/run) runs, tens of minutes
     scripts/run_tests.sh -m "vllm"           # one need at a time; markers combine: -m "airflow and not vllm"
 
-Fast tier, measured 2026-12-07 on the shared 2-core box (`pytest -q -m "not slow" --durations=25`): 386 tests in
+Fast tier, measured 2026-12-07 on the shared 2-core box (an earlier count; docs/results.md has the fresh-clone figure) (`pytest -q -m "not slow" --durations=25`): 386 tests in
 144 s with a little other load; the two MiniLM behaviour-encoder tests (~12 s) have since moved to `vllm`, leaving 384.
 No fast test takes over ~10 s; the slowest are subprocess imports (DagBag parses, CLI runs, code identity).
 
