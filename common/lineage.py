@@ -76,6 +76,23 @@ def _nearest_module(name: str, tops: frozenset[str]) -> str | None:
     return None
 
 
+def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Every dotted name the import statements of `module` (any depth) name, relative imports made absolute; for
+    `from a.b import c` both `a.b.c` and `a.b` (c may be a submodule or a name defined in a.b)."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                package = package[:len(package) - (node.level - 1)]
+                base = ".".join(package + ([base] if base else []))
+            names += [f"{base}.{a.name}" for a in node.names] + [base]
+    return names
+
+
 @lru_cache(maxsize=None)
 def direct_imports(module: str) -> frozenset[str]:
     """The in-repo modules `module` imports anywhere in its body, plus the parent packages each import runs (the
@@ -83,22 +100,11 @@ def direct_imports(module: str) -> frozenset[str]:
     tops = frozenset((*PRODUCT_PACKAGES, module.partition(".")[0]))
     is_package = module_file(module).name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(_tree(module)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the module's package, one level up per extra dot
-                package = module.split(".") if is_package else module.split(".")[:-1]
-                package = package[:len(package) - (node.level - 1)]
-                base = ".".join(package + ([base] if base else []))
-            names = [f"{base}.{a.name}" for a in node.names] + [base]
-        for name in names:
-            hit = _nearest_module(name, tops)
-            if hit is not None:
-                parts = hit.split(".")
-                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    for name in imported_names(_tree(module), module, is_package):
+        hit = _nearest_module(name, tops)
+        if hit is not None:
+            parts = hit.split(".")
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     found.discard(module)
     return frozenset(found)
 

@@ -14,7 +14,7 @@ import pytest
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from common.lineage import PRODUCT_PACKAGES, module_file
+from common.lineage import PRODUCT_PACKAGES, imported_names, module_file
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,28 +44,17 @@ def room(module: str) -> str:
 
 
 def explicit_imports(module: str, known: set[str]) -> set[str]:
-    """What `module` names in its import statements (any depth), resolved to known modules."""
+    """What `module` names in its import statements (any depth), resolved to known modules (no parent packages:
+    `import a.b` is an edge to a.b, not to a)."""
     path = ROOT / (module.replace(".", "/") + ".py")
     if not path.exists():
         path = ROOT / module.replace(".", "/") / "__init__.py"
-    tree = ast.parse(path.read_text(encoding="utf-8"))
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                pkg = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-                base = ".".join(pkg[:len(pkg) - node.level + 1] + ([base] if base else []))
-            names = [f"{base}.{a.name}" for a in node.names] + [base]
-        else:
-            continue
-        for name in names:
-            while name and name not in known:
-                name = name.rpartition(".")[0]
-            if name and name != module:
-                found.add(name)
+    for name in imported_names(ast.parse(path.read_text(encoding="utf-8")), module, path.name == "__init__.py"):
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        if name and name != module:
+            found.add(name)
     return found
 
 
