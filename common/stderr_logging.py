@@ -13,6 +13,7 @@ warning, a traceback, a one-line `error: ...`) goes to a fallback logger, at ERR
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import logging
@@ -73,17 +74,11 @@ class LineRelogger:
 def relog_stream(stream: IO[bytes], fallback: str = "augment.stage") -> None:
     """Log a byte stream (a child's stderr pipe) line by line until it closes."""
     lines = LineRelogger(fallback)
-    buffer = b""
+    # Incremental: a character cut between two reads is kept whole; invalid bytes are shown replaced.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for chunk in iter(lambda: stream.read1(65536), b""):
-        buffer += chunk
-        try:
-            text, buffer = buffer.decode("utf-8"), b""
-        except UnicodeDecodeError as exc:  # a character cut at the chunk's end: keep its bytes for the next
-            text, buffer = buffer[:exc.start].decode("utf-8"), buffer[exc.start:]
-            if len(buffer) > 4:  # not a cut character: invalid bytes, shown replaced
-                text, buffer = text + buffer.decode("utf-8", errors="replace"), b""
-        lines.feed(text)
-    lines.feed(buffer.decode("utf-8", errors="replace"))
+        lines.feed(decoder.decode(chunk))
+    lines.feed(decoder.decode(b"", final=True))
     lines.close()
 
 
