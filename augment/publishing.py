@@ -27,7 +27,6 @@ from feature_store.store import FORMAT_VERSION, version_id
 log = logging.getLogger(__name__)
 STATIC_TIME = pd.Timestamp("1970-01-01", tz="UTC")  # item knowledge comes from catalogue data valid at all times
 _ATTRIBUTES = ("items", "users", "interaction_splits", "user_cutoffs")
-_SKIPPED = {"skipped": "generation.structured.enabled is false"}
 # Pairs from the splits; the LLM item text and the raw item text (the control) each tune and feed their own encoder.
 BEHAVIOUR_INPUTS = ("interaction_splits", "item_knowledge_text", "items")
 
@@ -123,13 +122,21 @@ def versions_of(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
     return {k: r.version for k, r in refs.items()}
 
 
-def structured_off(cfg: RunConfig, kind: str, force: bool = False) -> bool:
-    """True for a structured kind while generation.structured.enabled is off (its stages do nothing)."""
-    return kind in KINDS and KINDS[kind].structured and not (force or cfg.generation.structured.enabled)
+def kind_off(cfg: RunConfig, kind: str, force: bool = False) -> str | None:
+    """Why a kind's stages do nothing in this config (None: they run): a structured kind while
+    generation.structured.enabled is off (unless forced), the user profile text while generation.user_text is off."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        return None
+    if spec.structured and not (force or cfg.generation.structured.enabled):
+        return "generation.structured.enabled is false"
+    if spec.name == "user" and not cfg.generation.user_text:
+        return "generation.user_text is false"
+    return None
 
 
-def skipped() -> dict:
-    return dict(_SKIPPED)
+def skipped(reason: str = "generation.structured.enabled is false") -> dict:
+    return {"skipped": reason}
 
 
 def skipped_external(cfg: RunConfig, kind: str) -> dict:

@@ -99,8 +99,8 @@ def generate(config_path: str, kind: str, inputs: Mapping[str, str], shard: int,
     from configs import load_config
 
     cfg = load_config(config_path)
-    if stages.structured_off(cfg, kind):
-        return stages.skipped()  # no child (and no 3 s of imports) for a branch that is switched off
+    if off := stages.kind_off(cfg, kind):
+        return stages.skipped(off)  # no child (and no 3 s of imports) for a branch that is switched off
     if stages.external_text(cfg, kind):
         return stages.skipped_external(cfg, kind)  # the text comes from a file: publish-texts imports it
     pins = stages.pinned("generate", inputs, kind)
@@ -118,6 +118,8 @@ def encode(config_path: str, kind: str, inputs: Mapping[str, str]) -> dict[str, 
     from configs import load_config
 
     cfg = load_config(config_path)
+    if off := stages.kind_off(cfg, kind):
+        return stages.skipped(off)
     pins = stages.pinned("encode", inputs, kind)
     if cfg.encode.backend != "vllm-pooling":
         return stages.encode(cfg, kind, pins)  # sentence-transformers spawns nothing: no new process needed

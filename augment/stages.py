@@ -36,13 +36,13 @@ from augment.llm.publish_stage import publish_structured, publish_texts
 from augment.publishing import (
     external_text,
     generation_cache,
+    kind_off,
     pinned,
     skipped,
     skipped_external,
     stage_inputs,
     stats_dir,
     store_for,
-    structured_off,
 )
 from augment.text.import_stage import import_text
 from augment.text.prompts_stage import prompts
@@ -58,10 +58,13 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     out.update(split(cfg, out))
     out.update(prompts(cfg, out))
     for k in text_kinds():
+        if kind_off(cfg, k.name):
+            continue
         generate(cfg, k.name, out)
         out.update(publish_texts(cfg, k.name, out))
     for k in encode_kinds():
-        out.update(encode(cfg, k.name, out))
+        if not kind_off(cfg, k.name):
+            out.update(encode(cfg, k.name, out))
     if cfg.behaviour_encoder.enabled:
         out.update(behaviour_encoder(cfg, out))
     if cfg.generation.structured.enabled:
@@ -75,4 +78,4 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
 __all__ = ["ingest", "split", "prompts", "structured_prompts", "generate", "pending_prompts", "plan_shards",
            "publish_texts", "publish_structured", "import_text", "encode", "behaviour_encoder", "run_all",
            "external_text", "generation_cache", "pinned", "skipped", "skipped_external", "stage_inputs", "stats_dir",
-           "store_for", "structured_off"]
+           "store_for", "kind_off"]

@@ -210,6 +210,15 @@ class GenerationConfig(_Strict):
     structured: StructuredConfig = StructuredConfig()
     # Bring your own text: a kind set here is not generated; publish-texts imports the file instead.
     external: ExternalTexts = ExternalTexts()
+    user_text: bool = Field(True, description="false: no user profile text is generated or encoded (the user "
+                            "kind's stages skip; variants reading user_profile_emb are refused): for item-text "
+                            "variants such as llm_item_taste, whose users are described by their taste vectors")
+
+    @model_validator(mode="after")
+    def _user_text(self) -> "GenerationConfig":
+        if not self.user_text and self.external.user is not None:
+            raise ValueError("generation.user_text is false but generation.external.user is set: drop one")
+        return self
 
     @model_validator(mode="after")
     def _backend_settings(self) -> "GenerationConfig":

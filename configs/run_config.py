@@ -76,6 +76,18 @@ class RunConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _user_text_variants(self) -> "RunConfig":
+        if self.generation.user_text:
+            return self
+        tc = self.train
+        reading = [v for v in tc.run_variants() if "user_profile_emb" in tc.llm_tables_read(v)]
+        if reading:
+            raise ValueError(f"train.variants: {reading} read user_profile_emb, which generation.user_text: false "
+                             "does not make; use variants without user text (e.g. llm_item, llm_item_taste, "
+                             "llm_kar_item_taste, llm_raw_taste)")
+        return self
+
+    @model_validator(mode="after")
     def _raw_columns_exist(self) -> "RunConfig":
         known = [*RAW_ITEM_DEFAULT, *self.data.item_text_columns]
         unknown = [c for c in self.encode.raw_item_columns if c not in known]

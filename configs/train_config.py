@@ -93,27 +93,50 @@ DEFAULT_FEATURES: tuple[FeatureEntry, ...] = (
 )
 
 
+# Tables whose content an LLM wrote (generated or imported *_text via its vectors, structured outputs). A variant
+# reading any of them is LLM-derived: the report judges it against its no-LLM twin and the best no-LLM variant,
+# and the gate never promotes it over a twin that does better on valid. tests/augment_llm/test_kinds.py checks this
+# set against augment.kinds.KINDS (configs sit below augment and cannot import it).
+LLM_TABLES = frozenset({"item_knowledge_emb", "user_profile_emb", "item_tags", "user_interest",
+                        "item_knowledge_emb_bt"})
+
+
 class VariantDef(_Strict):
     groups: tuple[str, ...] = ()          # feature groups fed plainly (vectors: DenseFeat; LightGBM: PCA)
     adaptor_groups: tuple[str, ...] = ()  # vector groups fed through KAR's adaptor (deepctr backbones only)
+    twin: str | None = Field(None, description="LLM-derived variants: the no-LLM variant with the same treatment "
+                                               "(raw text in place of LLM text); trained whenever this one is")
 
 
 DEFAULT_VARIANTS: dict[str, VariantDef] = {
     "base": VariantDef(),
     "raw_text": VariantDef(groups=("item_raw_emb",)),
-    "llm_item": VariantDef(groups=("item_knowledge_emb",)),
-    "llm_user": VariantDef(groups=("user_profile_emb",)),
-    "llm": VariantDef(groups=("item_knowledge_emb", "user_profile_emb")),
-    "llm_kar": VariantDef(adaptor_groups=("item_knowledge_emb", "user_profile_emb")),
+    # KAR's adaptor fed the raw text: the twin of the adaptor variants
+    "raw_kar": VariantDef(adaptor_groups=("item_raw_emb",)),
+    "llm_item": VariantDef(groups=("item_knowledge_emb",), twin="raw_text"),
+    "llm_user": VariantDef(groups=("user_profile_emb",), twin="base"),
+    "llm": VariantDef(groups=("item_knowledge_emb", "user_profile_emb"), twin="raw_text"),
+    "llm_kar": VariantDef(adaptor_groups=("item_knowledge_emb", "user_profile_emb"), twin="raw_kar"),
     # need the structured tables (generation.structured.enabled): not in the default `variants`
-    "structured": VariantDef(groups=("structured",)),
-    "llm_structured": VariantDef(groups=("item_knowledge_emb", "user_profile_emb", "structured")),
+    "structured": VariantDef(groups=("structured",), twin="base"),
+    "llm_structured": VariantDef(groups=("item_knowledge_emb", "user_profile_emb", "structured"), twin="raw_text"),
     # + the user's taste (mean liked-item vector) and its match with the candidate: raw text vs LLM text
     "raw_text_taste": VariantDef(groups=("item_raw_emb", "user_taste_raw", "match_raw")),
+    "raw_kar_taste": VariantDef(groups=("match_raw",), adaptor_groups=("item_raw_emb", "user_taste_raw")),
     "llm_taste": VariantDef(groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge",
-                                    "match_knowledge")),
+                                    "match_knowledge"), twin="raw_text_taste"),
     "llm_kar_taste": VariantDef(groups=("match_knowledge",),
-                                adaptor_groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge")),
+                                adaptor_groups=("item_knowledge_emb", "user_profile_emb", "user_taste_knowledge"),
+                                twin="raw_kar_taste"),
+    # item text + taste only: no generated user text needed (generation.user_text: false)
+    "llm_item_taste": VariantDef(groups=("item_knowledge_emb", "user_taste_knowledge", "match_knowledge"),
+                                 twin="raw_text_taste"),
+    "llm_kar_item_taste": VariantDef(groups=("match_knowledge",),
+                                     adaptor_groups=("item_knowledge_emb", "user_taste_knowledge"),
+                                     twin="raw_kar_taste"),
+    # LLM text beside the raw text (both vectors, both tastes): what the LLM adds to what the catalogue says
+    "llm_raw_taste": VariantDef(groups=("item_raw_emb", "user_taste_raw", "match_raw", "item_knowledge_emb",
+                                        "user_taste_knowledge", "match_knowledge"), twin="raw_text_taste"),
 }
 
 # --- Behaviour-tuned encoders (behaviour_encoder.enabled; augment/encode/behaviour_encoder.py): the same item texts encoded
@@ -130,10 +153,10 @@ DEFAULT_FEATURES += (
 )
 DEFAULT_VARIANTS.update({
     "raw_text_bt": VariantDef(groups=("item_raw_emb_bt",)),
-    "llm_bt": VariantDef(groups=("item_knowledge_emb_bt", "user_profile_emb")),
+    "llm_bt": VariantDef(groups=("item_knowledge_emb_bt", "user_profile_emb"), twin="raw_text_bt"),
     "raw_text_bt_taste": VariantDef(groups=("item_raw_emb_bt", "user_taste_raw_bt", "match_raw_bt")),
     "llm_bt_taste": VariantDef(groups=("item_knowledge_emb_bt", "user_profile_emb", "user_taste_knowledge_bt",
-                                       "match_knowledge_bt")),
+                                       "match_knowledge_bt"), twin="raw_text_bt_taste"),
 })
 
 
@@ -183,7 +206,9 @@ class TrainConfig(_Strict):
     # default = 3 x 11 models, ~4.5 min on a quiet 2-core box at ML-100K; the full ablation adds llm_item,
     # llm_user (and dcnmix, autoint): see `python -m models --help`
     backbones: tuple[str, ...] = ("lightgbm", "deepfm", "din")
-    variants: tuple[str, ...] = ("base", "raw_text", "llm", "llm_kar")
+    variants: tuple[str, ...] = Field(("base", "raw_text", "llm", "llm_kar"),
+                                      description="the variants a run trains; the twin of each LLM-derived one is "
+                                                  "added (run_variants)")
     variant_defs: dict[str, VariantDef] = Field(default_factory=lambda: dict(DEFAULT_VARIANTS),
                                                 description="added to / replacing the built-in variants")
     features: tuple[FeatureEntry, ...] = DEFAULT_FEATURES
@@ -231,8 +256,11 @@ class TrainConfig(_Strict):
         unknown = [v for v in self.variants if v not in self.variant_defs]
         if unknown:
             raise ValueError(f"train.variants: unknown variant(s) {unknown}; known: {sorted(self.variant_defs)}")
+        for name, v in self.variant_defs.items():
+            if v.twin is not None and v.twin not in self.variant_defs:
+                raise ValueError(f"train.variant_defs.{name}.twin: unknown variant {v.twin!r}")
         vector_groups = {f.feature_group for f in self.features if f.type == "vector"}
-        for name in self.variants:
+        for name in self.run_variants():
             v = self.variant_defs[name]
             missing = [g for g in (*v.groups, *v.adaptor_groups) if g not in groups]
             if missing:
@@ -241,4 +269,26 @@ class TrainConfig(_Strict):
             bad = [g for g in v.adaptor_groups if g not in vector_groups]
             if bad:
                 raise ValueError(f"train.variant_defs.{name}: adaptor group(s) {bad} hold no vector feature")
+            if v.twin is not None and self.llm_derived(v.twin):
+                raise ValueError(f"train.variant_defs.{name}.twin: {v.twin!r} reads LLM tables "
+                                 f"{sorted(self.llm_tables_read(v.twin))}: a twin must need no LLM")
         return self
+
+    def llm_tables_read(self, variant: str) -> set[str]:
+        """The LLM-written tables (LLM_TABLES) the features a variant switches on read."""
+        v = self.variant_defs[variant]
+        on = {*v.groups, *v.adaptor_groups}
+        return {f.source for f in self.features if f.feature_group in on and f.source in LLM_TABLES}
+
+    def llm_derived(self, variant: str) -> bool:
+        return bool(self.llm_tables_read(variant))
+
+    def run_variants(self) -> tuple[str, ...]:
+        """`variants` plus the twin of every LLM-derived one among them (in that order): a retrain always trains
+        the control its report and gate compare with."""
+        names = list(self.variants)
+        for name in self.variants:
+            twin = self.variant_defs[name].twin
+            if twin is not None and self.llm_derived(name):
+                names.append(twin)
+        return tuple(dict.fromkeys(names))

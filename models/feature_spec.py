@@ -39,6 +39,8 @@ class Variant:
 
     groups: tuple[str, ...] = ()
     adaptor_groups: tuple[str, ...] = ()
+    llm: bool = False          # reads an LLM-written table (configs.train_config.LLM_TABLES)
+    twin: str | None = None    # its no-LLM twin (LLM-derived variants)
 
     @property
     def all_groups(self) -> tuple[str, ...]:
@@ -49,16 +51,17 @@ class Variant:
         return ",".join(parts)
 
     @classmethod
-    def from_def(cls, d: VariantDef) -> "Variant":
-        return cls(tuple(d.groups), tuple(d.adaptor_groups))
+    def from_def(cls, d: VariantDef, llm: bool = False) -> "Variant":
+        return cls(tuple(d.groups), tuple(d.adaptor_groups), llm, d.twin if llm else None)
 
 
 def resolve_variants(cfg: TrainConfig, names: Sequence[str] | None = None) -> dict[str, Variant]:
-    names = list(cfg.variants if names is None else names)
+    """The named variants (default: the run's, `cfg.run_variants()`: `variants` + the twins of its LLM ones)."""
+    names = list(cfg.run_variants() if names is None else names)
     unknown = [n for n in names if n not in cfg.variant_defs]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {sorted(cfg.variant_defs)}")
-    return {n: Variant.from_def(cfg.variant_defs[n]) for n in names}
+    return {n: Variant.from_def(cfg.variant_defs[n], cfg.llm_derived(n)) for n in names}
 
 
 def used_entries(features: Sequence[FeatureEntry], variants: Iterable[Variant],

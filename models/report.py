@@ -1,7 +1,9 @@
 """report.md + report.png for one retraining run: did the LLM features help, by how much, and at what cost.
 
-The FIRST LINE is the verdict: per backbone, which LLM-derived variants beat BOTH `base` and the `raw_text`
-control with the 95% interval of the paired test-AUC difference above 0 — or plainly that none does. Intervals
+The FIRST LINE is the verdict, like for like (models/variant_roles.py): per backbone, which LLM-derived variants
+beat BOTH their no-LLM twin (same treatment, raw text in place of LLM text) and the best no-LLM variant (chosen on
+valid) with the 95% interval of the paired test-AUC difference above 0, and by how much — or plainly "no LLM
+lift", with the closest LLM variant's difference. A lift that comes from the taste vectors alone is no LLM lift. Intervals
 come two ways: a paired t over seeds (same splits, same seed, from results.parquet) and a bootstrap over test
 USERS on the saved test predictions (test_predictions.parquet, same rows for both arms); the verdict reads the
 bootstrap when predictions exist. Then the ablation table (backbone x variant, mean ± std over seeds), the
@@ -29,9 +31,9 @@ from scipy.stats import t as student_t  # noqa: E402
 
 from common.files import atomic_path, atomic_write_text  # noqa: E402
 from models.train_variants import PREDICTIONS  # noqa: E402
+from models.variant_roles import BASE, best_no_llm, roles  # noqa: E402
 
 METRICS = ["valid_auc", "valid_logloss", "valid_gauc", "test_auc", "test_logloss", "test_gauc"]
-BASE, RAW = "base", "raw_text"
 LEVEL, N_BOOT = 0.95, 1000
 
 
@@ -49,28 +51,23 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def is_control(variant: str) -> bool:
-    """`raw_text` and its kin (`raw_text_*`): the same text without the LLM, judged against base only."""
-    return variant.startswith(RAW)
-
-
-def matched_control(variant: str, variants: list[str]) -> str | None:
-    """The raw-text variant with the same treatment as an LLM variant (llm_taste -> raw_text_taste), if run."""
-    if not variant.startswith("llm_"):
-        return None
-    control = RAW + variant[len("llm"):]
-    return control if control in variants and control != RAW else None
-
-
-def comparisons(variants: list[str]) -> list[tuple[str, str]]:
-    """(variant, reference) pairs the report judges: every LLM-derived variant against base, raw_text and its
-    matched control (same taste / encoder treatment), every control against base."""
+def comparisons(results: pd.DataFrame, backbone: str) -> list[tuple[str, str, str]]:
+    """(variant, reference, why) pairs the report judges on one backbone: every no-LLM variant against base
+    ("base"); every LLM-derived variant against base, its twin ("twin") and the best no-LLM variant of the backbone
+    ("best no-LLM", chosen on valid), each reference once."""
+    role = roles(results)
+    run = list(dict.fromkeys(results.loc[results.backbone == backbone, "variant"]))
+    best = best_no_llm(results, backbone)
     out = []
-    for v in variants:
-        if v == BASE:
-            continue
-        refs = (BASE,) if is_control(v) else (BASE, RAW, matched_control(v, variants))
-        out += [(v, ref) for ref in refs if ref is not None and ref in variants]
+    for v in run:
+        refs = [(BASE, "base")]
+        if role[v].llm:
+            refs += [(role[v].twin, "twin"), (best, "best no-LLM")]
+        seen: dict[str, list[str]] = {}
+        for ref, why in refs:
+            if ref is not None and ref != v and ref in run:
+                seen.setdefault(ref, []).append(why)
+        out += [(v, ref, " + ".join(whys)) for ref, whys in seen.items()]
     return out
 
 
@@ -144,7 +141,7 @@ def judge(low: float, high: float) -> str:
 
 def paired_differences(results: pd.DataFrame, predictions: pd.DataFrame | None = None,
                        n_boot: int = N_BOOT, level: float = LEVEL) -> pd.DataFrame:
-    """One row per (backbone, variant, ref) of `comparisons`: delta = mean over seeds of the per-seed test-AUC
+    """One row per (backbone, variant, ref, why) of `comparisons`: delta = mean over seeds of the per-seed test-AUC
     difference (same splits, same seed), wins, the paired t interval over seeds (t_low, t_high), the user
     bootstrap interval (boot_low, boot_high; nan without predictions) and the verdict, read off the bootstrap
     interval when there is one, else off the t interval."""
@@ -153,12 +150,12 @@ def paired_differences(results: pd.DataFrame, predictions: pd.DataFrame | None =
         table = sub.pivot_table(index="seed", columns="variant", values="test_auc")
         preds = None if predictions is None else predictions[predictions.backbone == backbone]
         boot = user_bootstrap(preds, n_boot) if preds is not None and len(preds) else None
-        for variant, ref in comparisons(list(dict.fromkeys(sub["variant"]))):
+        for variant, ref, why in comparisons(results, backbone):
             diff = (table[variant] - table[ref]).dropna()
             t_low, t_high = t_interval(diff.to_numpy(), level)
             b_low, b_high = boot(variant, ref, [int(s) for s in diff.index], level) if boot else (math.nan,) * 2
             use_boot = not math.isnan(b_low)
-            rows.append({"backbone": backbone, "variant": variant, "ref": ref, "seeds": len(diff),
+            rows.append({"backbone": backbone, "variant": variant, "ref": ref, "why": why, "seeds": len(diff),
                          "delta": float(diff.mean()) if len(diff) else math.nan,
                          "wins": f"{int((diff > 0).sum())}/{len(diff)}", "t_low": t_low, "t_high": t_high,
                          "boot_low": b_low, "boot_high": b_high,
@@ -168,46 +165,48 @@ def paired_differences(results: pd.DataFrame, predictions: pd.DataFrame | None =
 
 
 def verdict(diffs: pd.DataFrame, backbones: list[str]) -> str:
-    """The report's first line: per backbone, the LLM-derived variants whose 95% interval is above 0 against
-    BOTH base and raw_text, or plainly that none is."""
-    winners: dict[str, list[str]] = {}
-    missing, undecided = [], []
+    """The report's first line, like for like: per backbone, the LLM-derived variants whose 95% interval is above 0
+    against BOTH their no-LLM twin and the best no-LLM variant (chosen on valid), with the lift over the latter; or
+    plainly "no LLM lift", with the closest LLM variant's difference and interval."""
+    def ci(r) -> str:
+        low, high = (r.boot_low, r.boot_high) if r.by == "users bootstrap" else (r.t_low, r.t_high)
+        return f"{r.delta:+.4f} {_ci(low, high)}"
+
+    won, lost, undecided = [], [], []
     for backbone in backbones:
         sub = diffs[diffs.backbone == backbone] if len(diffs) else diffs
-        if not {BASE, RAW} <= set(sub.get("ref", [])):
-            missing.append(backbone)
+        vs_best = sub[sub.why.str.contains("best no-LLM")] if len(sub) else sub
+        if vs_best.empty:
+            undecided.append(f"{backbone}: needs an LLM-derived and a no-LLM variant")
             continue
-        if (sub.verdict == "n/a").all():
-            undecided.append(backbone)
+        if (vs_best.verdict == "n/a").all():
+            undecided.append(f"{backbone}: no interval with one seed and no test predictions")
             continue
-        beat = sub[sub.verdict == "beats"].groupby("variant", sort=False)["ref"].agg(set)
-        run = list(dict.fromkeys(sub.variant)) + list(dict.fromkeys(sub.ref))
-        winners[backbone] = [v for v, r in beat.items() if not is_control(v)
-                             and {BASE, RAW, matched_control(v, run)} - {None} <= r]
-    won = {b: v for b, v in winners.items() if v}
-    lost = [b for b, v in winners.items() if not v]
-
-    def lifts(backbone: str, variant: str) -> str:
-        d = diffs[(diffs.backbone == backbone) & (diffs.variant == variant)].set_index("ref")["delta"]
-        return f"{variant} (" + ", ".join(f"{delta:+.4f} vs {ref}" for ref, delta in d.items()) + ")"
-
+        best = vs_best.ref.iloc[0]
+        winners = []
+        for r in vs_best.itertuples():
+            twin = sub[(sub.variant == r.variant) & sub.why.str.contains("twin")]
+            if r.verdict == "beats" and (twin.verdict == "beats").all():
+                winners.append(r)
+        if winners:
+            won.append(f"{backbone}: " + ", ".join(f"{r.variant} {ci(r)} over {best}" for r in winners))
+        else:
+            close = vs_best.sort_values("delta", ascending=False).iloc[0]
+            lost.append(f"{backbone} (best no-LLM {best}; closest {close.variant} {ci(close)})")
+    parts = []
     if won:
-        head = "Verdict: LLM-derived variants beating base and the raw-text controls beyond noise — " + "; ".join(
-            f"{b}: {', '.join(lifts(b, v) for v in vs)}" for b, vs in won.items())
-        head += f"; no LLM-derived variant does on {', '.join(lost)}" if lost else ""
-    elif lost:
-        head = f"Verdict: no LLM-derived variant beats both base and the raw-text control beyond noise on " \
-               f"{', '.join(lost)}"
-    else:
-        head = "Verdict: n/a"
-    if missing:
-        head += f" (n/a on {', '.join(missing)}: needs an LLM-derived variant, '{BASE}' and '{RAW}')"
+        parts.append("LLM lift beyond noise — " + "; ".join(won))
+    if lost:
+        parts.append(("no LLM lift on " if won else "no LLM lift: no LLM-derived variant beats its no-LLM twin and "
+                      "the best no-LLM variant beyond noise on ") + ", ".join(lost))
+    head = "Verdict: " + ("; ".join(parts) if parts else "n/a")
     if undecided:
-        head += f" (n/a on {', '.join(undecided)}: no interval with one seed and no test predictions)"
+        head += " (n/a on " + "; ".join(undecided) + ")"
     by = "users bootstrap" if len(diffs) and (diffs["by"] == "users bootstrap").any() else "paired t over seeds"
     seeds = int(diffs["seeds"].max()) if len(diffs) else 0
-    return (f"**{head}** ({LEVEL:.0%} interval of the paired test-AUC difference ({by}) above 0; {seeds} seed(s); "
-            "see 'Paired differences')")
+    return (f"**{head}** (Δ test AUC [{LEVEL:.0%} interval, {by}], paired on the same splits and seeds; an LLM "
+            f"variant must beat its twin and the best no-LLM variant, chosen on valid AUC; {seeds} seed(s); see "
+            "'Paired differences')")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -285,9 +284,9 @@ def _ci(low: float, high: float) -> str:
 def _diff_table(diffs: pd.DataFrame) -> list[str]:
     if diffs.empty:
         return ["n/a"]
-    body = [[r.backbone, r.variant, r.ref, f"{r.delta:+.4f}", r.wins, _ci(r.t_low, r.t_high),
+    body = [[r.backbone, r.variant, r.ref, r.why, f"{r.delta:+.4f}", r.wins, _ci(r.t_low, r.t_high),
              _ci(r.boot_low, r.boot_high), r.verdict] for r in diffs.itertuples()]
-    return _table(["backbone", "variant", "vs", "Δ test AUC", "seeds won", f"{LEVEL:.0%} CI paired t (seeds)",
+    return _table(["backbone", "variant", "vs", "as", "Δ test AUC", "seeds won", f"{LEVEL:.0%} CI paired t (seeds)",
                    f"{LEVEL:.0%} CI bootstrap (test users)", "verdict"], body)
 
 
@@ -344,7 +343,10 @@ def render_markdown(results: pd.DataFrame, stats: Mapping, png_name: str | None 
     lines = [verdict(diffs, list(dict.fromkeys(results.backbone))), "", "# CTR retraining report", "",
              "## Ablation: test AUC (mean ± std over seeds; each model chosen on valid, test read once)", ""]
     lines += _ablation_table(summary)
-    lines += ["", "## Paired differences: each variant vs base and vs the raw-text control", "",
+    lines += ["", "## Paired differences: each variant vs base; each LLM-derived one also vs its no-LLM twin and "
+                  "the best no-LLM variant", "",
+              "The twin is the same treatment with raw text in place of LLM text (train.variant_defs.<v>.twin); the "
+              "best no-LLM variant of a backbone is the one with the highest mean valid AUC. "
               f"Same test rows and seed for both arms; Δ = mean over seeds of the per-seed AUC difference. The "
               f"bootstrap resamples test users ({N_BOOT} draws, seed-averaged difference per draw). Verdict from "
               f"the bootstrap interval when test predictions exist, else from the t interval: 'beats' = interval "

@@ -39,6 +39,7 @@ from models.registry import champion_info, promote, registry_root, write_model_m
 from models.report import read_predictions, write_report
 from models.run_history import history_markdown, record_run
 from models.train_variants import train_variants
+from models.variant_roles import gate_eligible
 
 log = logging.getLogger(__name__)
 # The code that decides what a trained model is: this module and every in-repo module it imports, directly or not
@@ -222,8 +223,9 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
         decision = None
         gate_scores: dict[str, dict] = {}
         if promote_best:
-            best = results.sort_values(["valid_auc", "backbone", "variant", "seed"],
-                                       ascending=[False, True, True, True]).iloc[0]
+            # never an LLM-derived model whose variant loses to its no-LLM twin on valid (variant_roles)
+            best = results[gate_eligible(results)].sort_values(["valid_auc", "backbone", "variant", "seed"],
+                                                               ascending=[False, True, True, True]).iloc[0]
             decision = promote(work, tc.model_name, best["model_dir"],
                                make_valid_scorer(store, built, cfg, gate_part, gate_scores),
                                margin=tc.promotion_margin, on=gate_part)

@@ -94,6 +94,7 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainCon
         fit.model.save(model_dir)
         row = {
             "backbone": backbone, "variant": variant, "seed": seed, "groups": spec.describe(),
+            "llm": spec.llm, "twin": spec.twin,
             **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()},
             "best_iteration": fit.best_iteration, "n_iterations": fit.n_iterations,
             "train_seconds": fit.train_seconds,

@@ -11,10 +11,12 @@ import pandas as pd
 
 from augment.kinds import KINDS, EncodeKind
 from augment.publishing import (
+    kind_off,
     pinned,
     publish_table,
     reuse_table,
     settings_for,
+    skipped,
     stats_dir,
     store_for,
     versions_of,
@@ -37,6 +39,8 @@ def encode(cfg: RunConfig, kind: EncodeKind, inputs: Mapping[str, str]) -> dict[
     )
     from augment.text.output_validation import ACCEPTED
 
+    if off := kind_off(cfg, kind):
+        return skipped(off)
     v = pinned("encode", inputs, kind)
     k = KINDS[kind]
     source_name = k.encode_source

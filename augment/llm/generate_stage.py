@@ -12,12 +12,12 @@ from augment.kinds import KINDS, Kind
 from augment.publishing import (
     external_text,
     generation_cache,
+    kind_off,
     pinned,
     skipped,
     skipped_external,
     stats_dir,
     store_for,
-    structured_off,
 )
 from common.stage_stats import stage_timer
 from configs import RunConfig
@@ -43,8 +43,8 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
     from augment.llm.generate import generate_shard, stats_dict
     from augment.llm.model_identity import model_id_for
 
-    if structured_off(cfg, kind, force):
-        return [skipped()]
+    if off := kind_off(cfg, kind, force):
+        return [skipped(off)]
     if external_text(cfg, kind):
         return [skipped_external(cfg, kind)]
     v = pinned("generate", inputs, kind)
@@ -83,7 +83,7 @@ def plan_shards(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> list[d
     every shard starts its own engine (20-45 s on CPU). Decided once per run, so all shards agree on the split;
     the cache is keyed by prompt, so a resumed run may split differently and loses nothing."""
     n = cfg.generation.shards
-    if not structured_off(cfg, kind) and not external_text(cfg, kind) and n > 1:
+    if not kind_off(cfg, kind) and not external_text(cfg, kind) and n > 1:
         if pending_prompts(cfg, kind, inputs) < cfg.generation.batch_size:
             n = 1
     # A re-run of the interval with fewer shards must not leave an earlier plan's extra shards in its stats.

@@ -18,12 +18,12 @@ from augment.publishing import (
     STATIC_TIME,
     external_text,
     generation_cache,
+    kind_off,
     pinned,
     publish_table,
     skipped,
     stats_dir,
     store_for,
-    structured_off,
     versions_of,
 )
 from augment.text.import_stage import external_table
@@ -68,6 +68,8 @@ def publish_texts(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str]) -> dict
     """Collect every shard's output into the versioned *_text table; stats record the validation counts.
 
     With generation.external.<kind> set, the configured file is imported instead (see `import_text`)."""
+    if off := kind_off(cfg, kind):
+        return skipped(off)
     v = pinned("publish-texts", inputs, kind, cfg)
     with stage_timer(stats_dir(cfg), f"publish-{kind}-text") as rec:
         ext = external_text(cfg, kind)
@@ -88,8 +90,8 @@ def publish_structured(cfg: RunConfig, kind: StructuredKind, inputs: Mapping[str
         user_interest_features,
     )
 
-    if structured_off(cfg, kind, force):
-        return skipped()
+    if off := kind_off(cfg, kind, force):
+        return skipped(off)
     v = pinned("publish-structured", inputs, kind)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), f"publish-{kind}") as rec:

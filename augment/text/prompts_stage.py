@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import pandas as pd
 
 from augment.kinds import text_kinds
-from augment.publishing import pinned, publish_table, stats_dir, store_for, versions_of
+from augment.publishing import kind_off, pinned, publish_table, stats_dir, store_for, versions_of
 from common.stage_stats import stage_timer
 from configs import RunConfig
 
@@ -32,7 +32,7 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
     v = pinned("prompts", inputs)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "prompts") as rec:
-        kinds = text_kinds()
+        kinds = [k for k in text_kinds() if not kind_off(cfg, k.name)]
         templates = {k.name: load_template(k.template_of(cfg.prompts)) for k in kinds}
         items = functools.cache(lambda: store.read_pandas("items", v["items"]))
         item_columns = functools.cache(lambda: [f.name for f in store.spec("items", v["items"]).features])

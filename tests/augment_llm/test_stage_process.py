@@ -27,3 +27,26 @@ def test_child_failure_is_raised_with_its_exit_code(tmp_path):
 def test_switched_off_structured_shards_start_no_child(tiny_config_path, monkeypatch):
     monkeypatch.setattr(stage_process, "run_stage", lambda *a, **k: pytest.fail("started a child"))
     assert "skipped" in stage_process.generate(str(tiny_config_path), "item_tags", {}, 0)
+
+
+@pytest.mark.timeout(120)
+def test_user_text_off_skips_every_user_text_stage(tmp_path, make_tiny_config, monkeypatch):
+    """generation.user_text: false: no user prompts, no generation child, nothing published or encoded for users;
+    the item side is untouched."""
+    from augment import stages
+    from configs import load_config
+
+    path = make_tiny_config(tmp_path, **{"generation.user_text": False,
+                                         "train.variants": ["base", "llm_item_taste"]})
+    cfg = load_config(path)
+    out = stages.ingest(cfg)
+    out.update(stages.split(cfg, out))
+    out.update(stages.prompts(cfg, out))
+    assert "item_prompts" in out and "user_prompts" not in out
+    monkeypatch.setattr(stage_process, "run_stage", lambda *a, **k: pytest.fail("started a child"))
+    why = "generation.user_text is false"
+    assert stage_process.generate(str(path), "user", out, 0) == {"skipped": why}
+    assert stages.generate(cfg, "user", out) == [{"skipped": why}]
+    assert stages.publish_texts(cfg, "user", out) == {"skipped": why}
+    assert stage_process.encode(str(path), "user", out) == {"skipped": why}
+    assert cfg.train.run_variants() == ("base", "llm_item_taste", "raw_text_taste")
