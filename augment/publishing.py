@@ -117,7 +117,9 @@ def settings_for(section, *added: str) -> dict:
 
 
 def versions_of(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
+    """The versions a stage wrote; its stats record keeps them too (a report shows only its own run's records)."""
     rec["rows"] = {k: r.rows for k, r in refs.items()}
+    rec["versions"] = {k: r.version for k, r in refs.items()}
     rec["reused"] = sorted(k for k, r in refs.items() if not r.written)
     return {k: r.version for k, r in refs.items()}
 

@@ -154,6 +154,34 @@ def diff(store: FeatureStore, name: str, v1: str, v2: str) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ lineage
+
+def _strings(d: Any) -> list[str]:
+    if isinstance(d, str):
+        return [d]
+    if isinstance(d, Mapping):
+        return [s for v in d.values() for s in _strings(v)]
+    if isinstance(d, (list, tuple)):
+        return [s for v in d for s in _strings(v)]
+    return []
+
+
+def lineage(store: FeatureStore, versions: Mapping[str, str]) -> dict[str, str]:
+    """version -> table of every version the given ones were made from, themselves included: each recipe's pins
+    (any string in it that is a version id of the store) followed back to the raw inputs. A pin to a version the
+    store no longer holds ends the walk there."""
+    owner = {r["version"]: t for t in store.tables() for r in store.versions(t)}
+    seen: dict[str, str] = {}
+    todo = [v for v in versions.values() if v in owner]
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen[v] = owner[v]
+        todo += [s for s in _strings(store.manifest(owner[v], v).get("recipe", {})) if s in owner and s not in seen]
+    return seen
+
+
 # ------------------------------------------------------------------------------------------------ gc
 
 def pinned_versions(path: str | Path) -> dict[str, set[str]]:

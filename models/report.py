@@ -363,6 +363,12 @@ def render_markdown(results: pd.DataFrame, stats: Mapping, png_name: str | None 
              *[_cell(r, m) for m in METRICS], _fmt(r.get("best_iteration"), 1), _fmt(r.get("train_seconds"), 1)]
             for _, r in summary.iterrows()]
     lines += _table(header, body)
+    if "hit_cap" in results and results["hit_cap"].any():
+        capped = results[results["hit_cap"].astype(bool)]
+        lines += ["", f"**{len(capped)} of {len(results)} models ran to their iteration cap** (train.lgbm_rounds / "
+                      f"train.deepfm_epochs) instead of stopping early on valid: "
+                      + ", ".join(sorted({f"{b}/{v}" for b, v in zip(capped.backbone, capped.variant)}))
+                      + ". Raise the cap and retrain before reading their AUC as final."]
     lines += _promotion_section(stats.get("promotion"))
     if stats.get("history"):  # a daily run: every interval so far (models/run_history.py)
         lines += ["", "## Daily runs: the newest interval of each run (history.png beside history.md)", "",

@@ -32,6 +32,7 @@ from configs import RunConfig
 from feature_store import FeatureStore
 from feature_store.definitions import ID_MAPS
 from feature_store.locations import open_run_store
+from feature_store.maintenance import lineage
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
 from models.feature_spec import Variant, dataset_options, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
@@ -77,6 +78,17 @@ def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, st
     # The id maps tell serving how requests spell ids (string ids are hashed); a store without them is int ids.
     out.update({t: pinned.get(t) or store.resolve(t) for t in ID_MAPS.values() if t in pinned or t in have})
     return out
+
+
+def run_stats(stats: dict[str, dict], made_from: Mapping[str, str]) -> dict[str, dict]:
+    """The stage records that belong to this run: those that wrote, or generated from, a version the trained
+    tables were made from (`made_from`: version -> table, feature_store.maintenance.lineage), plus the retrain's
+    own. A workdir shared by two datasets or configs holds the other one's records too; they are left out."""
+    def pins(rec: dict) -> set[str]:
+        return {*(rec.get("versions") or {}).values(), *(rec.get("inputs") or {}).values()}
+
+    return {name: rec for name, rec in stats.items()
+            if name in ("retrain", "generation_variance") or pins(rec) & made_from.keys()}
 
 
 def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfig) -> dict:
@@ -233,7 +245,7 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
             atomic_write_json(run_root / "run.json", json_safe(run_manifest))
         rec["rows"] = run_manifest["rows"]
         rec["run_id"] = run_id
-    stats = report_stats(read_stats(stats_path), built.versions, cfg)
+    stats = report_stats(run_stats(read_stats(stats_path), lineage(store, built.versions)), built.versions, cfg)
     stats["promotion"] = decision
     if cfg.stream is not None and decision is not None:
         history_entry(work, cfg, store, built, run_id, decision, gate_scores, results, stats, read_stats(stats_path))

@@ -97,6 +97,8 @@ def train_variants(data: CtrData, variants: Mapping[str, Variant], cfg: TrainCon
             "llm": spec.llm, "twin": spec.twin,
             **{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()},
             "best_iteration": fit.best_iteration, "n_iterations": fit.n_iterations,
+            # ran every round / epoch allowed: the cap, not early stopping on valid, ended it
+            "hit_cap": fit.n_iterations >= (cfg.lgbm_rounds if backbone == "lightgbm" else cfg.deepfm_epochs),
             "train_seconds": fit.train_seconds,
             # row passes per second: rows x epochs (DeepFM) or rows x boosting rounds (LightGBM)
             "rows_per_second": len(data.train) * fit.n_iterations / max(fit.train_seconds, 1e-9),

@@ -56,6 +56,7 @@ def generate(cfg: RunConfig, kind: Kind, inputs: Mapping[str, str], shard: int |
     num_shards = num_shards or cfg.generation.shards
     for s in range(num_shards) if shard is None else [shard]:
         with stage_timer(stats_dir(cfg), f"generate-{kind}-{s:03d}") as rec:
+            rec["inputs"] = {table: v[table]}
             stats = generate_shard(prompt_frame, kind, s, cfg.generation, generation_cache(cfg), model,
                                    json_schema=schema, num_shards=num_shards)
             rec.update(stats_dict(stats))

@@ -273,3 +273,12 @@ def test_an_llm_variant_is_judged_against_its_twin_and_the_best_control():
     assert ("llm", "raw_text", "twin") in pairs and ("llm", "raw_text_taste", "best no-LLM") in pairs
     assert ("llm_taste", "raw_text_taste", "twin + best no-LLM") in pairs and ("raw_text_taste", "base", "base") in pairs
     assert not [p for p in pairs if p[0] == "raw_text_taste" and p[1] == "raw_text"]  # controls only vs base
+
+
+def test_models_that_ran_to_their_cap_are_flagged():
+    results = _results(0.03).assign(hit_cap=False)
+    assert "ran to their iteration cap" not in render_markdown(results, {}, png_name=None)
+    results.loc[(results.backbone == "lightgbm") & (results.variant == "llm"), "hit_cap"] = True
+    text = render_markdown(results, {}, png_name=None)
+    assert "**2 of 12 models ran to their iteration cap** (train.lgbm_rounds / train.deepfm_epochs)" in text
+    assert ": lightgbm/llm. Raise the cap" in text
