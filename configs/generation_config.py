@@ -81,6 +81,8 @@ class SamplingConfig(_Strict):
     max_tokens_item: int = 96
     max_tokens_user: int = 128
     seed: int = 0
+    stop: tuple[str, ...] = Field((), description="free-text kinds: the answer ends at the first of these strings "
+                                  "(not kept), e.g. [\"\\n\\n\"] with a template that asks for one paragraph")
 
 
 class ValidationConfig(_Strict):

@@ -40,6 +40,7 @@ class ChatRequest:
     repetition_penalty: float
     seed: int
     json_schema: dict | None = None
+    stop: tuple[str, ...] = ()  # generation ends at the first of these (not part of the text)
 
 
 @dataclass(frozen=True)

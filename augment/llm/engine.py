@@ -166,7 +166,7 @@ def sampling_params(request: ChatRequest) -> Any:
         extra["structured_outputs"] = StructuredOutputsParams(json=request.json_schema)
     return SamplingParams(temperature=request.temperature, top_p=request.top_p,
                           repetition_penalty=request.repetition_penalty, max_tokens=request.max_tokens,
-                          seed=request.seed, **extra)
+                          seed=request.seed, stop=list(request.stop) or None, **extra)
 
 
 def _result(out: Any, key: str) -> ChatResult:

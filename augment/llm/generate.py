@@ -80,11 +80,18 @@ def max_tokens_for(cfg: GenerationConfig, kind: Kind) -> int:
     return KINDS[kind].max_tokens_of(cfg)
 
 
+def stop_for(cfg: GenerationConfig, json_schema: dict | None) -> tuple[str, ...]:
+    """Stop strings apply to free text; a JSON answer ends with its schema."""
+    return () if json_schema is not None else tuple(cfg.sampling.stop)
+
+
 def sampling_settings(cfg: GenerationConfig, kind: Kind, json_schema: dict | None = None) -> dict:
     """The sampling arguments of the first attempt (and the schema that constrains it)."""
     s = cfg.sampling
     out = {"temperature": s.temperature, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
            "max_tokens": max_tokens_for(cfg, kind), "seed": s.seed}
+    if stop_for(cfg, json_schema):  # keyed once set: the versions made before stop strings existed stay the same
+        out["stop"] = list(stop_for(cfg, json_schema))
     if json_schema is not None:
         out["json_schema"] = json_digest(json_schema)
     return out
@@ -170,7 +177,7 @@ class _Prompts:
         s = self.cfg.sampling
         return ChatRequest(key=f"{i}:{attempt}", conversation=self.conversations[i], max_tokens=self.max_tokens,
                            temperature=temperature, top_p=s.top_p, repetition_penalty=s.repetition_penalty,
-                           seed=seed, json_schema=self.schema)
+                           seed=seed, json_schema=self.schema, stop=stop_for(self.cfg, self.schema))
 
     def too_long(self, i: int, tokens: int, detail: str) -> None:
         self.p_tok[i], self.flags[i], self.details[i] = tokens, "prompt_too_long", detail

@@ -237,6 +237,8 @@ class OpenAIFleet:
                                     temperature=r.temperature, top_p=r.top_p, seed=r.seed)
         if r.repetition_penalty != 1.0:
             body["extra_body"] = {"repetition_penalty": r.repetition_penalty}
+        if r.stop:
+            body["stop"] = list(r.stop)
         if r.json_schema is not None:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "output", "schema": r.json_schema}}

@@ -116,6 +116,8 @@ def sampling_row(request: ChatRequest) -> dict[str, Any]:
                            "max_tokens": int(request.max_tokens), "seed": int(request.seed)}
     # Absent rather than None without a schema: Ray Data fails to combine blocks whose struct column is null-typed
     # in one and a struct in another ("'pyarrow.lib.DataType' object is not iterable").
+    if request.stop:  # every request of one dataset is one kind: all carry the column or none does
+        row["stop"] = list(request.stop)
     if request.json_schema is not None:
         row["structured_outputs"] = {"json": json.dumps(request.json_schema, sort_keys=True)}
     return row
