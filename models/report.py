@@ -249,8 +249,14 @@ def _stats_sections(stats: Mapping) -> list[str]:
     out += ["", "## LLM generation", ""]
     if gen:
         cols = ["prompts", "prompts_per_s", "output_tokens", "output_tokens_per_s"]
-        out += _table(["side", *cols], [[side, *[_fmt((g or {}).get(c), 2) for c in cols]]
-                                        for side, g in gen.items()])
+
+        def per_entity(g: Mapping) -> str:  # tokens per LLM call: what a token budget and a bounded prompt cut
+            calls = g.get("generated", g.get("prompts"))
+            return _fmt(g["output_tokens"] / calls, 1) if calls and g.get("output_tokens") is not None else "n/a"
+
+        out += _table(["side", *cols, "output_tokens_per_call"],
+                      [[side, *[_fmt((g or {}).get(c), 2) for c in cols], per_entity(g or {})]
+                       for side, g in gen.items()])
     else:
         out.append("n/a")
     stages = stats.get("stages") or {}
