@@ -259,6 +259,12 @@ def _stats_sections(stats: Mapping) -> list[str]:
                        for side, g in gen.items()])
     else:
         out.append("n/a")
+    modes = stats.get("prompt_mode") or {}
+    if modes:
+        out.append("\nPrompt mode: " + "; ".join(
+            f"{side} `{m.get('template')}`, {m.get('mode')}"
+            + (f" (source text: {', '.join(m['source_text'])})" if m.get("source_text") else "")
+            for side, m in modes.items()))
     stages = stats.get("stages") or {}
     out += ["", "## Stage wall times", ""]
     if stages:

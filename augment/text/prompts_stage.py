@@ -47,6 +47,8 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
                              store.read_pandas("users", v["users"]), items(),
                              store.read_pandas("user_cutoffs", v["user_cutoffs"]), template)
 
+            rec.setdefault("prompt_mode", {})["user"] = {"template": template.name, "mode": "from the history",
+                                                         "source_text": []}
             user_settings = {**settings, **({"profiles": "stream", "history_max": cfg.split.history_max}
                                             if cfg.stream is not None else {})}
             return build_table, {**v, "template": template.sha256, **user_settings}
@@ -55,7 +57,12 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
             item_settings = dict(settings)
             # Item text (descriptions) counts against max_data_tokens in the generation model's tokens; the
             # tokenizer is loaded, and named in the recipe, only when the template uses such a column.
-            uses_text = bool(item_text_placeholders(item_columns(), template))  # also: an unknown $name fails here
+            grounded_in = item_text_placeholders(item_columns(), template)  # also: an unknown $name fails here
+            uses_text = bool(grounded_in)
+            # the report names how the item text was asked for: rewritten from the item's own text, or recalled
+            rec.setdefault("prompt_mode", {})["item"] = {
+                "template": template.name, "mode": "grounded" if grounded_in else "free recall",
+                "source_text": list(grounded_in)}
             if uses_text:
                 item_settings["tokenizer"] = cfg.generation.engine.model
 

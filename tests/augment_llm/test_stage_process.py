@@ -43,6 +43,10 @@ def test_user_text_off_skips_every_user_text_stage(tmp_path, make_tiny_config, m
     out.update(stages.split(cfg, out))
     out.update(stages.prompts(cfg, out))
     assert "item_prompts" in out and "user_prompts" not in out
+    import json
+
+    mode = json.loads((cfg.stats_path / "prompts.json").read_text())["prompt_mode"]
+    assert mode == {"item": {"template": "item_knowledge_v1", "mode": "free recall", "source_text": []}}
     monkeypatch.setattr(stage_process, "run_stage", lambda *a, **k: pytest.fail("started a child"))
     why = "generation.user_text is false"
     assert stage_process.generate(str(path), "user", out, 0) == {"skipped": why}

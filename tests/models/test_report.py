@@ -225,6 +225,12 @@ def test_report_markdown_and_png(tmp_path):
     assert "| lightgbm | llm |" in text and "| deepfm | raw_text |" in text
     assert "0.7310 ± 0.0014" in text  # mean ± std over two seeds
     assert "| generate_items | 520.0 |" in text and "Config digest: `abc123`" in text
+    assert "| item | 1,682 | 3.20 | 150,000 | 250.00 | 89.2 |" in text  # output tokens per call
+    modes = {"item": {"template": "item_knowledge_desc_v1", "mode": "grounded", "source_text": ["overview"]},
+             "user": {"template": "user_preference_v2", "mode": "from the history", "source_text": []}}
+    text = write_report(tmp_path, _results(0.03), {**STATS, "prompt_mode": modes}).read_text()
+    assert ("Prompt mode: item `item_knowledge_desc_v1`, grounded (source text: overview); user "
+            "`user_preference_v2`, from the history") in text
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
