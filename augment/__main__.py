@@ -13,6 +13,9 @@
         # encode.model fine-tuned on training co-occurrence pairs -> item_knowledge_emb_bt, item_raw_emb_bt
         # (augment/encode/behaviour_encoder.py); a no-op unless behaviour_encoder.enabled or --force
     python -m augment import-text --config configs/ml100k.yaml --kind item|user --file F [--source NAME]
+    python -m augment encoder-probe --config configs/ml100k.yaml
+        # candidate encoders ranked by item-neighbour recall@k against training co-occurrence
+        # (augment/encode/encoder_probe.py; <workdir>/stats/encoder-probe.json, shown in the retrain report)
     python -m augment generation-variance --config configs/ml100k.yaml --sample 60 --seeds 3 --temperature 0.7
         # item text under k sampling seeds, encoded: the text's share of run-to-run variance
         # (augment/generation_variance.py; writes <workdir>/stats/generation_variance.json unless --out)
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("ingest", "split", "prompts", "generate", "publish-texts", "encode", "all", "show-config",
                  "structured-prompts", "publish-structured", "import-text", "behaviour-encoder",
-                 "generation-variance"):
+                 "generation-variance", "encoder-probe"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -144,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             result = stages.run_all(cfg)
         else:
             kind = getattr(args, "kind", None)
-            inputs = resolve_inputs(stages.store_for(cfg), stages.stage_inputs(args.cmd, kind, cfg), args.input)
+            needed = stages.stage_inputs(args.cmd, kind, cfg)
+            if args.cmd == "encoder-probe":  # also the optional inputs the store holds
+                from augment.encode.encoder_probe import OPTIONAL
+
+                needed += tuple(t for t in OPTIONAL if t in stages.store_for(cfg).tables())
+            inputs = resolve_inputs(stages.store_for(cfg), needed, args.input)
             if args.cmd == "generate":
                 result = stages.generate(cfg, kind, inputs, args.shard, force=args.force,
                                          num_shards=args.num_shards)
@@ -166,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 given = {k: getattr(args, k) for k in ("sample", "seeds", "temperature")
                          if getattr(args, k) is not None}
                 result = generation_variance(cfg, inputs, out=Path(args.out) if args.out else None, **given)
+            elif args.cmd == "encoder-probe":
+                from augment.encode.encoder_probe import encoder_probe
+
+                result = encoder_probe(cfg, inputs)
             elif args.cmd == "ingest":
                 result = stages.ingest(cfg)
             else:

@@ -56,6 +56,8 @@ def stage_inputs(stage: str, kind: str | None = None, cfg: RunConfig | None = No
         return (kind_spec(kind).encode_source,)
     if stage == "behaviour-encoder":
         return BEHAVIOUR_INPUTS
+    if stage == "encoder-probe":  # + the LLM item text and behaviour-tuned tables when pinned (encoder_probe.OPTIONAL)
+        return ("interaction_splits", "items")
     return {"ingest": (), "split": ("interactions",), "prompts": _ATTRIBUTES,
             "structured-prompts": _ATTRIBUTES}[stage]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from configs.data_config import RAW_ITEM_DEFAULT
 from configs.strict import Strict as _Strict
@@ -69,3 +69,26 @@ HEAD_MAX_PAIRS = 100_000  # every pair ML-100K mines (~70k); a cap for bigger lo
 
 
 FULL_MAX_PAIRS = 512
+
+
+SMOLLM2_NOTELLM = {"model": "embedded:smollm2-135m-instruct", "backend": "vllm-pooling", "pooling": "LAST",
+                   "prompt": "notellm"}
+
+
+class EncoderProbeConfig(_Strict):
+    """The encoder probe (augment/encode/encoder_probe.py, `python -m augment encoder-probe`): candidate encoders
+    ranked by item-neighbour recall@k against training co-occurrence. Each candidate is a set of `encode:` keys over
+    the run's own `encode:` section; `{}` is the configured encoder itself."""
+
+    # MiniLM (the default encoder) and the embedded SmolLM2 as a NoteLLM-style encoder: both ship in PyPI packages
+    encoders: list[dict] = Field(default_factory=lambda: [{}, dict(SMOLLM2_NOTELLM)])
+    k: int = Field(10, ge=1, description="neighbours per item")
+
+    @field_validator("encoders")
+    @classmethod
+    def _known_keys(cls, value: list[dict]) -> list[dict]:
+        for i, overrides in enumerate(value):
+            unknown = sorted(set(overrides) - set(EncodeConfig.model_fields))
+            if unknown:
+                raise ValueError(f"encoder_probe.encoders[{i}]: unknown encode key(s) {unknown}")
+        return value

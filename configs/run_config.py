@@ -24,7 +24,13 @@ from configs.data_config import (  # noqa: F401 - re-exported
     NegativeSampling,
     SplitConfig,
 )
-from configs.encode_config import FULL_MAX_PAIRS, HEAD_MAX_PAIRS, BehaviourEncoderConfig, EncodeConfig  # noqa: F401 - re-exported
+from configs.encode_config import (  # noqa: F401 - re-exported
+    FULL_MAX_PAIRS,
+    HEAD_MAX_PAIRS,
+    BehaviourEncoderConfig,
+    EncodeConfig,
+    EncoderProbeConfig,
+)
 from configs.generation_config import (  # noqa: F401 - re-exported
     ENGINE_ARGS_SET_BY_CODE,
     EngineConfig,
@@ -56,6 +62,7 @@ class RunConfig(_Strict):
     encode: EncodeConfig = EncodeConfig()
     train: TrainConfig = TrainConfig()
     behaviour_encoder: BehaviourEncoderConfig = BehaviourEncoderConfig()
+    encoder_probe: EncoderProbeConfig = EncoderProbeConfig()
     stream: StreamConfig | None = None  # daily operation over data intervals; None: one run over the whole log
 
     @model_validator(mode="after")

@@ -265,6 +265,14 @@ def _stats_sections(stats: Mapping) -> list[str]:
             f"{side} `{m.get('template')}`, {m.get('mode')}"
             + (f" (source text: {', '.join(m['source_text'])})" if m.get("source_text") else "")
             for side, m in modes.items()))
+    probe = stats.get("encoder_probe") or {}
+    if probe.get("rows"):
+        k = probe.get("k")
+        out += ["", f"## Encoder probe: item-neighbour recall@{k} against training co-occurrence", "",
+                f"{_fmt(probe.get('pairs'))} co-occurring item pairs from training positives; each item's {k} nearest "
+                "items by cosine, the share of its partners among them (augment/encode/encoder_probe.py).", ""]
+        out += _table(["encoder", "text", "items", f"recall@{k}"],
+                      [[r["encoder"], r["text"], r["items"], _fmt(r.get(f"recall@{k}"))] for r in probe["rows"]])
     stages = stats.get("stages") or {}
     out += ["", "## Stage wall times", ""]
     if stages:

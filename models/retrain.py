@@ -120,6 +120,7 @@ def report_stats(stats: dict[str, dict], versions: dict[str, str], cfg: RunConfi
             **({"negatives": stats["split"]["negatives"]} if stats.get("split", {}).get("negatives") else {})}
     return {"rows": rows, "data": data, "generation": generation, "stages": stages, "peak_rss_mb": peak,
             "prompt_mode": stats.get("prompts", {}).get("prompt_mode"),
+            "encoder_probe": stats.get("encoder-probe"),  # `python -m augment encoder-probe`, when it ran
             "feature_tables": versions, "config_digest": cfg.digest(),
             # <stats dir>/generation_variance.json, written by `python -m augment generation-variance`
             "generation_variance": stats.get("generation_variance")}

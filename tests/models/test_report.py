@@ -288,3 +288,13 @@ def test_models_that_ran_to_their_cap_are_flagged():
     text = render_markdown(results, {}, png_name=None)
     assert "**2 of 12 models ran to their iteration cap** (train.lgbm_rounds / train.deepfm_epochs)" in text
     assert ": lightgbm/llm. Raise the cap" in text
+
+
+def test_the_encoder_probe_table_is_in_the_report():
+    probe = {"k": 10, "pairs": 70_000, "rows": [
+        {"encoder": "embedded:all-minilm-l6-v2@model", "text": "raw", "items": 1682, "recall@10": 0.0812},
+        {"encoder": "random vectors (floor)", "text": "-", "items": 1682, "recall@10": 0.0061}]}
+    text = render_markdown(_results(0.03), {**STATS, "encoder_probe": probe}, png_name=None)
+    assert "## Encoder probe: item-neighbour recall@10 against training co-occurrence" in text
+    assert "| embedded:all-minilm-l6-v2@model | raw | 1,682 | 0.0812 |" in text
+    assert "Encoder probe" not in render_markdown(_results(0.03), STATS, png_name=None)
