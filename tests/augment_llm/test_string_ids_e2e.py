@@ -115,7 +115,7 @@ def test_positives_only_log_with_external_item_text_trains_a_variant(tmp_path, m
 
     out = retrain(cfg, versions)
     rows = out["results"]  # one dict per model
-    assert {r["variant"] for r in rows} == {"base", "llm_item"}, rows
+    assert {r["variant"] for r in rows} == {"base", "llm_item", "raw_text"}, rows  # + llm_item's no-LLM twin
     # both classes in every split, so AUC is defined (a positives-only log without negatives has none)
     samples = splits[splits["role"] == "sample"]
     assert samples.groupby("split")["label"].nunique().eq(2).all()
