@@ -67,7 +67,15 @@ def latest_versions(store: FeatureStore, cfg: RunConfig, pinned: Mapping[str, st
     missing = [t for t in tables_needed(cfg.train) if t not in pinned and t not in have]
     if missing:
         variants = resolve_variants(cfg.train)
-        readers = {t: [name for name, v in variants.items() if t in tables_needed(cfg.train, [v])] for t in missing}
+        twin_of = {v.twin: name for name, v in variants.items() if v.twin and name in cfg.train.variants}
+
+        def reader(name: str) -> str:
+            if name in cfg.train.variants or name not in twin_of:
+                return name
+            return f"{name} (the no-LLM twin of {twin_of[name]}, trained with it)"
+
+        readers = {t: [reader(name) for name, v in variants.items() if t in tables_needed(cfg.train, [v])]
+                   for t in missing}
         where = store.location().get("uri", "the feature store")
         raise MissingTables(
             "; ".join(f"table {t!r} has no version in {where} (read by variant(s) {', '.join(readers[t])})"

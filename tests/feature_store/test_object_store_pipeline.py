@@ -34,6 +34,7 @@ def test_stages_retrain_and_serving_on_an_s3_store(tmp_path, make_tiny_config, s
     assert stages.generate(cfg, "item", out)[0]["skipped"].startswith("generation.external.item is set")
     out.update(stages.publish_texts(cfg, "item", out))
     out.update(stages.encode(cfg, "item", out))
+    out.update(stages.encode(cfg, "item_raw", out))  # the no-LLM twin of llm_item reads it
 
     work = cfg.workdir_path
     assert not (work / "feature_store").exists()  # every table went to the bucket

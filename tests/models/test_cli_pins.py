@@ -35,3 +35,5 @@ def test_a_table_no_stage_wrote_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: table 'interaction_splits' has no version in "), err
     assert "'user_profile_emb' has no version in" in err[0] and "(read by variant(s) llm, llm_kar)" in err[0]
     assert "python -m augment all" in err[0]
+    # a twin the run added is named as such: leaving it out of train.variants would not drop it
+    assert "(read by variant(s) raw_text, raw_kar (the no-LLM twin of llm_kar, trained with it))" in err[0], err[0]
