@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        # Stop vLLM engines while the interpreter is whole: left to interpreter exit, a pooling engine's teardown
+        # aborted the process ("terminate called without an active exception", exit 134) after a run that had
+        # already written its result.
+        engine = sys.modules.get("augment.llm.engine")
+        if engine is not None:
+            engine.shutdown_engines()
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

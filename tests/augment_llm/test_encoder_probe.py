@@ -34,3 +34,30 @@ def test_the_stage_ranks_minilm_above_random_and_records_the_table(tiny):
     assert out["pairs"] > 0 and all(r["items"] > 0 for r in out["rows"])
     record = json.loads((cfg.stats_path / "encoder-probe.json").read_text())
     assert record["rows"] == out["rows"] and record["inputs"]["interaction_splits"] == versions["interaction_splits"]
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+def test_the_cli_scores_smollm2_as_an_encoder_and_exits_0(tmp_path, make_tiny_config):
+    """The default candidates, MiniLM and SmolLM2 through vLLM's pooling runner, in the CLI a person runs, exit 0.
+    The CLI stops its engines before exit: on ML-100K, left to interpreter exit, the pooling engine's teardown aborted
+    a run that had written its result (exit 134). Tiny data did not reproduce that abort, so this test guards the
+    path, not the abort itself."""
+    import subprocess
+    import sys
+
+    from augment import stages
+    from configs import REPO_ROOT, load_config
+    from configs.encode_config import SMOLLM2_NOTELLM
+
+    path = make_tiny_config(tmp_path, **{"encoder_probe.encoders": [{}, SMOLLM2_NOTELLM], "encoder_probe.k": 3})
+    cfg = load_config(path)
+    out = stages.ingest(cfg)
+    out.update(stages.split(cfg, out))
+    result = tmp_path / "probe.json"
+    done = subprocess.run([sys.executable, "-m", "augment", "encoder-probe", "--config", str(path), "--result-json",
+                           str(result)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(result.read_text())["rows"]
+    encoders = sorted(r["encoder"].split(":")[0] for r in rows if r["text"] == "raw")
+    assert encoders == ["embedded", "vllm-pooling[LAST,prompt=notellm]"], rows
