@@ -120,10 +120,11 @@ def settings_for(section, *added: str) -> dict:
 
 def versions_of(refs: Mapping[str, TableRef], rec: dict) -> dict[str, str]:
     """The versions a stage wrote; its stats record keeps them too (a report shows only its own run's records)."""
+    versions = {k: r.version for k, r in refs.items()}
     rec["rows"] = {k: r.rows for k, r in refs.items()}
-    rec["versions"] = {k: r.version for k, r in refs.items()}
+    rec["versions"] = dict(versions)
     rec["reused"] = sorted(k for k, r in refs.items() if not r.written)
-    return {k: r.version for k, r in refs.items()}
+    return versions
 
 
 def kind_off(cfg: RunConfig, kind: str, force: bool = False) -> str | None:
@@ -139,7 +140,7 @@ def kind_off(cfg: RunConfig, kind: str, force: bool = False) -> str | None:
     return None
 
 
-def skipped(reason: str = "generation.structured.enabled is false") -> dict:
+def skipped(reason: str) -> dict:
     return {"skipped": reason}
 
 

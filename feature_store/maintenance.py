@@ -170,7 +170,9 @@ def lineage(store: FeatureStore, versions: Mapping[str, str]) -> dict[str, str]:
     """version -> table of every version the given ones were made from, themselves included: each recipe's pins
     (any string in it that is a version id of the store) followed back to the raw inputs. A pin to a version the
     store no longer holds ends the walk there."""
-    owner = {r["version"]: t for t in store.tables() for r in store.versions(t)}
+    listed = [(t, r) for t in store.tables() for r in store.versions(t)]  # each manifest read once
+    owner = {r["version"]: t for t, r in listed}
+    recipe = {r["version"]: r["recipe"] for _, r in listed}
     seen: dict[str, str] = {}
     todo = [v for v in versions.values() if v in owner]
     while todo:
@@ -178,7 +180,7 @@ def lineage(store: FeatureStore, versions: Mapping[str, str]) -> dict[str, str]:
         if v in seen:
             continue
         seen[v] = owner[v]
-        todo += [s for s in _strings(store.manifest(owner[v], v).get("recipe", {})) if s in owner and s not in seen]
+        todo += [s for s in _strings(recipe[v] or {}) if s in owner and s not in seen]
     return seen
 
 

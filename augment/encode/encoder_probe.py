@@ -24,7 +24,8 @@ from common.stage_stats import stage_timer
 from configs import RunConfig
 
 log = logging.getLogger(__name__)
-OPTIONAL = ("item_knowledge_text", "item_raw_emb_bt", "item_knowledge_emb_bt")  # scored when pinned
+BEHAVIOUR_TUNED = ("item_raw_emb_bt", "item_knowledge_emb_bt")
+OPTIONAL = ("item_knowledge_text", *BEHAVIOUR_TUNED)  # scored when pinned
 BLOCK = 2048  # rows of the similarity matrix held at once: 2048 x 100k floats = 0.8 GB at the most
 
 
@@ -92,7 +93,7 @@ def encoder_probe(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, Any]:
                 recall, n = neighbour_recall(ids, vectors, pairs, k)
                 rows.append({"encoder": name, "text": text, "items": n, f"recall@{k}": recall})
                 log.info("encoder probe: %s on %s text: recall@%d %.4f over %d items", name, text, k, recall, n)
-        for table in ("item_raw_emb_bt", "item_knowledge_emb_bt"):
+        for table in BEHAVIOUR_TUNED:
             if table in v:  # behaviour-tuned vectors: the head trained on these very pairs, so an upper reference
                 emb = store.read_pandas(table, v[table])
                 recall, n = neighbour_recall(emb["item_id"].to_numpy(np.int64), np.stack(emb["emb"].to_numpy()),

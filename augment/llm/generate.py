@@ -90,8 +90,9 @@ def sampling_settings(cfg: GenerationConfig, kind: Kind, json_schema: dict | Non
     s = cfg.sampling
     out = {"temperature": s.temperature, "top_p": s.top_p, "repetition_penalty": s.repetition_penalty,
            "max_tokens": max_tokens_for(cfg, kind), "seed": s.seed}
-    if stop_for(cfg, json_schema):  # keyed once set: the versions made before stop strings existed stay the same
-        out["stop"] = list(stop_for(cfg, json_schema))
+    stop = stop_for(cfg, json_schema)
+    if stop:  # keyed once set: the versions made before stop strings existed stay the same
+        out["stop"] = list(stop)
     if json_schema is not None:
         out["json_schema"] = json_digest(json_schema)
     return out

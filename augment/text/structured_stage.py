@@ -31,7 +31,7 @@ def structured_prompts(cfg: RunConfig, inputs: Mapping[str, str], force: bool = 
     from augment.text.structured import build_structured_prompts
 
     if not (force or cfg.generation.structured.enabled):
-        return skipped()
+        return skipped("generation.structured.enabled is false")
     v = pinned("structured-prompts", inputs)
     store = store_for(cfg)
     with stage_timer(stats_dir(cfg), "structured-prompts") as rec:
