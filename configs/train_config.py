@@ -101,6 +101,15 @@ LLM_TABLES = frozenset({"item_knowledge_emb", "user_profile_emb", "item_tags", "
                         "item_knowledge_emb_bt"})
 
 
+class VectorReduce(_Strict):
+    """How each text / taste vector group is reduced before a model reads it (models/vector_reduce.py)."""
+
+    method: Literal["pca", "whiten", "none"] = Field("pca", description="pca: top `dim` principal components; "
+                                                     "whiten: the same, each scaled to unit variance; none: as is")
+    dim: int = Field(32, ge=1, le=1024, description="components kept per group")
+    l2: bool = Field(True, description="L2-normalise each vector before the projection")
+
+
 class VariantDef(_Strict):
     groups: tuple[str, ...] = ()          # feature groups fed plainly (vectors: DenseFeat; LightGBM: PCA)
     adaptor_groups: tuple[str, ...] = ()  # vector groups fed through KAR's adaptor (deepctr backbones only)
@@ -201,7 +210,9 @@ class TrainConfig(_Strict):
     # LightGBM used 822-997 of 1,000)
     lgbm_rounds: int = Field(5000, ge=1)
     lgbm_early_stopping: int = 50
-    lgbm_pca_dim: int = 16
+    # every vector group, every backbone and the adaptor: L2, then PCA / whitening fitted on training items only
+    # (models/vector_reduce.py). LightGBM always gets the reduced columns (384 raw ones would be split on noise).
+    vector_reduce: VectorReduce = VectorReduce()
     lightgbm: LightGBMParams = LightGBMParams()
     deepctr: DeepCtrParams = DeepCtrParams()
     # --- models/: backbones x variants x seeds of one retrain run ---

@@ -2,10 +2,11 @@
 
 Features: categorical -> SparseFeat (ids 1..n from train, 0 unknown); the user's item history -> VarLenSparseFeat
 (DIN: attention over it, sharing the item table; other backbones listed in cfg.sequence_backbones: mean-pooled
-with their own table); numeric -> DenseFeat(1) standardised on train; each plain vector group ->
-DenseFeat(group, d); each adaptor group -> the adaptor's DenseFeat("kar_<group>", out_dim).
+with their own table); numeric -> DenseFeat(1) standardised on train; each vector group is L2-normalised and reduced to
+cfg.vector_reduce.dim by a projection fitted on training items (models/vector_reduce.py), then standardised; each
+plain group -> DenseFeat(group, k); each adaptor group -> the adaptor's DenseFeat("kar_<group>", out_dim).
 Our own epoch loop (deepctr's fit prints and scores sklearn metrics per batch), early stopping on valid AUC, best
-weights kept. Saved as `model.pt` (state_dict of net [+ adaptor]) + `feature_map.json`; `DeepCtrModel.load(dir)`
+weights kept. Saved as `model.pt` (state_dict of net [+ adaptor]) + `vector_reduce.npz` + `feature_map.json`; `DeepCtrModel.load(dir)`
 rebuilds it with `torch.load(..., weights_only=True)` and predicts identically.
 
     from models.train_deepctr import train_deepctr, DeepCtrModel
@@ -21,7 +22,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -37,11 +38,13 @@ from models.feature_spec import HISTORY, Variant, common_feature_map, model_inpu
 from models.fit_result import FitResult
 from models.kar_adaptor import AdaptedNet, HybridExpertAdaptor
 from models.metrics import auc, logloss
+from models.vector_reduce import VectorReducer, fit_reducers, load_npz, save_npz
 
 log = logging.getLogger(__name__)
 FEATURE_MAP = "feature_map.json"
 WEIGHTS = "model.pt"
 ADAPTOR_PREFIX = "kar_"
+REDUCE_FILE = "vector_reduce.npz"
 
 
 class DeepCtrModel:
@@ -61,6 +64,9 @@ class DeepCtrModel:
         # per-dimension train mean / std of each vector group (models saved before it existed: none)
         self.vector_scaler = {g: (np.asarray(v["mean"], dtype=np.float32), np.asarray(v["std"], dtype=np.float32))
                               for g, v in (feature_map.get("vector_scaler") or {}).items()}
+        # L2 + projection fitted on training items (models/vector_reduce.py), before the scaler; set by
+        # `build_for` / `load` (models saved before it existed read their vectors as they are)
+        self.reducers: dict[str, VectorReducer] = {}
 
     @property
     def required_groups(self) -> list[str]:
@@ -150,9 +156,13 @@ class DeepCtrModel:
             if group not in split.vectors:
                 raise ValueError(f"vector group {group!r} missing from split (have {sorted(split.vectors)})")
             arr = np.asarray(split.vectors[group], dtype=np.float32)
-            if arr.shape != (len(split.frame), dim):
+            reducer = self.reducers.get(group)
+            width = reducer.dim_in if reducer is not None else dim
+            if arr.shape != (len(split.frame), width):
                 raise ValueError(f"vector group {group!r}: shape {arr.shape}, model expects "
-                                 f"({len(split.frame)}, {dim})")
+                                 f"({len(split.frame)}, {width})")
+            if reducer is not None:
+                arr = reducer.transform(arr).astype(np.float32)
             if group in self.vector_scaler:
                 mean, std = self.vector_scaler[group]
                 arr = (arr - mean) / std
@@ -208,13 +218,27 @@ class DeepCtrModel:
         model_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(model_dir / WEIGHTS) as tmp:
             torch.save(self.net.state_dict(), tmp)
+        if self.reducers:
+            save_npz(model_dir / REDUCE_FILE, self.reducers)
         atomic_write_json(model_dir / FEATURE_MAP, self.feature_map)
+
+    @classmethod
+    def build_for(cls, data: CtrData, variant: Variant, cfg: TrainConfig, backbone: str,
+                  seed: int) -> "DeepCtrModel":
+        """A fresh network for `variant` on `data`: its vector reducers fitted on data.train, its feature map."""
+        inputs = model_inputs(data, variant)
+        reducers = fit_reducers(data, [*inputs.groups, *inputs.adaptor_groups], cfg.vector_reduce, seed)
+        model = cls.build(make_feature_map(data, variant, cfg, backbone, reducers), seed=seed)
+        model.reducers = reducers
+        return model
 
     @classmethod
     def load(cls, model_dir: Path) -> "DeepCtrModel":
         model_dir = Path(model_dir)
         feature_map = json.loads((model_dir / FEATURE_MAP).read_text())
         model = cls.build(feature_map, seed=0)
+        if feature_map.get("vector_reduce"):
+            model.reducers = load_npz(model_dir / REDUCE_FILE, model.required_groups)
         state = torch.load(model_dir / WEIGHTS, weights_only=True, map_location="cpu")
         model.net.load_state_dict(state)
         model.net.eval()
@@ -229,15 +253,27 @@ def _prefix_width(feature_map: dict) -> int:
     return width
 
 
+def _width(split: CtrSplit, group: str, reducers: Mapping[str, VectorReducer]) -> int:
+    return reducers[group].dim_out if group in reducers else int(np.asarray(split.vectors[group]).shape[1])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone: str) -> dict:
+def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone: str,
+                     reducers: Mapping[str, VectorReducer] | None = None) -> dict:
+    """The feature map of a fresh network; with `reducers`, each vector group is read through its reducer (its
+    width is the reduced one, its scaler fitted on reduced training vectors)."""
     train = data.train
     inputs = model_inputs(data, variant)
+    reducers = dict(reducers or {})
+
+    def train_vectors(g: str) -> np.ndarray:
+        arr = np.asarray(train.vectors[g], dtype=np.float64)
+        return reducers[g].transform(arr) if g in reducers else arr
     use_history = reads_history(backbone, cfg.sequence_backbones)
     if use_history and not data.has_history:
         raise ValueError(f"backbone {backbone!r} needs each sample's item history; CtrData has none "
@@ -247,7 +283,7 @@ def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone
         NumericScaler.fit(train.frame, list(inputs.numeric)).to_json(),
         [Vocabulary.fit(train.frame[c], c).to_json() for c in inputs.categorical])
     if inputs.adaptor_groups:
-        fmap["adaptor"] = {"groups": [{"name": g, "dim": int(np.asarray(train.vectors[g]).shape[1])}
+        fmap["adaptor"] = {"groups": [{"name": g, "dim": _width(train, g, reducers)}
                                       for g in inputs.adaptor_groups],
                            "n_shared": int(cfg.kar_shared_experts), "n_specific": int(cfg.kar_specific_experts),
                            "hidden": int(cfg.kar_hidden), "out_dim": int(cfg.kar_out_dim)}
@@ -256,9 +292,14 @@ def make_feature_map(data: CtrData, variant: Variant, cfg: TrainConfig, backbone
         # the first dense layer barely sees them, and a few epochs on small data never learn from them
         fmap["vector_scaler"] = {}
         for g in [*inputs.groups, *inputs.adaptor_groups]:
-            arr = np.asarray(train.vectors[g], dtype=np.float64)
+            arr = train_vectors(g)
             fmap["vector_scaler"][g] = {"mean": arr.mean(axis=0).astype(np.float32).tolist(),
                                         "std": np.maximum(arr.std(axis=0), 1e-6).astype(np.float32).tolist()}
+    if reducers:
+        for spec in fmap["vector_groups"]:
+            spec["dim"] = _width(train, spec["name"], reducers)
+        fmap["vector_reduce"] = {**cfg.vector_reduce.model_dump(mode="json"), "file": REDUCE_FILE,
+                                 "fitted_on": "training items (item-keyed groups), else training rows"}
     fmap["embedding_dim"] = int(cfg.embedding_dim)
     fmap["params"] = {**cfg.deepctr.model_dump(mode="json"), "model": backbone,
                       "att_activation": cfg.din_att_activation}
@@ -273,7 +314,7 @@ def train_deepctr(data: CtrData, variant: Variant, cfg: TrainConfig, seed: int,
     started = time.perf_counter()
     dc.set_threads(cfg.threads)
     seed_everything(seed)
-    model = DeepCtrModel.build(make_feature_map(data, variant, cfg, backbone), seed=seed)
+    model = DeepCtrModel.build_for(data, variant, cfg, backbone, seed)
     x_train, x_valid = model.input_matrix(data.train), model.input_matrix(data.valid)
     y_train = torch.from_numpy(dc.as_label_array(data.train.frame[data.label]))
     y_valid = dc.as_label_array(data.valid.frame[data.label])

@@ -1,9 +1,10 @@
-"""LightGBM on a CtrData variant: ids as numeric features, vector groups reduced by PCA fit on train only.
+"""LightGBM on a CtrData variant: ids as numeric features, vector groups reduced by PCA fitted on train only.
 
 - user/item ids -> their train vocabulary rank as a NUMERIC feature (NaN when unseen): categorical ids trained 8x
   slower, predicted 20x slower and scored lower AUC in our probe (docs/architecture.md).
 - other categoricals -> vocabulary codes (0 = unseen) declared as LightGBM categorical features.
-- numeric -> as is (trees need no scaling); each vector group -> `k` PCA components (cfg.lgbm_pca_dim) fit on TRAIN.
+- numeric -> as is (trees need no scaling); each vector group -> L2 + `k` PCA components fitted on TRAINING items
+  (cfg.vector_reduce, models/vector_reduce.py: the same reduction every backbone applies).
 - early stopping on valid AUC; the saved model holds only the trees up to the best iteration.
 Saved as `model.txt` (LightGBM text model) + `pca.npz` (mean/components per group, no pickle) + `feature_map.json`.
 
@@ -15,14 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
 
 from common.files import atomic_path, atomic_write_json
 from configs import TrainConfig
@@ -30,6 +29,7 @@ from models.ctr_inputs import CtrData, CtrSplit, validate_ctr_data
 from models.encoders import NumericScaler, Vocabulary
 from models.feature_spec import Variant, common_feature_map, model_inputs
 from models.fit_result import FitResult
+from models.vector_reduce import VectorReducer, fit_reducers, load_npz, save_npz
 
 log = logging.getLogger(__name__)
 FEATURE_MAP = "feature_map.json"
@@ -37,27 +37,8 @@ BOOSTER = "model.txt"
 PCA_FILE = "pca.npz"
 
 
-@dataclass
-class GroupPCA:
-    """A fitted PCA kept as plain arrays, so saving needs no pickle and reload projects identically."""
-
-    mean: np.ndarray  # (d,)
-    components: np.ndarray  # (k, d)
-
-    @classmethod
-    def fit(cls, vectors: np.ndarray, k: int, seed: int) -> "GroupPCA":
-        x = np.asarray(vectors, dtype=np.float64)
-        k = max(1, min(k, x.shape[1], x.shape[0]))
-        # covariance_eigh: exact and fast when rows >> dims (60k x 384)
-        pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(x)
-        return cls(pca.mean_.astype(np.float64), pca.components_.astype(np.float64))
-
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        return (np.asarray(vectors, dtype=np.float64) - self.mean) @ self.components.T
-
-
 class LightGBMModel:
-    def __init__(self, feature_map: dict, booster: lgb.Booster, pcas: dict[str, GroupPCA]):
+    def __init__(self, feature_map: dict, booster: lgb.Booster, pcas: dict[str, VectorReducer]):
         self.feature_map = feature_map
         self.booster = booster
         self.pcas = pcas
@@ -90,12 +71,7 @@ class LightGBMModel:
         model_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(model_dir / BOOSTER) as tmp:
             self.booster.save_model(str(tmp))
-        arrays = {}
-        for group, pca in self.pcas.items():
-            arrays[f"{group}/mean"] = pca.mean
-            arrays[f"{group}/components"] = pca.components
-        with atomic_path(model_dir / PCA_FILE, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays)
+        save_npz(model_dir / PCA_FILE, self.pcas)
         atomic_write_json(model_dir / FEATURE_MAP, self.feature_map)
 
     @classmethod
@@ -103,14 +79,12 @@ class LightGBMModel:
         model_dir = Path(model_dir)
         feature_map = json.loads((model_dir / FEATURE_MAP).read_text())
         booster = lgb.Booster(model_file=str(model_dir / BOOSTER))
-        with np.load(model_dir / PCA_FILE, allow_pickle=False) as z:
-            pcas = {g["name"]: GroupPCA(z[f"{g['name']}/mean"], z[f"{g['name']}/components"])
-                    for g in feature_map["vector_groups"]}
+        pcas = load_npz(model_dir / PCA_FILE, [g["name"] for g in feature_map["vector_groups"]])
         return cls(feature_map, booster, pcas)
 
 
 def design_matrix(split: CtrSplit, feature_map: dict, vocabs: dict[str, Vocabulary],
-                  pcas: dict[str, GroupPCA]) -> np.ndarray:
+                  pcas: dict[str, VectorReducer]) -> np.ndarray:
     frame = split.frame
     state = feature_map["backbone_state"]
     blocks = []
@@ -134,7 +108,7 @@ def design_matrix(split: CtrSplit, feature_map: dict, vocabs: dict[str, Vocabula
     return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
 
 
-def make_feature_map(data: CtrData, variant: Variant, pcas: dict[str, GroupPCA], cfg: TrainConfig,
+def make_feature_map(data: CtrData, variant: Variant, pcas: dict[str, VectorReducer], cfg: TrainConfig,
                      fit_pcas: Callable | None = None) -> dict:
     inputs = model_inputs(data, variant)
     id_cols = [c for c in data.id_columns if c in inputs.categorical]
@@ -165,7 +139,7 @@ def train_lightgbm(data: CtrData, variant: Variant, cfg: TrainConfig, seed: int)
     groups = list(inputs.groups)
     validate_ctr_data(data, groups)
     started = time.perf_counter()
-    pcas = {g: GroupPCA.fit(data.train.vectors[g], cfg.lgbm_pca_dim, seed) for g in groups}
+    pcas = fit_reducers(data, groups, cfg.vector_reduce, seed)
     feature_map = make_feature_map(data, variant, pcas, cfg)
     vocabs = {v["column"]: Vocabulary.from_json(v) for v in feature_map["vocabularies"]}
     x_train = design_matrix(data.train, feature_map, vocabs, pcas)

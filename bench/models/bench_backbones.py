@@ -24,12 +24,12 @@ from configs import TrainConfig
 from models import deepctr_compat as dc
 from models.feature_spec import resolve_variants
 from models.synthetic_ctr import make_ctr_data
-from models.train_deepctr import DeepCtrModel, make_feature_map
+from models.train_deepctr import DeepCtrModel
 
 
 def deepctr_rows_per_s(data, variant, cfg: TrainConfig, backbone: str, epochs: int) -> float:
     dc.set_threads(cfg.threads)
-    model = DeepCtrModel.build(make_feature_map(data, variant, cfg, backbone), seed=0)
+    model = DeepCtrModel.build_for(data, variant, cfg, backbone, seed=0)
     x = model.input_matrix(data.train)
     y = torch.from_numpy(dc.as_label_array(data.train.frame[data.label]))
     optim = torch.optim.Adam(model.net.parameters(), lr=cfg.deepfm_lr)

@@ -41,7 +41,7 @@ def kar_data():
 @pytest.fixture(scope="session")
 def fast_cfg() -> TrainConfig:
     return TrainConfig(seeds=(0,), threads=1, deepfm_epochs=4, deepfm_batch_size=256, deepfm_lr=5e-3,
-                       embedding_dim=8, patience=2, lgbm_rounds=200, lgbm_early_stopping=20, lgbm_pca_dim=8,
+                       embedding_dim=8, patience=2, lgbm_rounds=200, lgbm_early_stopping=20, vector_reduce={"dim": 8},
                        backbones=("lightgbm", "deepfm"), kar_hidden=32, kar_out_dim=8, history_len=10)
 
 

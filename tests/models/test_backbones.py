@@ -26,7 +26,12 @@ def test_backbone_trains_and_reloads(small, fast_cfg, tmp_path, backbone):
     fmap = fit.model.feature_map
     assert fmap["backbone"] == backbone and (fmap["history"] is not None) == (backbone in ("din", "autoint"))
     fit.model.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["feature_map.json", "model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feature_map.json", "model.pt", "vector_reduce.npz"]
+    # every vector group (plain and adaptor) is read reduced: the network's widths are the reduced ones
+    k = cfg.vector_reduce.dim
+    assert [g["dim"] for g in fmap["vector_groups"]] == [k]
+    assert [g["dim"] for g in fmap["adaptor"]["groups"]] == [k, k]
+    assert fmap["vector_reduce"]["method"] == cfg.vector_reduce.method
     again = DeepCtrModel.load(tmp_path)
     pred = fit.model.predict(small.test)
     assert np.isfinite(pred).all() and np.array_equal(again.predict(small.test), pred)

@@ -16,7 +16,7 @@ from models.retrain import latest_versions, retrain
 from models.serving import Scorer
 
 FAST = dict(seeds=(0,), threads=1, deepfm_epochs=2, deepfm_batch_size=256, deepfm_lr=5e-3, embedding_dim=4,
-            lgbm_rounds=30, lgbm_early_stopping=10, lgbm_pca_dim=3, kar_hidden=8, kar_out_dim=4, history_len=5)
+            lgbm_rounds=30, lgbm_early_stopping=10, vector_reduce={"dim": 3}, kar_hidden=8, kar_out_dim=4, history_len=5)
 
 
 def _cfg(work, **train) -> RunConfig:

@@ -68,5 +68,6 @@ def test_adaptor_weights_are_trained_and_saved(kar_fits, kar_data, tmp_path):
     model.save(tmp_path)
     again = DeepCtrModel.load(tmp_path)
     assert np.array_equal(again.predict(kar_data.test), model.predict(kar_data.test))
-    assert model.feature_map["adaptor"]["groups"] == [{"name": "item_knowledge_emb", "dim": 16},
-                                                     {"name": "user_profile_emb", "dim": 16}]
+    # the adaptor reads each group reduced (L2 + projection fitted on train, models/vector_reduce.py)
+    assert model.feature_map["adaptor"]["groups"] == [{"name": "item_knowledge_emb", "dim": 8},
+                                                     {"name": "user_profile_emb", "dim": 8}]

@@ -24,7 +24,7 @@ def _versions(cfg):
 
 def _cfg(work, **train):
     base = dict(seeds=(0,), threads=1, deepfm_epochs=3, deepfm_batch_size=256, deepfm_lr=5e-3, embedding_dim=8,
-                lgbm_rounds=100, lgbm_early_stopping=10, lgbm_pca_dim=4, backbones=("lightgbm", "deepfm", "din"),
+                lgbm_rounds=100, lgbm_early_stopping=10, vector_reduce={"dim": 4}, backbones=("lightgbm", "deepfm", "din"),
                 variants=("base", "raw_text", "llm", "llm_kar"), kar_hidden=32, kar_out_dim=8, history_len=8)
     return RunConfig.model_validate({"workdir": str(work), "train": {**base, **train}})
 

@@ -94,7 +94,7 @@ def taste_models(tiny) -> dict:
     from models.retrain import latest_versions, retrain
 
     train = dict(seeds=(0,), threads=1, deepfm_epochs=2, deepfm_batch_size=256, deepfm_lr=5e-3, embedding_dim=4,
-                 lgbm_rounds=30, lgbm_early_stopping=10, lgbm_pca_dim=3, backbones=("lightgbm", "deepfm", "din"),
+                 lgbm_rounds=30, lgbm_early_stopping=10, vector_reduce={"dim": 3}, backbones=("lightgbm", "deepfm", "din"),
                  variants=("base", "llm_taste", "llm_kar_taste"), kar_hidden=8, kar_out_dim=4, history_len=5)
     cfg = RunConfig.model_validate({"workdir": str(tiny), "train": train})
     retrain(cfg, latest_versions(FeatureStore(tiny / "feature_store"), cfg))
