@@ -90,3 +90,13 @@ def test_raw_text_from_configured_columns(make_dataset):
         "Alpha A quiet drama about <b>two</b> sisters", "Beta, The", "Gamma Ein Café in Köln ✓"]
     with pytest.raises(ValueError, match="'tagline' is not a column of the items table"):
         raw_item_texts(items, ["title", "tagline"])
+
+
+def test_grounded_template_reads_the_overview(make_dataset):
+    """item_grounded_v1 (configs/ml-latest-small-overviews.yaml): the item's own text, fenced, in every prompt."""
+    c = load_generic(_cfg(make_dataset))
+    items = c.items.rename(columns={"description": "overview"})
+    prompts = build_item_prompts(items, load_template("item_grounded_v1")).set_index("item_id")
+    user = {i: json.loads(m)[1]["content"] for i, m in prompts["messages"].items()}
+    assert "overview: A quiet drama about ‹b›two‹/b› sisters\n</movie>" in user[10]
+    assert "at most 40 words" in user[10] and "Do not retell the plot" in user[10]
