@@ -90,6 +90,10 @@ DEFAULT_FEATURES: tuple[FeatureEntry, ...] = (
        "match_knowledge"),
     _f("user_taste_raw", "vector", "item_raw_emb", "user_id", "emb", "history_mean"),
     _f("match_raw", "numeric", "item_raw_emb", "user_id", "emb", "history_cosine", "match_raw"),
+    # short-term taste beside the long-term mean: recency-weighted (an item's weight halves every
+    # train.taste_half_life newer liked items), for both tables alike
+    _f("user_recent_knowledge", "vector", "item_knowledge_emb", "user_id", "emb", "history_recency"),
+    _f("user_recent_raw", "vector", "item_raw_emb", "user_id", "emb", "history_recency"),
 )
 
 
@@ -143,6 +147,10 @@ DEFAULT_VARIANTS: dict[str, VariantDef] = {
     "llm_kar_item_taste": VariantDef(groups=("match_knowledge",),
                                      adaptor_groups=("item_knowledge_emb", "user_taste_knowledge"),
                                      twin="raw_kar_taste"),
+    # long- AND short-term taste (mean + recency-weighted), item text only: raw text vs LLM text
+    "raw_text_taste_st": VariantDef(groups=("item_raw_emb", "user_taste_raw", "user_recent_raw", "match_raw")),
+    "llm_item_taste_st": VariantDef(groups=("item_knowledge_emb", "user_taste_knowledge", "user_recent_knowledge",
+                                            "match_knowledge"), twin="raw_text_taste_st"),
     # LLM text beside the raw text (both vectors, both tastes): what the LLM adds to what the catalogue says
     "llm_raw_taste": VariantDef(groups=("item_raw_emb", "user_taste_raw", "match_raw", "item_knowledge_emb",
                                         "user_taste_knowledge", "match_knowledge"), twin="raw_text_taste"),
