@@ -19,6 +19,10 @@ and cleaned like titles, capped at 1,000 characters each and, given a token coun
 fits prompts.max_data_tokens (the title and genres are counted first; the text columns share what is left).
 A placeholder that is neither title/year/genres nor a text column of the items table is an error naming it.
 
+User templates use $profile (one sentence from the user's attributes), $history (the history's titles and
+ratings, in time order) and, optionally, $genres (the history's liked / less liked genres with counts: facts a small
+model can reason from instead of recalling what the titles are).
+
     python -m augment.text.prompts            # print one item and one user prompt for ML-100K (cached wheel in var/cache)
 """
 from __future__ import annotations
@@ -44,6 +48,7 @@ TITLE_MAX = 200
 TEXT_MAX = 1000  # per item text column (a description), before the token cap
 ITEM_FIELDS = ("title", "year", "genres")
 FIELD_MAX = 60
+GENRES_TOP = 5  # genres named per side (liked / disliked) in a user prompt's $genres
 _HEADER = re.compile(r"^# template: (?P<name>[\w.-]+) version: (?P<version>[\w.-]+)\s*$")
 
 
@@ -256,21 +261,52 @@ def _history_by_user(user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.nda
     return dict(zip(user_ids[starts].tolist(), joined.to_pylist()))
 
 
+def genre_counts(owners: np.ndarray, item_ids: np.ndarray, labels: np.ndarray, items: pd.DataFrame,
+                 top: int = GENRES_TOP) -> dict:
+    """owner -> "Liked genres: Drama 12, Comedy 8. Less liked genres: Horror 3." from the owner's history rows (the
+    $genres placeholder of user templates: facts for a small model to reason from, not to recall). Each history
+    row counts once for every genre of its item; liked = label 1, less liked = label 0; the `top` most frequent
+    each (ties by name); a side with no rows is left out, and an owner with neither reads "Genres: unknown."."""
+    if not len(owners):
+        return {}
+    genres = items.set_index("item_id")["genres"]
+    frame = pd.DataFrame({"owner": owners, "genres": genres.reindex(item_ids).to_numpy(),
+                          "liked": np.asarray(labels) != 0}).explode("genres").dropna(subset=["genres"])
+    frame["genres"] = [fence_safe(g, FIELD_MAX) for g in frame["genres"]]
+    counts = frame.groupby(["owner", "liked", "genres"], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values(["owner", "liked", "n", "genres"], ascending=[True, False, False, True])
+    counts = counts.groupby(["owner", "liked"], sort=False).head(top)
+    counts["part"] = counts["genres"] + " " + counts["n"].astype(str)
+    sides = counts.groupby(["owner", "liked"], sort=False)["part"].agg(", ".join).unstack("liked")
+    out = {}
+    for owner, row in sides.iterrows():
+        parts = [f"{name} genres: {row[flag]}." for flag, name in ((True, "Liked"), (False, "Less liked"))
+                 if flag in row and isinstance(row[flag], str)]
+        out[owner] = " ".join(parts)
+    return out
+
+
 def _user_messages(user_ids: Sequence, histories: Sequence[str], users: pd.DataFrame,
-                   template: PromptTemplate) -> list[dict]:
-    """One rendered prompt per (user, history text): KAR's profile sentence from the user's attributes."""
+                   template: PromptTemplate, genres: Sequence[str] | None = None) -> list[dict]:
+    """One rendered prompt per (user, history text): KAR's profile sentence from the user's attributes, and the
+    history's genre counts where the template asks for $genres."""
     cols = [c for c in ("gender", "age", "occupation") if c in users]
     attributes = users.set_index("user_id")[cols].to_dict("index")
     sentence = functools.lru_cache(maxsize=4096)(profile_sentence)  # few distinct profiles, many users
     rows = []
-    for uid, history in zip(user_ids, histories):
+    for k, (uid, history) in enumerate(zip(user_ids, histories)):
         p = attributes.get(uid, {})
         try:
             profile = sentence(**p)
         except TypeError:  # an unhashable attribute value: no caching
             profile = profile_sentence(**p)
-        rows.append({"user_id": uid, "messages": template.render(profile=profile, history=history)})
+        extra = {"genres": (genres[k] or "Genres: unknown.")} if genres is not None else {}
+        rows.append({"user_id": uid, "messages": template.render(profile=profile, history=history, **extra)})
     return rows
+
+
+def _wants_genres(template: PromptTemplate) -> bool:
+    return "genres" in template.placeholders()
 
 
 def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, cutoffs: pd.DataFrame,
@@ -291,10 +327,16 @@ def build_user_prompts(history: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     if missing.any():
         raise ValueError(f"history item_id {hist.loc[missing, 'item_id'].iloc[0]} not in items")
     hist = hist.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    labels = hist["label"].to_numpy() if "label" in hist else np.ones(len(hist), np.int8)
     lines = _history_by_user(hist["user_id"].to_numpy(), hist["item_id"].to_numpy(), hist["rating"].to_numpy(),
-                             hist["label"].to_numpy() if "label" in hist else np.ones(len(hist), np.int8), titles)
+                             labels, titles)
     uids = cutoffs["user_id"].sort_values().tolist()
-    out = _frame(_user_messages(uids, [lines.get(u, "") for u in uids], users, template), "user_id", template)
+    genres = None
+    if _wants_genres(template):
+        counts = genre_counts(hist["user_id"].to_numpy(), hist["item_id"].to_numpy(), labels, items)
+        genres = [counts.get(u, "") for u in uids]
+    out = _frame(_user_messages(uids, [lines.get(u, "") for u in uids], users, template, genres), "user_id",
+                 template)
     out["cutoff"] = cutoffs.set_index("user_id")["cutoff"].reindex(out["user_id"]).to_numpy()
     out["cutoff"] = out["cutoff"].astype(cutoffs["cutoff"].dtype)
     return out
@@ -329,7 +371,11 @@ def build_profile_prompts(rows: pd.DataFrame, users: pd.DataFrame, items: pd.Dat
     labels = events["label"].to_numpy()[take] if "label" in events else np.ones(len(take), np.int8)
     lines = _history_by_user(profile, item_ids, events["rating"].to_numpy()[take], labels, titles)
     histories = [lines.get(i, "") for i in range(len(cut))]
-    out = _frame(_user_messages(cut["user_id"].tolist(), histories, users, template), "user_id", template)
+    genres = None
+    if _wants_genres(template):
+        counts = genre_counts(profile, item_ids, labels, items)
+        genres = [counts.get(i, "") for i in range(len(cut))]
+    out = _frame(_user_messages(cut["user_id"].tolist(), histories, users, template, genres), "user_id", template)
     out["cutoff"] = cut["cutoff"].to_numpy()
     out["cutoff"] = out["cutoff"].astype(cutoffs["cutoff"].dtype)
     return out

@@ -47,8 +47,10 @@ def prompts(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
                              store.read_pandas("users", v["users"]), items(),
                              store.read_pandas("user_cutoffs", v["user_cutoffs"]), template)
 
-            rec.setdefault("prompt_mode", {})["user"] = {"template": template.name, "mode": "from the history",
-                                                         "source_text": []}
+            grounded = "genres" in template.placeholders()  # the history's genre counts, not only its titles
+            rec.setdefault("prompt_mode", {})["user"] = {
+                "template": template.name, "mode": "grounded (history + genres)" if grounded else "from the history",
+                "source_text": ["genres"] if grounded else []}
             user_settings = {**settings, **({"profiles": "stream", "history_max": cfg.split.history_max}
                                             if cfg.stream is not None else {})}
             return build_table, {**v, "template": template.sha256, **user_settings}

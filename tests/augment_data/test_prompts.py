@@ -163,3 +163,39 @@ def test_on_ml100k(ml100k, item_t, user_t):
     # History lines per prompt == n_history (never more than history_max).
     n_lines = users["messages"].map(lambda m: json.loads(m)[1]["content"].count(" star"))
     assert (n_lines.to_numpy() == cut["n_history"].to_numpy()).all()
+
+
+def test_grounded_user_template_gets_the_history_genres(tiny):
+    """user_preference_grounded_v1: the history's liked / less liked genres with counts, history rows only."""
+    rows, users, items, cut = tiny
+    rows = rows.assign(label=(rows["rating"] >= 4).astype("int8"))  # what ingest derives (label_threshold 4)
+    items = items.assign(genres=[["Animation", "Comedy"], ["Comedy"], ["Crime", "Thriller"], ["Horror"],
+                                 ["Horror"], ["Horror"]])
+    out = build_user_prompts(rows, users, items, cut, load_template("user_preference_grounded_v1"))
+    _, data = _fenced(_messages(out, 0)[1]["content"], "user")
+    lines = data.strip().splitlines()
+    # user 1's history: Toy Story 5 (liked), The 'Quoted' One 3.5 and Heat 1 (less liked at threshold 4)
+    assert lines[1] == "Liked genres: Animation 1, Comedy 1. Less liked genres: Comedy 1, Crime 1, Thriller 1."
+    assert "Horror" not in data  # sample-role items never reach the counts either
+    assert lines[2:] == ['"Toy Story", 5 stars;', "\"The 'Quoted' One\", 3.5 stars;", '"Heat", 1 star;']
+    # the v2 template has no $genres: the same rows, no counts (nothing is computed for it)
+    plain = build_user_prompts(rows, users, items, cut, load_template("user_preference_v2"))
+    assert "genres:" not in _messages(plain, 0)[1]["content"]
+
+
+def test_daily_profiles_count_genres_of_their_own_window():
+    """build_profile_prompts (stream mode): $genres counts the same last-history_max rows the $history lists."""
+    from augment.text.prompts import build_profile_prompts
+
+    ts = pd.to_datetime([1, 2, 3, 4], unit="D", utc=True).astype("datetime64[us, UTC]")
+    rows = pd.DataFrame({"user_id": [1, 1, 1, 1], "item_id": [1, 2, 3, 4],
+                         "rating": pd.array([5, 5, 2, 5], dtype="float32"), "label": pd.array([1, 1, 0, 1], "int8"),
+                         "timestamp": ts})
+    items = pd.DataFrame({"item_id": [1, 2, 3, 4], "title": ["A", "B", "C", "D"], "year": pd.array([None] * 4, "Int64"),
+                          "genres": [["Western"], ["Comedy"], ["Horror"], ["Drama"]]})
+    cut = pd.DataFrame({"user_id": [1], "cutoff": ts[3:4]})  # strictly before day 4: rows 1-3; history_max 2: 2-3
+    out = build_profile_prompts(rows, pd.DataFrame({"user_id": []}), items, cut,
+                                load_template("user_preference_grounded_v1"), history_max=2)
+    _, data = _fenced(_messages(out, 0)[1]["content"], "user")
+    assert data.strip().splitlines()[1:] == ["Liked genres: Comedy 1. Less liked genres: Horror 1.",
+                                             '"B", 5 stars;', '"C", 2 stars;']
