@@ -80,6 +80,15 @@ class StreamConfig(_Strict):
         """augment_features' schedule: one run per interval, on the grid of `start`."""
         return cron_schedule(self.interval_hours, self.start)
 
+    def latest_end(self, now: datetime) -> datetime:
+        """The end of the newest interval complete at `now`: start + k * interval <= now, k >= 0 (a manual run's
+        default interval; before `start` there is none)."""
+        now = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+        if now < self.start:
+            raise ValueError(f"no interval is complete yet: the bootstrap interval ends at stream.start "
+                             f"{self.start.isoformat()}, after now ({now.isoformat()})")
+        return self.start + int((now - self.start) / self.interval) * self.interval
+
     @property
     def run_kind(self) -> str:
         """"bootstrap" for the run that ends at `start`, else "interval"."""

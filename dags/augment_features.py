@@ -39,14 +39,20 @@ SCHEDULE = schedule()
      end_date=SCHEDULE.end_date, catchup=SCHEDULE.catchup,
      max_active_runs=1, default_args=DEFAULT_ARGS,
      params={"config": Param("", type="string",
-                             description="run config YAML (empty: $LLMFA_CONFIG on the worker, else ml100k.yaml)")},
+                             description="run config YAML (empty: $LLMFA_CONFIG on the worker, else ml100k.yaml)"),
+             "interval_end": Param("", type="string",
+                                   description="daily configs, manual runs only: the end of the interval to process "
+                                               "(ISO 8601 on the stream grid, e.g. 1998-04-17T00:00:00Z); empty: "
+                                               "the newest complete interval")},
      tags=["llm", "features"], doc_md=__doc__)
 def augment_features():
     @task
     @logs_stderr
     def freeze_config(params=None, data_interval_start=None, data_interval_end=None) -> str:
-        """The run's config; a daily config gets this run's data interval (stream.end = data_interval_end)."""
-        return freeze(config_path(params), data_interval_start, data_interval_end)
+        """The run's config; a daily config gets this run's data interval (stream.end = data_interval_end), a
+        manual run (no data interval) its `interval_end` param or the newest complete interval."""
+        return freeze(config_path(params), data_interval_start, data_interval_end,
+                      str((params or {}).get("interval_end") or ""))
 
     @task
     @logs_stderr

@@ -113,18 +113,32 @@ def load(config_path: str):
 
 
 def freeze(config_path: str, data_interval_start: datetime | None = None,
-           data_interval_end: datetime | None = None) -> str:
+           data_interval_end: datetime | None = None, interval_end: str = "",
+           now: datetime | None = None) -> str:
     """Snapshot the resolved config once per DAG run and hand its path to every task.
 
     Tasks that each re-read the user's YAML would silently mix settings if the file changed mid-run (a shard
     generated with one max_tokens, the publish step looking for another); the snapshot is named by its digest.
     A daily (stream) config gets the run's data interval end as stream.end, so every task of the run works on
     that interval; an interval whose length is not stream.interval_hours is an error (schedule and config differ).
+
+    A manual run (the UI's Trigger button, `airflow dags trigger`) has no data interval in Airflow 3: it processes
+    the interval ending at its `interval_end` param (ISO 8601, on the stream grid), else the newest interval
+    complete at `now` (stream.latest_end), so the button does something sensible instead of failing in a task.
     """
     from common.files import atomic_write_json
 
     cfg = load(config_path)
-    if cfg.stream is not None and data_interval_end is not None:
+    if cfg.stream is not None and data_interval_end is None:
+        if interval_end.strip():
+            try:
+                end = datetime.fromisoformat(interval_end.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"param interval_end {interval_end!r} is not an ISO 8601 time") from None
+        else:
+            end = cfg.stream.latest_end(now or datetime.now(timezone.utc))
+        cfg = cfg.with_stream_end(end)  # off the grid: a one-line error naming the grid
+    elif cfg.stream is not None:
         length = data_interval_end - data_interval_start if data_interval_start is not None else None
         if length != cfg.stream.interval:
             raise ValueError(f"data interval {data_interval_start}..{data_interval_end} is not "

@@ -211,7 +211,32 @@ def test_freeze_gives_a_daily_config_its_data_interval(tmp_path, make_tiny_strea
         freeze(path, datetime(1970, 1, 29, tzinfo=timezone.utc), end)
     with pytest.raises(ValueError, match="not on the interval grid"):
         freeze(path, datetime(1970, 1, 30, 12, tzinfo=timezone.utc), datetime(1970, 1, 31, 12, tzinfo=timezone.utc))
-    assert load_config(freeze(path)).stream.end is None  # no interval (a manual CLI run): stages ask for one
+
+
+
+@pytest.mark.timeout(60)
+def test_a_manual_run_processes_a_sensible_interval(tmp_path, make_tiny_stream_config):
+    """Airflow 3 gives a manual run (the Trigger button) no data interval: it takes its interval_end param, else
+    the newest interval complete now; a param off the grid or unreadable, or a time before the bootstrap
+    interval ends, is a one-line error at the first task (not 'stream.end is not set' two minutes later)."""
+    from datetime import datetime, timezone
+
+    from configs import load_config
+    from ops.airflow_wiring import freeze
+
+    path = str(make_tiny_stream_config(tmp_path))  # stream.start 1970-01-30, daily
+    now = datetime(1970, 2, 3, 17, 5, tzinfo=timezone.utc)
+    assert load_config(freeze(path, now=now)).stream.end == datetime(1970, 2, 3, tzinfo=timezone.utc)
+    at_start = load_config(freeze(path, now=datetime(1970, 1, 30, 0, 0, tzinfo=timezone.utc)))
+    assert at_start.stream.run_kind == "bootstrap"
+    chosen = load_config(freeze(path, interval_end="1970-02-01T00:00:00Z", now=now))
+    assert chosen.stream.end == datetime(1970, 2, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="not on the interval grid"):
+        freeze(path, interval_end="1970-02-01T06:00:00Z")
+    with pytest.raises(ValueError, match="param interval_end 'yesterday' is not an ISO 8601 time"):
+        freeze(path, interval_end="yesterday")
+    with pytest.raises(ValueError, match="no interval is complete yet"):
+        freeze(path, now=datetime(1970, 1, 29, tzinfo=timezone.utc))
 
 
 def test_schedule_comes_from_the_parse_time_config(tmp_path, monkeypatch):
