@@ -95,7 +95,8 @@ def plot_history(h: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")  # headless: Airflow workers and CI have no display
     import matplotlib.pyplot as plt
 
-    fig, (ax_auc, ax_cost) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    fig, (ax_auc, ax_gate, ax_cost) = plt.subplots(3, 1, figsize=(8, 8.5), sharex=True,
+                                                   gridspec_kw={"height_ratios": [3, 2, 3]})
     x = range(len(h))
     labels = [f"{e:%m-%d}" + ("\n(boot)" if k == "bootstrap" else "") for e, k in zip(h["end"], h["kind"])]
     ax_auc.plot(x, h["challenger_auc"].astype(float), "o-", label="challenger AUC (newest interval)")
@@ -107,6 +108,20 @@ def plot_history(h: pd.DataFrame, path: Path) -> Path:
     ax_auc.set_ylabel("AUC")
     ax_auc.legend(fontsize=8)
     ax_auc.set_title("Daily runs: models on the newest interval, and what each interval cost")
+    # the gate's evidence: challenger - champion on the same rows, with its paired 95% bootstrap interval (a wide
+    # interval across 0 is a decision on noise, whatever the gate did)
+    delta = h["delta_auc"].astype(float)
+    lo = (delta - h["delta_low"].astype(float)).clip(lower=0)
+    hi = (h["delta_high"].astype(float) - delta).clip(lower=0)
+    has = delta.notna()
+    xs = [i for i, ok in zip(x, has) if ok]
+    if xs:
+        colours = ["tab:green" if p else "tab:gray" for p, ok in zip(h["promoted"], has) if ok]
+        ax_gate.errorbar(xs, delta[has], yerr=[lo[has], hi[has]], fmt="none", ecolor="tab:gray", capsize=3)
+        ax_gate.scatter(xs, delta[has], c=colours, zorder=3, label="Δ AUC (green: promoted)")
+        ax_gate.legend(fontsize=8)
+    ax_gate.axhline(0, color="black", lw=0.8)
+    ax_gate.set_ylabel("challenger − champion\n(95% interval)", fontsize=8)
     ax_cost.bar([i - 0.2 for i in x], h["augment_seconds"].astype(float), width=0.4, label="augment task-s (summed)")
     ax_cost.bar([i + 0.2 for i in x], h["retrain_seconds"].astype(float), width=0.4, label="retrain s")
     ax_cost.set_yscale("log")
