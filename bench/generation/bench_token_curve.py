@@ -39,7 +39,7 @@ def budget_config(base: Path, item: int, user: int, root: Path) -> Path:
 def generation_stats(workdir: Path) -> dict:
     out = {}
     for kind in ("item", "user"):
-        files = sorted((workdir / "stats").glob(f"generate-{kind}-*.json"))
+        files = sorted((workdir / "stats").rglob(f"generate-{kind}-*.json"))  # daily: stats/end=<interval>/
         rows = [json.loads(f.read_text()) for f in files]
         calls = sum(r.get("llm_calls", 0) for r in rows)
         tokens = sum(r.get("output_tokens", 0) for r in rows)
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", nargs="+", default=["16:16", "24:24", "40:48", "64:64"], help="ITEM:USER tokens")
     p.add_argument("--root", type=Path, default=REPO / "var" / "token-curve")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "generation" / "results_token_curve.json")
+    p.add_argument("--collect-only", action="store_true",
+                   help="do not run: read the budgets' finished workdirs under --root (their wall time: unknown)")
     args = p.parse_args(argv)
     rows = []
     for budget in args.budgets:
@@ -73,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         workdir = path.parent
         print(f"[token-curve] budget item {item} / user {user}: {workdir}", flush=True)
         started = time.perf_counter()
-        with open(workdir / "run_dags.log", "w") as log:
-            rc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dags.py"), "--config", str(path),
-                                 "--replay", "0"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}).returncode
-        wall = time.perf_counter() - started
-        if rc:
-            print(f"error: run_dags.py exited {rc} (see {workdir / 'run_dags.log'})", file=sys.stderr)
-            return 1
+        if not args.collect_only:
+            with open(workdir / "run_dags.log", "w") as log:
+                rc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dags.py"), "--config", str(path),
+                                     "--replay", "0"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}).returncode
+            if rc:
+                print(f"error: run_dags.py exited {rc} (see {workdir / 'run_dags.log'})", file=sys.stderr)
+                return 1
+        wall = float("nan") if args.collect_only else time.perf_counter() - started
         gen = generation_stats(workdir)
         aucs = auc_table(workdir)
         rows.append({"item_budget": item, "user_budget": user, "wall_seconds": round(wall, 1), "generation": gen,
