@@ -243,7 +243,12 @@ class TrainConfig(_Strict):
     kar_hidden: int = Field(128, ge=1)
     kar_out_dim: int = Field(32, ge=1)
     model_name: str = Field(MODEL_NAME, pattern=r"^[A-Za-z0-9_.-]+$", description="registry name of the served model")
-    promotion_margin: float = Field(0.001, description="challenger valid AUC must beat champion's by this")
+    promotion_margin: float = Field(0.001, ge=0, description="the gate's margin in AUC (promotion_rule says how)")
+    # margin: the challenger's AUC beats the champion's by more than promotion_margin (a point estimate: on a small
+    # slice, a decision on noise). superiority: the LOW end of the paired 95% bootstrap interval of the difference
+    # is above promotion_margin. non_inferiority: its low end is above -promotion_margin (the challenger, with
+    # fresher data and features, is served unless it is worse by more than the margin with 95% confidence).
+    promotion_rule: Literal["margin", "superiority", "non_inferiority"] = "margin"
 
     @model_validator(mode="before")
     @classmethod

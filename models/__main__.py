@@ -100,7 +100,7 @@ def _promote(args: argparse.Namespace) -> int:
     from feature_store.locations import open_run_store
     from models.dataset_builder import build_ctr_dataset
     from models.registry import promote
-    from models.retrain import interval_config, make_valid_scorer
+    from models.retrain import interval_config, make_valid_scorer, paired_gate
 
     cfg = load_config(args.config, parse_overrides(args.set))
     store = open_run_store(cfg)
@@ -111,8 +111,10 @@ def _promote(args: argparse.Namespace) -> int:
     built = build_ctr_dataset(store, versions, [f for f in cfg.train.features if f.feature_group is None],
                               threads=cfg.train.threads, history_len=cfg.train.history_len)
     margin = cfg.train.promotion_margin if args.margin is None else args.margin
+    scores: dict = {}
     decision = promote(cfg.workdir_path, cfg.train.model_name, args.model_dir,
-                       make_valid_scorer(store, built, cfg, part), margin=margin, force=args.force, on=part)
+                       make_valid_scorer(store, built, cfg, part, scores), margin=margin, force=args.force, on=part,
+                       rule=args.rule or cfg.train.promotion_rule, paired=paired_gate(scores))
     print(json.dumps(decision, indent=1, default=str))
     return 0 if decision["promoted"] else 3
 
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_pin_flags(pro, "valid rows from this interaction_splits version etc. (repeatable; default latest)")
     pro.add_argument("--model-dir", required=True, type=Path)
     pro.add_argument("--margin", type=float, default=None, help="default: train.promotion_margin")
+    pro.add_argument("--rule", choices=["margin", "superiority", "non_inferiority"], default=None,
+                     help="default: train.promotion_rule")
     pro.add_argument("--force", action="store_true", help="promote even if the gate fails (logged as forced)")
     pro.set_defaults(func=_promote)
     his = sub.add_parser("history", help="the daily runs so far: <workdir>/history.md and history.png")

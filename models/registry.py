@@ -160,8 +160,12 @@ def _append_decision(path: Path, decision: dict) -> None:
 
 def promote(root: str | Path, name: str, challenger_dir: str | Path,
             valid_auc: Callable[[ScoringModel], float], margin: float, force: bool = False,
-            on: str = "valid") -> dict:
-    """Gate: promote `challenger_dir` iff valid_auc(challenger) - valid_auc(champion) > margin.
+            on: str = "valid", rule: str = "margin",
+            paired: Callable[[ScoringModel, ScoringModel], Mapping[str, float]] | None = None) -> dict:
+    """Gate: promote `challenger_dir` by `rule` (configs/train_config.py promotion_rule): "margin" iff
+    valid_auc(challenger) - valid_auc(champion) > margin; "superiority" / "non_inferiority" iff the low end of
+    the paired interval, `paired(challenger, champion)` -> {delta, low, high} on the same rows (called after both
+    are scored), is above margin / above -margin.
 
     `valid_auc` scores a model on this run's gate rows, `on` names them ("valid"; "test" in a daily run: the
     newest interval, which neither model trained or selected on), so both numbers come from the same rows.
@@ -200,11 +204,11 @@ def promote(root: str | Path, name: str, challenger_dir: str | Path,
         else:
             delta = c_auc - h_auc
             decision["delta"] = delta
-            ok = delta > margin
+            ok, why = _rule(rule, delta, margin, paired(challenger, champ) if paired and rule != "margin" else None,
+                            decision)
             decision.update(promoted=ok or bool(force),
-                            reason=(f"{on} AUC {c_auc:.4f} vs champion {h_auc:.4f}: {delta:+.4f} "
-                                    f"{'>' if ok else '<='} margin {margin:g}") + ("; forced" if force and not ok
-                                                                                     else ""))
+                            reason=f"{on} AUC {c_auc:.4f} vs champion {h_auc:.4f}: {why}"
+                            + ("; forced" if force and not ok else ""))
     if decision["promoted"]:
         atomic_write_json(base / CHAMPION, {"model_path": rel, "valid_auc": c_auc, "promoted_at": decision["decided_at"],
                                      **_describe(challenger)})
@@ -212,6 +216,28 @@ def promote(root: str | Path, name: str, challenger_dir: str | Path,
     log.info("promotion gate %s: %s (%s)", name, "PROMOTED" if decision["promoted"] else "kept champion",
              decision["reason"])
     return decision
+
+
+RULES = ("margin", "superiority", "non_inferiority")
+
+
+def _rule(rule: str, delta: float, margin: float, interval: Mapping[str, float] | None,
+          decision: dict) -> tuple[bool, str]:
+    """(promote?, the sentence the decision records) under `rule`."""
+    decision["rule"] = rule
+    if rule == "margin":
+        ok = delta > margin
+        return ok, f"{delta:+.4f} {'>' if ok else '<='} margin {margin:g} (rule: margin)"
+    if rule not in RULES:
+        raise ValueError(f"promotion rule {rule!r}: expected one of {list(RULES)}")
+    if interval is None:
+        raise ValueError(f"promotion rule {rule!r} needs the paired interval of the two models' AUCs")
+    low, high = float(interval["low"]), float(interval["high"])
+    decision.update(delta_low=low, delta_high=high)
+    bar = margin if rule == "superiority" else -margin
+    ok = low == low and low > bar  # a nan interval (one class only) promotes nothing
+    return ok, (f"{delta:+.4f} [95% {low:+.4f}, {high:+.4f}], low end {'>' if ok else '<='} {bar:+g} "
+                f"(rule: {rule.replace('_', '-')}, margin {margin:g})")
 
 
 def _describe(model: ScoringModel) -> dict:

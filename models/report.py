@@ -343,7 +343,8 @@ def _promotion_section(decision: Mapping | None) -> list[str]:
                    f"valid AUC {_fmt(champ.get('valid_auc', champ.get('valid_auc_now')))} "
                    f"(`{champ.get('model_path')}`)")
     rows = {"test": "newest interval's"}.get(decision.get("gate_rows", "valid"), "valid")
-    out.append(f"- margin: {decision.get('margin')}; both scored on the same {rows} rows")
+    rule = decision.get("rule", "margin")
+    out.append(f"- rule: {rule.replace('_', '-')}, margin {decision.get('margin')}; both scored on the same {rows} rows")
     return out
 
 

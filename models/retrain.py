@@ -20,7 +20,7 @@ import shutil
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -250,7 +250,8 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
                                                                ascending=[False, True, True, True]).iloc[0]
             decision = promote(work, tc.model_name, best["model_dir"],
                                make_valid_scorer(store, built, cfg, gate_part, gate_scores),
-                               margin=tc.promotion_margin, on=gate_part)
+                               margin=tc.promotion_margin, on=gate_part, rule=tc.promotion_rule,
+                               paired=paired_gate(gate_scores))
             run_manifest["promotion"] = decision
             atomic_write_json(run_root / "run.json", json_safe(run_manifest))
         rec["rows"] = run_manifest["rows"]
@@ -268,6 +269,15 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
             "png": str(report.with_suffix(".png")), "promotion": decision, "results": results_summary(results),
             "feature_tables": dict(built.versions)}
 
+
+
+def paired_gate(scores: dict) -> Callable:
+    """The gate's paired bootstrap interval of two models that make_valid_scorer(..., scores) scored on the same
+    rows (registry.promote calls it after scoring both)."""
+    def paired(challenger, champion) -> dict:
+        a, b = scores[str(challenger.model_dir)], scores[str(champion.model_dir)]
+        return paired_auc_diff(a["labels"], a["predictions"], b["predictions"])
+    return paired
 
 
 def interval_config(cfg: RunConfig, store: FeatureStore, versions: Mapping[str, str]) -> RunConfig:

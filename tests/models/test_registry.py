@@ -67,6 +67,34 @@ def test_gate_sequence(registry, kar_data):
     assert [json.loads(x)["promoted"] for x in lines] == [True, False, False, True, False]
 
 
+def test_interval_rules_decide_on_the_paired_interval(registry, kar_data):
+    """superiority promotes only when the whole interval clears the margin; non-inferiority unless the challenger is
+    worse by more than the margin with 95% confidence; the decision names its rule and interval."""
+    from models.metrics import paired_auc_diff
+
+    root, dirs = registry
+    y = kar_data.valid.frame["label"].to_numpy()
+
+    def paired(challenger, champion):
+        return paired_auc_diff(y, challenger.predict_split(kar_data.valid), champion.predict_split(kar_data.valid))
+
+    score = _scorer(kar_data)
+    promote(root, "ctr", dirs["weak"], score, margin=0.0, force=True)  # whatever earlier tests left: weak serves
+    assert champion_info(root, "ctr")["variant"] == "weak"
+    sup = promote(root, "ctr", dirs["strong"], score, margin=0.001, rule="superiority", paired=paired)
+    assert sup["rule"] == "superiority" and sup["delta_low"] > 0.001 and sup["promoted"]
+    assert "(rule: superiority, margin 0.001)" in sup["reason"]
+    # the weak model is clearly worse: non-inferiority at a small margin keeps the champion ...
+    ni = promote(root, "ctr", dirs["weak"], score, margin=0.01, rule="non_inferiority", paired=paired)
+    assert not ni["promoted"] and ni["delta_high"] < 0 and "low end <= -0.01" in ni["reason"]
+    # ... and at a margin wider than the whole loss it serves the challenger
+    wide = promote(root, "ctr", dirs["weak"], score, margin=0.99, rule="non_inferiority", paired=paired)
+    assert wide["promoted"] and champion_info(root, "ctr")["variant"] == "weak"
+    with pytest.raises(ValueError, match="needs the paired interval"):
+        promote(root, "ctr", dirs["strong"], score, margin=0.0, rule="superiority")
+    promote(root, "ctr", dirs["strong"], score, margin=0.0, force=True)  # the later tests expect strong to serve
+
+
 def test_load_champion_predicts_from_frame_and_vectors(registry, kar_data):
     root, dirs = registry
     model, manifest = load_champion(root, "ctr")
