@@ -38,7 +38,7 @@ from models.feature_spec import HISTORY, Variant, common_feature_map, model_inpu
 from models.fit_result import FitResult
 from models.kar_adaptor import AdaptedNet, HybridExpertAdaptor
 from models.metrics import auc, logloss
-from models.vector_reduce import VectorReducer, fit_reducers, load_npz, save_npz
+from models.vector_reduce import VectorReducer, common_width, fit_reducers, load_npz, save_npz
 
 log = logging.getLogger(__name__)
 FEATURE_MAP = "feature_map.json"
@@ -228,6 +228,8 @@ class DeepCtrModel:
         """A fresh network for `variant` on `data`: its vector reducers fitted on data.train, its feature map."""
         inputs = model_inputs(data, variant)
         reducers = fit_reducers(data, [*inputs.groups, *inputs.adaptor_groups], cfg.vector_reduce, seed)
+        if cfg.kar_shared_experts > 0 and cfg.vector_reduce.method != "none":
+            reducers = common_width(reducers, inputs.adaptor_groups)
         model = cls.build(make_feature_map(data, variant, cfg, backbone, reducers), seed=seed)
         model.reducers = reducers
         return model

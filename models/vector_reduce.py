@@ -70,6 +70,10 @@ class VectorReducer:
             raise ValueError(f"vector_reduce.method {method!r}: expected pca, whiten or none")
         return cls(pca.mean_.astype(np.float64), comps, l2)
 
+    def first(self, k: int) -> "VectorReducer":
+        """The same projection keeping only its first `k` directions (the top components)."""
+        return VectorReducer(self.mean, self.components[:k], self.l2)
+
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         x = np.asarray(vectors, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim_in:
@@ -103,6 +107,16 @@ def fit_reducers(data, groups: Sequence[str], settings, seed: int) -> dict[str, 
     """One reducer per vector group, fitted on training data only (settings: TrainConfig.vector_reduce)."""
     return {g: VectorReducer.fit(fit_rows(data, g, seed), settings.method, settings.dim, settings.l2, seed)
             for g in groups}
+
+
+def common_width(reducers: dict[str, VectorReducer], groups: Sequence[str]) -> dict[str, VectorReducer]:
+    """`reducers` with `groups` cut to their smallest width: KAR's shared experts read every knowledge type through
+    the same weights, so their inputs must be equally wide (a catalogue of 20 items gives 20 directions at most,
+    a per-row taste group 64)."""
+    if not groups:
+        return reducers
+    k = min(reducers[g].dim_out for g in groups)
+    return {g: (r.first(k) if g in groups else r) for g, r in reducers.items()}
 
 
 def save_npz(path: Path, reducers: Mapping[str, VectorReducer]) -> None:

@@ -88,3 +88,17 @@ def test_save_load_round_trip_and_old_files(tmp_path):
     old = load_npz(tmp_path / "old.npz", ["g"])["g"]
     assert old.l2 is False
     np.testing.assert_allclose(old.transform(x), (x - old.mean) @ old.components.T)
+
+
+def test_adaptor_groups_are_cut_to_one_width():
+    """KAR's shared experts need equal widths: a 20-item catalogue gives 20 directions, a per-row group 64."""
+    from models.vector_reduce import common_width
+
+    rng = np.random.default_rng(6)
+    items = VectorReducer.fit(rng.normal(size=(20, 96)), "pca", dim=64, l2=True, seed=0)
+    rows = VectorReducer.fit(rng.normal(size=(500, 96)), "pca", dim=64, l2=True, seed=0)
+    assert (items.dim_out, rows.dim_out) == (20, 64)
+    cut = common_width({"item": items, "taste": rows, "other": rows}, ["item", "taste"])
+    assert [cut[g].dim_out for g in ("item", "taste", "other")] == [20, 20, 64]
+    x = rng.normal(size=(5, 96))
+    np.testing.assert_allclose(cut["taste"].transform(x), rows.transform(x)[:, :20])  # the top 20 directions
