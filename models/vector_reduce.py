@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from common.files import atomic_path
+from models.taste import is_history_derived
 
 FIT_ROWS = 50_000  # rows a non-item group is fitted on: the directions are stable long before that
 
@@ -93,7 +94,7 @@ def fit_rows(data, group: str, seed: int) -> np.ndarray:
     vectors = np.asarray(data.train.vectors[group])
     entry = next((e for e in getattr(data, "features", []) or [] if e.name == group), None)
     item_col = getattr(data, "item_col", None)
-    if (entry is not None and entry.key == "item_id" and entry.transform not in ("history_mean", "history_recency")
+    if (entry is not None and entry.key == "item_id" and not is_history_derived(entry)
             and item_col in data.train.frame.columns):
         _, first = np.unique(data.train.frame[item_col].to_numpy(), return_index=True)
         return vectors[np.sort(first)]
