@@ -76,8 +76,6 @@ class RunConfig(_Strict):
         if self.generation.structured.enabled or self.generation.external.user is not None:
             raise ValueError("stream: structured generation and external user text are one-shot only for now "
                              "(they key users by user_id alone; stream profiles are keyed by user and cutoff)")
-        if self.data.feedback == "positive_only":
-            raise ValueError("stream: positives-only logs (sampled negatives) are one-shot only for now")
         if self.behaviour_encoder.enabled:  # static item vectors would learn from held-out intervals' history rows
             raise ValueError("stream: behaviour_encoder is one-shot only for now")
         return self

@@ -42,7 +42,12 @@ class StreamConfig(_Strict):
     interval_hours: int = Field(24, ge=1, description="one run per interval; the DAG's cron is derived from it "
                                 "(cron_schedule): a divisor of 24")
     end: datetime | None = Field(None, description="this run's interval end (data_interval_end)")
-    valid_intervals: int = Field(1, ge=1, description="the intervals before the newest one that select models")
+    # The gate's window. One ML-100K day holds 36-700 labelled rows: a paired AUC interval on one day is 3-7 points
+    # wide, so the gate decides nothing. A window of W intervals gives it W days of rows; the price is that every
+    # model of the run trains on data W intervals older (docs/daily-operation.md).
+    test_intervals: int = Field(1, ge=1, description="the newest intervals: held out from training and valid, "
+                                "the champion and the challenger are compared on them (the gate's window)")
+    valid_intervals: int = Field(1, ge=1, description="the intervals before the gate's window that select models")
     refresh: RefreshPolicy = RefreshPolicy()
     partitions: str | None = Field(None, description="one log file per interval: a path template formatted with "
                                    "str.format(start=<interval start>), e.g. data/events/ds={start:%Y-%m-%d}.csv "
@@ -99,6 +104,15 @@ class StreamConfig(_Strict):
             raise ValueError("stream.end is not set: the DAG sets it from data_interval_end; by hand pass "
                              "--set stream.end=<interval end>")
         return self.end
+
+    @property
+    def test_from(self) -> datetime:
+        """The start of the gate's window: the newest `test_intervals` intervals up to `end`."""
+        return self.require_end() - self.interval * self.test_intervals
+
+    @property
+    def valid_from(self) -> datetime:
+        return self.test_from - self.interval * self.valid_intervals
 
     def intervals(self) -> list[tuple[datetime, datetime]]:
         """[(s, s + interval)] for every interval after `start` that ends by `end`, oldest first (none for the

@@ -343,8 +343,17 @@ def _promotion_section(decision: Mapping | None) -> list[str]:
                    f"valid AUC {_fmt(champ.get('valid_auc', champ.get('valid_auc_now')))} "
                    f"(`{champ.get('model_path')}`)")
     rows = {"test": "newest interval's"}.get(decision.get("gate_rows", "valid"), "valid")
+    window = decision.get("window")
+    if window:
+        n = window["intervals"]
+        rows = (f"{window['rows']} rows of the gate's window ({n} interval{'s' if n > 1 else ''}, "
+                f"{window['from']} to {window['to']}:")
+        seen = window.get("champion_trained_on_window")
+        rows += " the champion trained on some of them, which favours it)" if seen else " held out from both models)"
+    else:
+        rows = f"{rows} rows"
     rule = decision.get("rule", "margin")
-    out.append(f"- rule: {rule.replace('_', '-')}, margin {decision.get('margin')}; both scored on the same {rows} rows")
+    out.append(f"- rule: {rule.replace('_', '-')}, margin {decision.get('margin')}; both scored on the same {rows}")
     return out
 
 

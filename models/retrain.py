@@ -28,7 +28,7 @@ import pandas as pd
 from common.files import atomic_write_json, atomic_write_text, canonical_json, json_digest
 from common.lineage import code_digest
 from common.stage_stats import peak_rss_mb, read_stats, stage_timer
-from configs import RunConfig
+from configs import RunConfig, StreamConfig
 from feature_store import FeatureStore
 from feature_store.definitions import ID_MAPS
 from feature_store.locations import open_run_store
@@ -36,7 +36,7 @@ from feature_store.maintenance import lineage
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
 from models.feature_spec import Variant, dataset_options, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
-from models.registry import champion_info, promote, registry_root, write_model_manifest
+from models.registry import champion_info, load_model, promote, registry_root, write_model_manifest
 from models.report import read_predictions, write_report
 from models.run_history import history_markdown, record_run
 from models.train_variants import train_variants
@@ -252,6 +252,8 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
                                make_valid_scorer(store, built, cfg, gate_part, gate_scores),
                                margin=tc.promotion_margin, on=gate_part, rule=tc.promotion_rule,
                                paired=paired_gate(gate_scores))
+            if cfg.stream is not None:
+                decision["window"] = gate_window(work, cfg, store, decision, int(len(built.data.test)))
             run_manifest["promotion"] = decision
             atomic_write_json(run_root / "run.json", json_safe(run_manifest))
         rec["rows"] = run_manifest["rows"]
@@ -278,6 +280,26 @@ def paired_gate(scores: dict) -> Callable:
         a, b = scores[str(challenger.model_dir)], scores[str(champion.model_dir)]
         return paired_auc_diff(a["labels"], a["predictions"], b["predictions"])
     return paired
+
+
+def training_end(store: FeatureStore, splits_version: str) -> datetime | None:
+    """Where the training rows of the daily run that made `splits_version` end (its valid set starts), or None
+    for a one-shot split."""
+    stream = store.manifest("interaction_splits", splits_version).get("recipe", {}).get("stream")
+    return StreamConfig(**stream).valid_from if stream else None
+
+
+def gate_window(work: Path, cfg: RunConfig, store: FeatureStore, decision: Mapping, rows: int) -> dict:
+    """The gate's window as the report and the history name it. A champion made with a shorter window (or a
+    longer valid span) may have trained on rows of this window: the comparison then favours it, and says so."""
+    window = {"intervals": cfg.stream.test_intervals, "from": cfg.stream.test_from.isoformat(),
+              "to": cfg.stream.require_end().isoformat(), "rows": rows, "champion_trained_on_window": False}
+    champ = (decision.get("champion") or {}).get("model_path")
+    if champ:
+        pins = load_model(registry_root(work) / cfg.train.model_name / champ).feature_tables
+        end = training_end(store, pins["interaction_splits"]) if "interaction_splits" in pins else None
+        window["champion_trained_on_window"] = bool(end is not None and end > cfg.stream.test_from)
+    return window
 
 
 def interval_config(cfg: RunConfig, store: FeatureStore, versions: Mapping[str, str]) -> RunConfig:
@@ -315,6 +337,7 @@ def history_entry(work: Path, cfg: RunConfig, store: FeatureStore, built: BuiltD
         # the interactions the run brought: its interval (the newest slice), or everything for the bootstrap
         "new_interactions": _interval_rows(store, built, cfg),
         "test_rows": int(len(test)), "test_users": int(test[built.data.user_col].nunique()),
+        "window_intervals": cfg.stream.test_intervals,
         "profiles_written": int(gen.get("user", {}).get("generated", 0)),
         "items_written": int(gen.get("item", {}).get("generated", 0)),
         "llm_calls": int(sum(g.get("generated", 0) for g in gen.values())),  # prompts sent to the LLM
@@ -337,8 +360,12 @@ def history_entry(work: Path, cfg: RunConfig, store: FeatureStore, built: BuiltD
 def _interval_rows(store: FeatureStore, built: BuiltDataset, cfg: RunConfig) -> int:
     if cfg.stream.run_kind == "bootstrap":
         return int(store.manifest("interaction_splits", built.versions["interaction_splits"])["rows"])
-    splits = store.read_pandas("interaction_splits", built.versions["interaction_splits"], columns=["split"])
-    return int((splits["split"] == "test").sum())
+    # the newest interval's logged rows only: the gate's window (split "test") may span several intervals, and
+    # sampled negatives are not interactions
+    rows = store.read_pandas("interaction_splits", built.versions["interaction_splits"],
+                             columns=["timestamp", "sampled"])
+    new = rows["timestamp"] >= pd.Timestamp(cfg.stream.require_end() - cfg.stream.interval)
+    return int((new & ~rows["sampled"].astype(bool)).sum())
 
 
 def _finished_run(work: Path, run_root: Path, promote_best: bool) -> dict | None:

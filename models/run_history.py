@@ -21,7 +21,8 @@ from common.files import atomic_path, atomic_write_json, atomic_write_text
 from configs.run_config import interval_tag
 from models.metrics import json_safe
 
-COLUMNS = ("end", "kind", "new_interactions", "profiles_written", "items_written", "llm_calls", "output_tokens",
+COLUMNS = ("end", "kind", "new_interactions", "window_intervals", "test_rows", "profiles_written", "items_written",
+           "llm_calls", "output_tokens",
            "augment_seconds", "retrain_seconds", "models_trained", "champion_auc", "challenger_auc",
            "champion_gauc", "challenger_gauc", "delta_auc", "delta_low", "delta_high", "cold_rows",
            "challenger_cold_auc", "promoted")
@@ -69,17 +70,18 @@ def _delta(row: Mapping) -> str:
 
 
 def history_markdown(work: Path) -> str:
-    """The history as a Markdown table (AUC/GAUC on each run's newest interval)."""
+    """The history as a Markdown table (AUC/GAUC on each run's gate window: its newest `stream.test_intervals`)."""
     h = read_history(work)
     head = ("| interval end | run | new interactions | profiles / items written | LLM calls | output tokens | "
-            "augment task-s | retrain s | champion AUC / GAUC | challenger AUC / GAUC | challenger - champion AUC "
-            "[95% paired CI] | cold rows: AUC | promoted |")
-    lines = [head, "|" + "---|" * 13]
+            "augment task-s | retrain s | gate window: intervals / rows | champion AUC / GAUC | challenger AUC / "
+            "GAUC | challenger - champion AUC [95% paired CI] | cold rows: AUC | promoted |")
+    lines = [head, "|" + "---|" * 14]
     for r in h.to_dict(orient="records"):
         lines.append(
             f"| {r['end']:%Y-%m-%d %H:%M} | {r['kind']} | {r['new_interactions']} | "
             f"{r['profiles_written']} / {r['items_written']} | {r['llm_calls']} | {r['output_tokens']} | "
             f"{_fmt(r['augment_seconds'], 1)} | {_fmt(r['retrain_seconds'], 1)} | "
+            f"{_fmt(r.get('window_intervals', 1))} / {_fmt(r.get('test_rows'))} | "
             f"{_fmt(r.get('champion_auc'))} / {_fmt(r.get('champion_gauc'))} | "
             f"{_fmt(r.get('challenger_auc'))} / {_fmt(r.get('challenger_gauc'))} | {_delta(r)} | "
             f"{_fmt(r.get('cold_rows'))}: {_fmt(r.get('challenger_cold_auc'))} | {_fmt(bool(r['promoted']))} |")

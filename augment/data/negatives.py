@@ -8,6 +8,13 @@ and the few left after that are dropped and counted. A negative takes its positi
 0, rating NaN and `sampled` True, so the point-in-time join treats it exactly like a logged row. Seeded: the same
 input and config give the same rows.
 
+A daily run (config `stream`) draws them differently, so that a row's negatives never change as the log grows and
+never use the future (`sample_negatives_in_time`): the pool of a row in interval k (on the stream's grid, which
+extends back before `stream.start`) is every item logged before interval k starts, weighted by those counts; a
+negative is never an item the user logged by the end of interval k (what the run that first labels the row knows);
+and the draws come from a hash of the row (user, item, time, seed), not from a generator shared by all rows, so
+the row gets the same negatives in every later run, whatever else the log holds.
+
     python -m augment.data.negatives      # a tiny worked example
 """
 from __future__ import annotations
@@ -54,6 +61,81 @@ def sample_negatives(rows: pd.DataFrame, cfg: NegativeSampling) -> tuple[pd.Data
     })
     out["timestamp"] = out["timestamp"].astype(rows["timestamp"].dtype)
     return out, int(len(todo))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise: a well-spread uint64 from any uint64 (wraps on purpose)."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, dtype=np.uint64) + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def row_uniforms(keys: np.ndarray, draw: int) -> np.ndarray:
+    """U[0, 1) per row key, a pure function of (key, draw)."""
+    bits = _mix(keys ^ _mix(np.full(len(keys), draw, dtype=np.uint64)))
+    return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def grid_index(ts_us: np.ndarray, start_us: int, step_us: int) -> np.ndarray:
+    """The stream-grid interval of each time: k for [start + k * step, start + (k + 1) * step), negative before."""
+    return np.floor_divide(np.asarray(ts_us, dtype=np.int64) - np.int64(start_us), np.int64(step_us))
+
+
+def sample_negatives_in_time(rows: pd.DataFrame, cfg: NegativeSampling, start_us: int,
+                             step_us: int) -> tuple[pd.DataFrame, int]:
+    """Time-correct negatives for a daily run's rows (module docstring): (negative rows shaped like `rows`, draws
+    dropped). `rows` holds user_id, item_id, timestamp, role and split, every logged row up to the run's end."""
+    ts = pd.DatetimeIndex(rows["timestamp"]).as_unit("us").asi8
+    k_row = grid_index(ts, start_us, step_us)
+    users, items = rows["user_id"].to_numpy(np.int64), rows["item_id"].to_numpy(np.int64)
+    catalogue, item_pos = np.unique(items, return_inverse=True)
+    # when the user first logged each item: a negative is never one the user logged by its row's interval end
+    first = pd.DataFrame({"u": users, "i": items, "k": k_row}).groupby(["u", "i"])["k"].min()
+    pos = np.flatnonzero((rows["role"] == "sample").to_numpy())
+    per = cfg.per_positive
+    row_key = _mix(_mix(_mix(users[pos].astype(np.uint64)) ^ items[pos].astype(np.uint64))
+                   ^ ts[pos].astype(np.uint64)) ^ _mix(np.uint64(cfg.seed))
+    drawn = np.full((len(pos), per), -1, dtype=np.int64)
+    order = np.argsort(k_row, kind="stable")
+    sorted_k = k_row[order]
+    counts = np.zeros(len(catalogue), dtype=np.float64)
+    done = 0
+    for k in np.unique(k_row[pos]):
+        upto = int(np.searchsorted(sorted_k, k, side="left"))
+        np.add.at(counts, item_pos[order[done:upto]], 1.0)  # popularity known when interval k starts
+        done = upto
+        known = np.flatnonzero(counts > 0)
+        if not len(known):
+            continue  # nothing logged before this interval: no pool, the rows' draws are dropped
+        cdf = np.cumsum(counts[known] ** cfg.popularity_alpha)
+        cdf /= cdf[-1]
+        mine = np.flatnonzero(k_row[pos] == k)
+        for j in range(per):
+            todo, key = mine, _mix(row_key[mine] ^ np.uint64(j))
+            for r in range(ROUNDS):
+                if not len(todo):
+                    break
+                u = row_uniforms(key, r)
+                cand = catalogue[known[np.searchsorted(cdf, u, side="right").clip(max=len(known) - 1)]]
+                seen_k = first.reindex(pd.MultiIndex.from_arrays([users[pos[todo]], cand])).to_numpy()
+                bad = (~np.isnan(seen_k) & (seen_k <= k)) | (drawn[todo, :j] == cand[:, None]).any(axis=1)
+                drawn[todo[~bad], j] = cand[~bad]
+                todo, key = todo[bad], key[bad]
+    keep = drawn.reshape(-1) >= 0
+    src = np.repeat(pos, per)[keep]
+    out = pd.DataFrame({
+        "user_id": users[src], "item_id": drawn.reshape(-1)[keep],
+        "rating": np.full(int(keep.sum()), np.nan, dtype=np.float32), "label": np.zeros(int(keep.sum()), np.int8),
+        "timestamp": rows["timestamp"].to_numpy()[src],
+        "role": "sample", "split": rows["split"].to_numpy()[src], "sampled": True,
+    })
+    out["timestamp"] = out["timestamp"].astype(rows["timestamp"].dtype)
+    return out, int((~keep).sum())
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def split(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, str]:
         def result():
             frame = store.read_pandas("interactions", v["interactions"])
             if cfg.stream is not None:
-                return stream_split(frame, cfg.split, cfg.stream)
+                return stream_split(frame, cfg.split, cfg.stream, sample_negatives=negatives)
             return split_interactions(frame, cfg.split, sample_negatives=negatives)
 
         split_settings = cfg.split.model_dump(mode="json")

@@ -15,8 +15,9 @@ same row, the same prompt and (through the generation cache) the same text today
   as new is what arrived after the user's last profile run (the bootstrap run accounts for everything before
   `start`).
 
-CTR split by time, relative to `end`: test is the newest interval [end - interval, end) (what yesterday's model
-would have served), valid the `valid_intervals` intervals before it (model selection), train everything older.
+CTR split by time, relative to `end`: test is the gate's window, the newest `test_intervals` intervals [end -
+test_intervals * interval, end) (what the models of an earlier run would have served; one interval by default),
+valid the `valid_intervals` intervals before it (model selection), train everything older.
 
     rows, cutoffs = stream_split(interactions, SplitConfig(), StreamConfig(start=..., end=...))
 """
@@ -118,10 +119,12 @@ def profile_cutoffs(user_ids: np.ndarray, ts: np.ndarray, split: SplitConfig,
     return cut, row_first
 
 
-def stream_split(interactions: pd.DataFrame, split: SplitConfig,
-                 stream: StreamConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stream_split(interactions: pd.DataFrame, split: SplitConfig, stream: StreamConfig,
+                 sample_negatives: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows with role/split/sampled, sorted by user_id, timestamp, item_id; profile cutoffs, one row per
-    (user_id, cutoff) with n_history, n_samples = the interactions new since the user's previous profile, split)."""
+    (user_id, cutoff) with n_history, n_samples = the interactions new since the user's previous profile, split).
+    With `sample_negatives` (positives-only logs) every sample row gets time-correct sampled negatives
+    (augment/data/negatives.py); profiles and cutoffs are made from the logged rows only."""
     end = _us(stream.require_end())
     rows = sorted_by_user_time(interactions)
     ts = time_us(rows["timestamp"])
@@ -134,11 +137,17 @@ def stream_split(interactions: pd.DataFrame, split: SplitConfig,
     cut, row_first = profile_cutoffs(user_ids, ts, split, stream)
     is_history = ts < row_first
     rows["role"] = pd.Series(np.where(is_history, "history", "sample"), dtype="str")
-    test_from = _us(stream.require_end() - stream.interval)
-    valid_from = _us(stream.require_end() - stream.interval * (1 + stream.valid_intervals))
+    test_from, valid_from = _us(stream.test_from), _us(stream.valid_from)
     rows["split"] = pd.Series(np.select([ts >= test_from, ts >= valid_from], ["test", "valid"], "train"),
                               dtype="str")
     rows["sampled"] = False
+    if sample_negatives:
+        from augment.data.negatives import sample_negatives_in_time
+
+        negatives, dropped = sample_negatives_in_time(rows, split.negatives, _us(stream.start),
+                                                      _us(stream.start + stream.interval) - _us(stream.start))
+        rows = sorted_by_user_time(pd.concat([rows, negatives], ignore_index=True))
+        rows.attrs["negatives"] = {"sampled": len(negatives), "dropped": dropped}
     cutoffs = pd.DataFrame({
         "user_id": cut["user_id"].to_numpy(),
         "cutoff": pd.to_datetime(cut["cutoff"].to_numpy(), unit="us", utc=True),

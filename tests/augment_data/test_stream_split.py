@@ -66,6 +66,18 @@ def test_bootstrap_cutoff_is_kar_and_later_profiles_follow_the_refresh_policy():
 
 
 @pytest.mark.timeout(60)
+def test_the_gate_window_holds_out_the_newest_test_intervals_and_valid_comes_before_it():
+    log = _log([(1, 100 + d, f"2026-01-{10 + d:02d} 12:00") for d in range(-3, 7)])  # one row a day
+    stream = _stream(START + 7 * DAY).model_copy(update={"test_intervals": 3, "valid_intervals": 2})
+    rows, _ = stream_split(log, SplitConfig(), stream)
+    by_day = dict(zip(rows["timestamp"].dt.day, rows["split"]))
+    # end = 01-17: the window is [01-14, 01-17), valid [01-12, 01-14), train everything older
+    assert [by_day[d] for d in range(7, 17)] == ["train"] * 5 + ["valid"] * 2 + ["test"] * 3
+    assert stream.test_from == (START + 4 * DAY).to_pydatetime()
+    assert stream.valid_from == (START + 2 * DAY).to_pydatetime()
+
+
+@pytest.mark.timeout(60)
 def test_age_rule_refreshes_a_stale_profile_with_one_new_interaction():
     log = _log([(1, i, f"2026-01-0{i} 10:00") for i in range(1, 5)] + [(1, 9, "2026-01-13 10:00")])
     _, cut = stream_split(log, SplitConfig(), _stream(START + 5 * DAY))

@@ -34,7 +34,8 @@ def test_daily_replay_regenerates_only_what_changed_and_a_rerun_does_nothing(tmp
     if "augment.llm.engine" in sys.modules:  # an idle engine cached by an earlier test still polls and holds a core
         sys.modules["augment.llm.engine"].shutdown_engines()
     cfg_path = make_tiny_stream_config(tmp_path, **{"train.backbones": ["lightgbm"],
-                                                    "train.variants": ["base", "raw_text", "llm"]})
+                                                    "train.variants": ["base", "raw_text", "llm"],
+                                                    "stream.test_intervals": 2})
     from configs import load_config
     from feature_store import FeatureStore
 
@@ -62,7 +63,14 @@ def test_daily_replay_regenerates_only_what_changed_and_a_rerun_does_nothing(tmp
         run = json.loads((cfg.workdir_path / "registry" / cfg.train.model_name / h["run_id"] / "run.json").read_text())
         versions = announced[0] if h["kind"] == "bootstrap" else announced[1]
         assert all(versions[k] == v for k, v in run["feature_tables"].items())
-        assert run["promotion"]["gate_rows"] == "test"  # gated on the newest interval
+        assert run["promotion"]["gate_rows"] == "test"  # gated on the window of the newest 2 intervals
+        assert run["promotion"]["window"]["intervals"] == 2
+        assert run["promotion"]["window"]["rows"] == h["test_rows"]
+        assert not run["promotion"]["window"]["champion_trained_on_window"]
+    assert history["window_intervals"].tolist() == [2, 2]
+    assert history["new_interactions"].tolist()[1] == 10  # the newest interval: 10 active users, one rating each
+    assert history["test_rows"].tolist()[1] > 10  # the window spans that interval and the one before
+    assert "held out from both models" in (cfg.workdir_path / "report.md").read_text()
     assert history["champion_auc"].isna().tolist() == [True, False]  # day 1: the champion scored on the same rows
     store = FeatureStore(cfg.workdir_path / "feature_store")
     profiles = store.read_pandas("user_profile_text", day1["user_profile_text"])

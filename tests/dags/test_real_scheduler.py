@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,51 @@ def _seconds(ti: dict) -> float:
 INTERVALS = ("1970-01-29T00:00:00", "1970-01-30T00:00:00")
 
 
+def _run_both_dags(airflow: LocalAirflow) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """Start Airflow, unpause both DAGs, wait for the scheduler's augment_features runs of INTERVALS and the
+    retrain_ctr runs their asset events trigger: (augment runs, versions each announced, retrain runs, the
+    versions each retrain trained on)."""
+    airflow.start()
+    airflow.wait_for("the api-server", lambda: airflow.api("GET", "/monitor/health"), timeout=180)
+    dags = {d: airflow.wait_for(f"{d} to be parsed", lambda d=d: airflow.api("GET", f"/dags/{d}"), timeout=180)
+            for d in ("augment_features", "retrain_ctr")}
+    for dag_id in dags:  # from here on the scheduler decides what runs: its intervals, its asset triggers
+        airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+
+    def augment_runs():
+        runs = airflow.api("GET", "/dags/augment_features/dagRuns?order_by=logical_date")["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        return runs if len(done) == len(INTERVALS) else None
+
+    runs = airflow.wait_for("two augment_features intervals", augment_runs, timeout=1800)
+    for run in runs:
+        assert run["state"] == "success", airflow.task_log_tail("augment_features", run["dag_run_id"])
+    assert [(r["run_type"], r["data_interval_start"][:19], r["data_interval_end"][:10]) for r in runs] == [
+        ("scheduled", INTERVALS[0], "1970-01-30"), ("scheduled", INTERVALS[1], "1970-01-31")]
+    announced = [airflow.api("GET", f"/dags/augment_features/dagRuns/{r['dag_run_id']}/taskInstances/"
+                                    "publish_features/xcomEntries/return_value")["value"] for r in runs]
+    announced = [json.loads(a) if isinstance(a, str) else a for a in announced]
+
+    def retrains_done():
+        got = airflow.api("GET", "/dags/retrain_ctr/dagRuns")["dag_runs"]
+        finished = [r for r in got if r["state"] in ("success", "failed")]
+        if not finished or len(finished) < len(got):
+            return None
+        trained = [airflow.xcom("retrain_ctr", r["dag_run_id"], "table_versions") for r in finished
+                   if r["state"] == "success"]
+        # Done once the newest interval's versions were trained (an earlier event may share a run with it).
+        return (finished, trained) if announced[-1] in trained else None
+
+    retrains, trained = airflow.wait_for("retrain_ctr on the newest interval's asset event", retrains_done,
+                                         timeout=900)
+    for r in retrains:
+        assert r["run_type"] == "asset_triggered"
+        assert r["state"] == "success", airflow.task_log_tail("retrain_ctr", r["dag_run_id"])
+    # Each retrain trained on exactly one augment run's versions, as its asset event carried them: never a mix.
+    assert all(t in announced for t in trained), (trained, announced)
+    return runs, announced, retrains, trained
+
+
 @pytest.mark.airflow
 @pytest.mark.vllm
 @pytest.mark.timeout(2400)
@@ -49,44 +95,7 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
                            extra_env={"LLMFA_TASK_RETRIES": "0", "LLMFA_START_DATE": INTERVALS[0],
                                       "LLMFA_END_DATE": INTERVALS[1], "LLMFA_CATCHUP": "true"})
     try:
-        airflow.start()
-        airflow.wait_for("the api-server", lambda: airflow.api("GET", "/monitor/health"), timeout=180)
-        dags = {d: airflow.wait_for(f"{d} to be parsed", lambda d=d: airflow.api("GET", f"/dags/{d}"), timeout=180)
-                for d in ("augment_features", "retrain_ctr")}
-        for dag_id in dags:  # from here on the scheduler decides what runs: its intervals, its asset triggers
-            airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-
-        def augment_runs():
-            runs = airflow.api("GET", "/dags/augment_features/dagRuns?order_by=logical_date")["dag_runs"]
-            done = [r for r in runs if r["state"] in ("success", "failed")]
-            return runs if len(done) == len(INTERVALS) else None
-
-        runs = airflow.wait_for("two augment_features intervals", augment_runs, timeout=1800)
-        for run in runs:
-            assert run["state"] == "success", airflow.task_log_tail("augment_features", run["dag_run_id"])
-        assert [(r["run_type"], r["data_interval_start"][:19], r["data_interval_end"][:10]) for r in runs] == [
-            ("scheduled", INTERVALS[0], "1970-01-30"), ("scheduled", INTERVALS[1], "1970-01-31")]
-        announced = [airflow.api("GET", f"/dags/augment_features/dagRuns/{r['dag_run_id']}/taskInstances/"
-                                        "publish_features/xcomEntries/return_value")["value"] for r in runs]
-        announced = [json.loads(a) if isinstance(a, str) else a for a in announced]
-
-        def retrains_done():
-            got = airflow.api("GET", "/dags/retrain_ctr/dagRuns")["dag_runs"]
-            finished = [r for r in got if r["state"] in ("success", "failed")]
-            if not finished or len(finished) < len(got):
-                return None
-            trained = [airflow.xcom("retrain_ctr", r["dag_run_id"], "table_versions") for r in finished
-                       if r["state"] == "success"]
-            # Done once the newest interval's versions were trained (an earlier event may share a run with it).
-            return (finished, trained) if announced[-1] in trained else None
-
-        retrains, trained = airflow.wait_for("retrain_ctr on the newest interval's asset event", retrains_done,
-                                             timeout=900)
-        for r in retrains:
-            assert r["run_type"] == "asset_triggered"
-            assert r["state"] == "success", airflow.task_log_tail("retrain_ctr", r["dag_run_id"])
-        # Each retrain trained on exactly one augment run's versions, as its asset event carried them: never a mix.
-        assert all(t in announced for t in trained), (trained, announced)
+        runs, announced, retrains, trained = _run_both_dags(airflow)
         events = airflow.api("GET", "/assets/events?limit=100")["asset_events"]
         carried = [e["extra"]["versions"] for e in events if e.get("extra", {}).get("versions")]
         assert len(carried) == 3 * len(INTERVALS) and all(c in announced for c in carried)
@@ -141,3 +150,68 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
         leftovers = airflow.stop()
     assert leftovers == [], f"processes survived the shutdown: {leftovers}"
 
+
+
+@pytest.mark.airflow
+@pytest.mark.timeout(1800)
+def test_an_implicit_log_with_its_own_item_text_runs_two_daily_intervals_under_a_real_scheduler(
+        tmp_path, make_tiny_stream_config):
+    """Positives only (clicks), the catalogue's own descriptions as item text, no user text: the production shape of
+    most logs. No LLM runs; sampled negatives are time-correct, so the first interval's rows keep their negatives in
+    the second interval's split, and the history counts logged rows only."""
+    import csv
+
+    import pandas as pd
+
+    descriptions = tmp_path / "descriptions.csv"
+    config_path = make_tiny_stream_config(tmp_path, **{
+        "data.feedback": "positive_only", "split.negatives": {"per_positive": 2, "seed": 3},
+        "generation.external": {"item": {"path": str(descriptions), "source": "catalogue"}},
+        "generation.user_text": False, "train.backbones": ["lightgbm"],
+        "train.variants": ["base", "llm_item_taste"],
+        "data.generic.interactions.columns": {"user_id": "user", "item_id": "movie", "timestamp": "ts"}})
+    from configs import load_config
+    from feature_store import FeatureStore
+
+    cfg = load_config(config_path)
+    ratings = Path(cfg.data.generic.interactions.path)
+    with open(ratings, newline="") as f:  # the well-rated rows become the clicks; an implicit log has no rating
+        clicks = [{"user": r["user"], "movie": r["movie"], "ts": r["ts"]} for r in csv.DictReader(f)
+                  if int(r["stars"]) >= 4]
+    with open(ratings, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["user", "movie", "ts"])
+        w.writeheader()
+        w.writerows(clicks)
+    descriptions.write_text("item_id,text\n" + "".join(
+        f"{i},\"A {'loud action-packed' if i % 2 else 'quiet, character-driven'} film, number {i}.\"\n"
+        for i in range(1, 21)))
+    airflow = LocalAirflow(tmp_path / "airflow_home", config_path=config_path, pools={"llm": POOL_SLOTS},
+                           extra_env={"LLMFA_TASK_RETRIES": "0", "LLMFA_START_DATE": INTERVALS[0],
+                                      "LLMFA_END_DATE": INTERVALS[1], "LLMFA_CATCHUP": "true"})
+    try:
+        runs, announced, retrains, trained = _run_both_dags(airflow)
+    finally:
+        leftovers = airflow.stop()
+    assert leftovers == [], f"processes survived the shutdown: {leftovers}"
+    store = FeatureStore(cfg.workdir_path / "feature_store")
+    texts = store.read_pandas("item_knowledge_text", announced[-1]["item_knowledge_text"])
+    assert set(texts["model"]) == {"external:catalogue"} and len(texts) == 20
+    stats = [json.loads(p.read_text()) for p in (cfg.workdir_path / "stats").glob("*/generate-*.json")]
+    assert sum(s.get("generated", 0) for s in stats) == 0  # no LLM call in either interval
+    day0, day1 = (store.read_pandas("interaction_splits", a["interaction_splits"]) for a in announced)
+    for splits in (day0, day1):
+        assert set(splits.loc[splits["sampled"], "label"]) == {0}
+        assert set(splits.loc[~splits["sampled"], "label"]) == {1}
+        samples = splits[splits["role"] == "sample"]
+        assert samples.groupby("split")["label"].nunique().eq(2).all()  # AUC is defined in every split
+    cols = ["user_id", "item_id", "timestamp"]
+    old = day0.loc[day0["sampled"], cols].reset_index(drop=True)
+    kept = day1.loc[day1["sampled"] & (day1["timestamp"] < pd.Timestamp(INTERVALS[1], tz="UTC")), cols]
+    pd.testing.assert_frame_equal(old, kept.reset_index(drop=True))  # the new day left old negatives alone
+    history = pd.DataFrame([json.loads(p.read_text()) for p in sorted((cfg.workdir_path / "history").glob("*.json"))])
+    assert history["kind"].tolist() == ["bootstrap", "interval"]
+    new_day = day1[(day1["timestamp"] >= pd.Timestamp(INTERVALS[1], tz="UTC"))]
+    assert history["new_interactions"].iloc[1] == int((~new_day["sampled"]).sum()) > 0  # clicks, not negatives
+    results = pd.concat(pd.read_parquet(p) for p in (cfg.workdir_path / "registry").rglob("results.parquet"))
+    assert {"base", "llm_item_taste", "raw_text_taste"} <= set(results["variant"])
+    assert results["test_auc"].between(0, 1).all()
