@@ -49,6 +49,9 @@ class StreamConfig(_Strict):
                                 "the champion and the challenger are compared on them (the gate's window)")
     valid_intervals: int = Field(1, ge=1, description="the intervals before the gate's window that select models")
     refresh: RefreshPolicy = RefreshPolicy()
+    fresh_features: bool = Field(True, description="after the gate, serve the champion with this run's feature "
+                                 "versions that are compatible with it (models/feature_refresh.py); false: the "
+                                 "versions it was trained on")
     partitions: str | None = Field(None, description="one log file per interval: a path template formatted with "
                                    "str.format(start=<interval start>), e.g. data/events/ds={start:%Y-%m-%d}.csv "
                                    "(relative to the repository root; data.source generic only)")

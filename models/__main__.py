@@ -4,6 +4,7 @@
     python -m models report --results <run dir>/results.parquet --stats var/stats.json --out var/report
     python -m models registry ls --root var/ml100k [--name ctr]
     python -m models history --config configs/ml100k.yaml        # the daily runs so far; rewrites history.png
+    python -m models refresh-features --config configs/ml100k.yaml --input user_profile_emb=<version>  # the champion
     python -m models promote --config configs/ml100k.yaml --model-dir var/ml100k/registry/ctr/<run>/<b>/<v>/seed=0
     # the full ablation (5 backbones x 6 variants x 5 seeds = 145 models; 3 seeds = 87 models took ~20-25 min on a
     # quiet 2-core box, so ~35-40 min; --seeds 0 1 2 is the cheaper run, with wider paired intervals):
@@ -119,6 +120,25 @@ def _promote(args: argparse.Namespace) -> int:
     return 0 if decision["promoted"] else 3
 
 
+def _refresh_features(args: argparse.Namespace) -> int:
+    from configs import load_config, parse_overrides
+    from feature_store.locations import open_run_store
+    from models.feature_refresh import refresh_champion
+    from models.registry import champion_info
+
+    cfg = load_config(args.config, parse_overrides(args.set))
+    champ = champion_info(cfg.workdir_path, cfg.train.model_name)
+    if champ is None:
+        print(f"error: no champion promoted for {cfg.train.model_name!r} under {cfg.workdir_path}", file=sys.stderr)
+        return 2
+    record = refresh_champion(cfg.workdir_path, cfg.train.model_name, champ["model_path"], open_run_store(cfg),
+                              _pins(args.input))
+    print(json.dumps(record, indent=1))
+    for table, why in record["refused"].items():
+        print(f"refused: {why}", file=sys.stderr)
+    return 4 if record["refused"] else 0
+
+
 def _history(args: argparse.Namespace) -> int:
     from configs import load_config
     from models.run_history import write_history
@@ -167,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="default: train.promotion_rule")
     pro.add_argument("--force", action="store_true", help="promote even if the gate fails (logged as forced)")
     pro.set_defaults(func=_promote)
+    ref = sub.add_parser("refresh-features", help="serve the champion with newer compatible feature versions, "
+                         "no retrain (exit 4 if one was refused as incompatible)")
+    ref.add_argument("--config", required=True)
+    ref.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_pin_flags(ref, "a newer version of a table the champion pins (repeatable)")
+    ref.set_defaults(func=_refresh_features)
     his = sub.add_parser("history", help="the daily runs so far: <workdir>/history.md and history.png")
     his.add_argument("--config", required=True)
     his.set_defaults(func=_history)

@@ -34,6 +34,7 @@ from feature_store.definitions import ID_MAPS
 from feature_store.locations import open_run_store
 from feature_store.maintenance import lineage
 from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_versions
+from models.feature_refresh import refresh_champion, serving_features_path
 from models.feature_spec import Variant, dataset_options, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
 from models.registry import champion_info, load_model, promote, registry_root, write_model_manifest
@@ -254,6 +255,14 @@ def retrain(cfg: RunConfig, versions: Mapping[str, str], backbones: tuple[str, .
                                paired=paired_gate(gate_scores))
             if cfg.stream is not None:
                 decision["window"] = gate_window(work, cfg, store, decision, int(len(built.data.test)))
+                champ = champion_info(work, tc.model_name)
+                if not cfg.stream.fresh_features:
+                    serving_features_path(work, tc.model_name).unlink(missing_ok=True)
+                elif champ:  # the champion (kept or new) serves with this run's compatible feature versions
+                    served = refresh_champion(work, tc.model_name, champ["model_path"], store, built.versions)
+                    decision["serving_features"] = {k: served[k] for k in ("refreshed", "refused")}
+                    log.info("serving features: refreshed %s, refused %s", sorted(served["refreshed"]),
+                             served["refused"])
             run_manifest["promotion"] = decision
             atomic_write_json(run_root / "run.json", json_safe(run_manifest))
         rec["rows"] = run_manifest["rows"]
@@ -354,6 +363,9 @@ def history_entry(work: Path, cfg: RunConfig, store: FeatureStore, built: BuiltD
         "cold_rows": challenger.get("cold_rows"), "challenger_cold_auc": challenger.get("cold_auc"),
         "delta_auc": diff.get("delta"), "delta_low": diff.get("low"), "delta_high": diff.get("high"),
         "promoted": bool(decision["promoted"]), "reason": decision.get("reason", ""),
+        # the tables the champion serves with newer versions than it was trained on (fresh features)
+        "features_refreshed": sorted((decision.get("serving_features") or {}).get("refreshed", {})),
+        "features_refused": sorted((decision.get("serving_features") or {}).get("refused", {})),
     })
 
 

@@ -69,13 +69,20 @@ def _delta(row: Mapping) -> str:
     return f"{d:+.4f} [{_fmt(lo)}, {_fmt(hi)}]{noise}"
 
 
+def _refreshed(row: Mapping) -> str:
+    """The tables the champion served with this interval's versions (fresh features), and refusals."""
+    got, refused = row.get("features_refreshed"), row.get("features_refused")
+    text = ", ".join(got) if isinstance(got, list) and got else "-"
+    return text + (f" (refused: {', '.join(refused)})" if isinstance(refused, list) and refused else "")
+
+
 def history_markdown(work: Path) -> str:
     """The history as a Markdown table (AUC/GAUC on each run's gate window: its newest `stream.test_intervals`)."""
     h = read_history(work)
     head = ("| interval end | run | new interactions | profiles / items written | LLM calls | output tokens | "
             "augment task-s | retrain s | gate window: intervals / rows | champion AUC / GAUC | challenger AUC / "
-            "GAUC | challenger - champion AUC [95% paired CI] | cold rows: AUC | promoted |")
-    lines = [head, "|" + "---|" * 14]
+            "GAUC | challenger - champion AUC [95% paired CI] | cold rows: AUC | promoted | champion serves newer |")
+    lines = [head, "|" + "---|" * 15]
     for r in h.to_dict(orient="records"):
         lines.append(
             f"| {r['end']:%Y-%m-%d %H:%M} | {r['kind']} | {r['new_interactions']} | "
@@ -84,7 +91,8 @@ def history_markdown(work: Path) -> str:
             f"{_fmt(r.get('window_intervals', 1))} / {_fmt(r.get('test_rows'))} | "
             f"{_fmt(r.get('champion_auc'))} / {_fmt(r.get('champion_gauc'))} | "
             f"{_fmt(r.get('challenger_auc'))} / {_fmt(r.get('challenger_gauc'))} | {_delta(r)} | "
-            f"{_fmt(r.get('cold_rows'))}: {_fmt(r.get('challenger_cold_auc'))} | {_fmt(bool(r['promoted']))} |")
+            f"{_fmt(r.get('cold_rows'))}: {_fmt(r.get('challenger_cold_auc'))} | {_fmt(bool(r['promoted']))} | "
+            f"{_refreshed(r)} |")
     # Parallel shards overlap, so the stages' summed seconds exceed the run's wall time (the runner prints that).
     lines.append("\naugment task-s: the augment stages' own seconds, summed; shards that ran side by side overlap, "
                  "so this is compute spent, not the run's wall time.")

@@ -1,4 +1,6 @@
 """Hot swap: follow the registry's champion pointer, load a newly promoted model beside the old one, swap atomically.
+The same for fresh features: when serving_features.json (models/feature_refresh.py) names the champion with newer
+compatible table versions, the champion is loaded again with them and swapped in the same way.
 
 `ScorerHolder.current` is one attribute read: a request takes the scorer once and finishes on it, even if a swap
 happens meanwhile (the old scorer stays alive until its last request drops the reference). `reload()` loads and
@@ -16,7 +18,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from models.registry import CHAMPION, MODEL_NAME, model_feature_store, registry_root
+from models.feature_refresh import serving_features_path, serving_pins
+from models.registry import CHAMPION, MANIFEST, MODEL_NAME, model_feature_store, registry_root
 from models.serving.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class ScorerHolder:
         self._current: Scorer | None = None
         self._lock = threading.Lock()  # one load at a time; requests never take it
         self._failed: str | None = None
+        self._state: str | None = None  # champion.json + serving_features.json as the current scorer was loaded
         self.on_swap, self.on_failure = on_swap, on_failure  # metrics hooks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,27 +66,32 @@ class ScorerHolder:
                 return self._failure(exc, None)
             if path is None:
                 return {"swapped": False, "reason": f"no champion yet ({self.champion_file})"}
-            if old is not None and old.model_version == path and not force:
+            model_dir = registry_root(self.workdir) / self.name / path
+            refresh = serving_features_path(self.workdir, self.name)
+            state = text + (refresh.read_text() if refresh.is_file() else "")  # either file changing means reload
+            if old is not None and state == self._state and not force:
                 return {"swapped": False, "reason": "already serving the champion", "model": path}
-            if text == self._failed and not force:
+            if state == self._failed and not force:
                 return {"swapped": False, "reason": f"champion {path} failed to load before: {self.last_error}"}
             try:
-                model_dir = registry_root(self.workdir) / self.name / path
+                trained = json.loads((model_dir / MANIFEST).read_text()).get("feature_tables", {})
+                pins, refresh_text = serving_pins(self.workdir, self.name, path, trained)
                 store = model_feature_store(model_dir, registry_root(self.workdir).parent, self.feature_store)
-                new = Scorer.from_model_dir(model_dir, store, threads=self.threads,
+                new = Scorer.from_model_dir(model_dir, store, threads=self.threads, pins=pins,
                                             info={"name": self.name, "model_path": path,
-                                                  "promoted_at": json.loads(text).get("promoted_at")})
+                                                  "promoted_at": json.loads(text).get("promoted_at"),
+                                                  "features_refreshed": bool(refresh_text)})
             except Exception as exc:  # noqa: BLE001 - a bad model must not take the service down
-                self._failed = text
+                self._failed = state
                 return self._failure(exc, path)
             self._current = new  # the swap: one reference assignment
-            self._failed, self.last_error = None, None
+            self._state, self._failed, self.last_error = state, None, None
             log.info("serving %s (loaded in %.2fs; was %s)", path, new.info["load_seconds"],
                      old.model_version if old else None)
             if self.on_swap:
                 self.on_swap(new)
             return {"swapped": True, "model": path, "previous": old.model_version if old else None,
-                    "load_seconds": new.info["load_seconds"]}
+                    "feature_tables": new.feature_versions, "load_seconds": new.info["load_seconds"]}
 
     def _failure(self, exc: Exception, path: str | None) -> dict:
         self.last_error = f"{type(exc).__name__}: {exc}"

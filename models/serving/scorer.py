@@ -97,13 +97,14 @@ class Scorer:
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, feature_store: str | Path | FeatureStore, threads: int = 1,
-                       info: Mapping | None = None) -> "Scorer":
-        """Load a saved model and the exact table versions its manifest pins (`feature_tables`) from
-        `feature_store` (a FeatureStore, a directory or an object-store URI)."""
+                       info: Mapping | None = None, pins: Mapping[str, str] | None = None) -> "Scorer":
+        """Load a saved model and the exact table versions its manifest pins (`feature_tables`), or `pins` (a
+        refreshed set, models/feature_refresh.py), from `feature_store` (a FeatureStore, a directory or an
+        object-store URI)."""
         started = time.perf_counter()
         set_threads(threads)
         model = load_model(model_dir)
-        pins = model.feature_tables
+        pins = dict(pins) if pins is not None else model.feature_tables
         if not pins:
             raise ValueError(f"{model_dir}/manifest.json: no feature_tables pinned; serving needs the versions")
         store = feature_store if isinstance(feature_store, FeatureStore) else open_store(feature_store)

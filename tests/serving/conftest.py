@@ -9,9 +9,14 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 N_USERS, N_ITEMS, DIM = 60, 300, 8
 NO_ITEM_VECTOR = (N_ITEMS - 1, N_ITEMS)  # in the items table, absent from item_knowledge_emb
@@ -58,3 +63,26 @@ def model_dirs(served_workdir) -> dict[str, Path]:
 def vector_gaps() -> dict:
     """Ids the attribute tables know but the LLM vector tables lack (conftest modules are not importable)."""
     return {"items": NO_ITEM_VECTOR, "users": NO_USER_VECTOR}
+
+
+@pytest.fixture()
+def server(served_workdir, tmp_path):
+    """(workdir copy, port): a real uvicorn server on 127.0.0.1 over a copy of served_workdir, polling every 0.2 s."""
+    from models.serving.loadgen import stop_server, wait_healthy
+    from ops.local_services import free_port
+
+    work = tmp_path / "w"
+    shutil.copytree(served_workdir, work, symlinks=True)
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "models.serving", "--workdir", str(work), "--port", str(port),
+                             "--poll-seconds", "0.2", "--log-level", "warning"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, timeout=90)
+        yield work, port
+    finally:
+        stop_server(proc)
+        log.close()
+        print((tmp_path / "server.log").read_text()[-3000:])

@@ -3,43 +3,17 @@ zero failed requests, and every response's scores are exactly those of the model
 scorer). Bounded: stops when the flips are done, at most 50,000 requests / 120 s."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import threading
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.registry import promote
 from models.serving import Scorer
-from models.serving.loadgen import run_load, stop_server, wait_healthy
-from ops.local_services import free_port
+from models.serving.loadgen import run_load, wait_healthy
 
-ROOT = Path(__file__).resolve().parents[2]
 PER_MODEL = 30  # responses each model must give before and after a flip
-
-
-@pytest.fixture()
-def server(served_workdir, tmp_path):
-    work = tmp_path / "w"
-    shutil.copytree(served_workdir, work, symlinks=True)
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "models.serving", "--workdir", str(work), "--port", str(port),
-                             "--poll-seconds", "0.2", "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, timeout=90)
-        yield work, port
-    finally:
-        stop_server(proc)
-        log.close()
-        print((tmp_path / "server.log").read_text()[-3000:])
 
 
 @pytest.mark.slow
