@@ -4,7 +4,9 @@ settings, is never encoded again.
 A daily run gives a text table a new version when a handful of its rows changed; the table's version then misses,
 but almost every text in it was encoded yesterday. The cache lives under
 `<workdir>/encode_cache/<settings digest>/` as Parquet part files of (`text_digest`, `vector`), one part per
-encode call that added vectors. The settings digest covers everything that changes a vector (encoder id, model,
+encode call that added vectors; once there are more than `COMPACT_AT` parts (a daily deployment adds one a day),
+the next add folds them into one (written whole before the parts it replaces are deleted, so a reader sees every
+vector at any moment; a reader whose listing went stale lists again). The settings digest covers everything that changes a vector (encoder id, model,
 backend, pooling, prompt, normalize, max_model_len), so changing one of them starts an empty directory instead of
 serving vectors of another encoder. The vector width is the width of the cached vectors, so a fully cached
 encode never loads the encoder.
@@ -36,6 +38,7 @@ from configs import EncodeConfig
 # (and the text is the key), not the vector a given text gets.
 VECTOR_SETTINGS = ("model", "backend", "pooling", "prompt", "normalize", "max_model_len")
 KEY_LENGTH = 32  # 128 bits: a collision would silently hand a text another text's vector
+COMPACT_AT = 32  # parts; a lookup opens every part, so a year of daily parts would cost a year of file opens
 
 
 def settings_digest(cfg: EncodeConfig) -> str:
@@ -71,11 +74,18 @@ class EncodeCache:
 
     def lookup(self, keys: Iterable[str]) -> tuple[list[str], np.ndarray]:
         """(keys found, their vectors as a (n, dim) float32 array), each key once, in no particular order."""
-        parts, wanted = self.parts(), sorted(set(keys))
-        if not parts or not wanted:
-            return [], np.zeros((0, self.dim() or 0), dtype=np.float32)
-        dim = self.dim()
-        table = ds.dataset(parts, format="parquet").to_table(filter=ds.field("text_digest").isin(wanted))
+        wanted = sorted(set(keys))
+        for attempt in range(3):
+            parts = self.parts()
+            if not parts or not wanted:
+                return [], np.zeros((0, self.dim() or 0), dtype=np.float32)
+            try:
+                dim = pq.read_schema(parts[0]).field("vector").type.list_size
+                table = ds.dataset(parts, format="parquet").to_table(filter=ds.field("text_digest").isin(wanted))
+                break
+            except FileNotFoundError:  # a compaction replaced parts after we listed them: list again
+                if attempt == 2:
+                    raise
         # Two runs at once may both add a text: same settings, same vector, so any one copy will do.
         found = table.column("text_digest").to_pandas()
         first = ~found.duplicated().to_numpy()
@@ -94,6 +104,26 @@ class EncodeCache:
         final = self.dir / f"part-{uuid.uuid4().hex}.parquet"
         with atomic_path(final, suffix=".parquet") as tmp:
             pq.write_table(table, tmp)
+        if len(self.parts()) > COMPACT_AT:
+            self.compact()
+        return final
+
+    def compact(self) -> Path | None:
+        """Fold every committed part into one (each text once); returns the new part, None if there was <= 1."""
+        parts = self.parts()
+        if len(parts) <= 1:
+            return None
+        try:
+            table = ds.dataset(parts, format="parquet").to_table()
+        except FileNotFoundError:  # another process is compacting the same parts: leave it to that one
+            return None
+        keep = ~table.column("text_digest").to_pandas().duplicated().to_numpy()
+        table = table.filter(pa.array(keep))
+        final = self.dir / f"part-{uuid.uuid4().hex}.parquet"
+        with atomic_path(final, suffix=".parquet") as tmp:
+            pq.write_table(table, tmp)
+        for part in parts:  # only the parts folded in: a part added meanwhile by another encode stays
+            part.unlink(missing_ok=True)
         return final
 
     def vectors(self, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],

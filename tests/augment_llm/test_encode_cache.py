@@ -146,3 +146,33 @@ def test_crash_while_writing_the_cache_leaves_no_half_file(tiny, tmp_path, monke
     assert (stats["encoded"], stats["cached"]) == (20, 0) and sum(map(len, encoder_spy)) == 20
     assert len(cache.parts()) == 1 and cache.dim() == 384
     _assert_same(got, _fresh(cfg, TEXTS))
+
+
+@pytest.mark.timeout(60)
+def test_a_year_of_daily_parts_is_compacted_and_no_vector_is_lost(tmp_path, monkeypatch):
+    """No encoder here: vectors are made up and added the way a daily run adds them, one part per run."""
+    from configs import EncodeConfig
+
+    cache = encode_cache.EncodeCache(tmp_path / "encode_cache", EncodeConfig())
+    rng = np.random.default_rng(0)
+    added: dict[str, np.ndarray] = {}
+    for day in range(encode_cache.COMPACT_AT + 5):
+        keys = [encode_cache.text_key(f"profile of user {u} on day {day}") for u in range(3)]
+        keys.append(encode_cache.text_key("a text every day"))  # the same text added again: kept once
+        vectors = rng.normal(size=(4, 8)).astype(np.float32)
+        vectors[3] = 1.0
+        cache.add(keys, vectors)
+        added.update(zip(keys, vectors))
+        assert len(cache.parts()) <= encode_cache.COMPACT_AT
+    found, vectors = cache.lookup(added)
+    assert sorted(found) == sorted(added)
+    assert all(np.array_equal(v, added[k]) for k, v in zip(found, vectors))
+    assert 1 <= len(cache.parts()) <= 6  # folded once past COMPACT_AT, then a few daily parts again
+
+    # a reader whose listing went stale (a compaction deleted what it listed) lists again instead of failing
+    stale = cache.parts()
+    cache.compact()
+    listed = iter([stale, cache.parts()])
+    monkeypatch.setattr(cache, "parts", lambda: next(listed))
+    found, _ = cache.lookup(list(added)[:5])
+    assert len(found) == 5
