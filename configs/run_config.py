@@ -73,9 +73,9 @@ class RunConfig(_Strict):
         # non-numeric id arrives.
         if "auto" in (self.data.id_types.user, self.data.id_types.item):
             raise ValueError("stream needs declared id types: set data.id_types.user and .item to int or string")
-        if self.generation.structured.enabled or self.generation.external.user is not None:
-            raise ValueError("stream: structured generation and external user text are one-shot only for now "
-                             "(they key users by user_id alone; stream profiles are keyed by user and cutoff)")
+        if self.generation.structured.enabled:
+            raise ValueError("stream: structured generation is one-shot only for now (it keys users by user_id "
+                             "alone; stream profiles are keyed by user and cutoff)")
         if self.behaviour_encoder.enabled:  # static item vectors would learn from held-out intervals' history rows
             raise ValueError("stream: behaviour_encoder is one-shot only for now")
         return self

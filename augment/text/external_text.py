@@ -75,27 +75,47 @@ def _event_times(raw: RawColumns, keys: pd.Series, default: pd.Timestamp | pd.Se
     return out
 
 
-def load_external_text(path: Path, kind: str, known: pd.Series, default_time: pd.Timestamp | pd.Series,
+def load_external_text(path: Path, kind: str, known: pd.Series, default_time: pd.Timestamp | pd.Series | None,
                        source: str, validation: ValidationConfig, known_label: str, id_map: pd.DataFrame,
-                       map_label: str) -> pd.DataFrame:
+                       map_label: str, before: pd.Timestamp | None = None) -> pd.DataFrame:
     """The *_text frame of ``kind`` from ``path``; ``known`` are the valid keys (``known_label`` names their table
     in errors), ``default_time`` the event time of rows without one (a Series is indexed by key), ``id_map`` the
-    pinned <kind>_id_map (original id -> key; ``map_label`` names it)."""
+    pinned <kind>_id_map (original id -> key; ``map_label`` names it).
+
+    A daily run (``before`` = its interval end, ``default_time`` None) reads a file that grows: every row must carry
+    its event_timestamp, a key may have one row per time, and rows at or after ``before`` have not landed yet and
+    are left out (the run never sees the future, and a re-run of an old interval reads the same rows)."""
     key = kind_spec(kind).key
     raw = read_text_file(path, kind)
     if len(raw.frame) == 0:
         raise DataError("no rows", file=raw.file)
     keys = _to_keys(raw, key, id_map, map_label)
-    found = first_duplicate(pd.DataFrame({key: keys}), [key])
+    if before is not None:
+        times = raw.frame["event_timestamp"] if "event_timestamp" in raw.frame else pd.Series(None, index=keys.index)
+        fail_first(raw, blank_cells(times), "event_timestamp" if "event_timestamp" in raw.frame else key,
+                   lambda v: "a daily run needs an event_timestamp on every row of an external text file (when "
+                             "the text was written)")
+        event_ts = _event_times(raw, keys, pd.Timestamp(0, tz="UTC"))
+        landed = (event_ts < before).to_numpy()
+        raw = raw.rows(landed)
+        keys, event_ts = keys[landed].reset_index(drop=True), event_ts[landed].reset_index(drop=True)
+        if len(raw.frame) == 0:
+            raise DataError(f"no row before this run's interval end {before.isoformat()}", file=raw.file)
+        dup_keys = pd.DataFrame({key: keys.to_numpy(), "t": event_ts.to_numpy()})
+    else:
+        dup_keys = pd.DataFrame({key: keys.to_numpy()})
+    found = first_duplicate(dup_keys, list(dup_keys.columns))
     if found:
         a, b = found
-        raise DataError(f"duplicate {key} {str(raw.frame[key].iloc[b]).strip()} at {raw.where(a)} and "
+        raise DataError(f"duplicate {key} {str(raw.frame[key].iloc[b]).strip()}"
+                        f"{' and event_timestamp' if before is not None else ''} at {raw.where(a)} and "
                         f"{raw.where(b)}", file=raw.file, column=raw.col(key))
     unknown = ~keys.isin(known)
-    fail_first(raw, unknown, key, lambda v: f"{key} {str(v).strip()} not found in {known_label} "
-                                             f"({int(unknown.sum())} row(s) affected)")
+    fail_first(raw, unknown.to_numpy(), key, lambda v: f"{key} {str(v).strip()} not found in {known_label} "
+                                                        f"({int(unknown.sum())} row(s) affected)")
     # Missing user cutoffs cannot happen after the check above when `known` is the cutoff table's keys.
-    event_ts = _event_times(raw, keys, default_time)
+    if before is None:
+        event_ts = _event_times(raw, keys, default_time)
     texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in raw.frame["text"]]
     verdicts = [check_output(t, "stop", validation) for t in texts]
     n = len(keys)
@@ -111,7 +131,7 @@ def load_external_text(path: Path, kind: str, known: pd.Series, default_time: pd
         "event_timestamp": event_ts.to_numpy(),
         "created_timestamp": event_ts.to_numpy(),
     })
-    return out.sort_values(key, kind="stable").reset_index(drop=True)
+    return out.sort_values([key, "event_timestamp"], kind="stable").reset_index(drop=True)
 
 
 def check_source_name(source: str) -> str:

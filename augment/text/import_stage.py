@@ -42,23 +42,48 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
     check, id_map = k.external_check, k.id_map
     store = store_for(cfg)
 
+    # A daily run reads a file that grows: only the rows written before its interval end (they carry their time)
+    daily = cfg.stream is not None and k.time != "static"
+    before = pd.Timestamp(cfg.stream.require_end()) if daily else None
+
     def build() -> pd.DataFrame:
         table = store.read_pandas(check, v[check])
         # No time in the file: static for catalogue text, else the user's history cutoff (external_check's `cutoff`).
-        default = STATIC_TIME if k.time == "static" else table.set_index(k.key)["cutoff"]
+        default = STATIC_TIME if k.time == "static" else None if daily else table.set_index(k.key)["cutoff"]
         out = load_external_text(path, kind, table[k.key], default, source, cfg.generation.validation,
                                  known_label=f"{check}@{v[check]}", id_map=store.read_pandas(id_map, v[id_map]),
-                                 map_label=f"{id_map}@{v[id_map]}")
+                                 map_label=f"{id_map}@{v[id_map]}", before=before)
         rec["validation"] = flag_counts(out)
         rec["coverage"] = {"rows": len(out), f"{check}_rows": len(table)}
         log.info("%s text from %s: %s", kind, path.name, rec["validation"])
         return out
 
-    recipe = {"external": {"file": path.name, "sha256": file_sha256(path), "source": source}, check: v[check],
+    # daily: the rows that landed, not the whole file, name the version (tomorrow's rows leave today's alone)
+    content = landed_digest(path, kind, before) if daily else file_sha256(path)
+    recipe = {"external": {"file": path.name, "sha256" if not daily else "landed_sha256": content,
+                           "source": source}, check: v[check],
               id_map: v[id_map],
               "validation": cfg.generation.validation.model_dump(mode="json")}
     rec["external"] = recipe["external"]
     return publish_table(cfg, k.text_spec(), build, recipe, __name__)
+
+
+def landed_digest(path: Path, kind: str, before: pd.Timestamp) -> str:
+    """The digest of a growing text file's rows written before `before` (key, time, text, as the file spells
+    them), so a re-run of an old interval names the same version after the file grew."""
+    from augment.data.raw_columns import to_timestamp
+    from augment.text.external_text import read_text_file
+    from common.files import json_digest
+
+    raw = read_text_file(path, kind)
+    if "event_timestamp" not in raw.frame or len(raw.frame) == 0:
+        return json_digest({"rows": []})  # load_external_text names the problem when the table is built
+    try:
+        times = to_timestamp(raw, "event_timestamp", "s")
+    except Exception:  # noqa: BLE001 - a bad time: the build's checks raise it with file, line and column
+        return json_digest({"unreadable": str(path)})
+    rows = raw.frame.loc[(times < before).to_numpy(), [kind_spec(kind).key, "event_timestamp", "text"]]
+    return json_digest({"rows": rows.astype("str").to_numpy().tolist()})
 
 
 def import_text(cfg: RunConfig, kind: Literal["item", "user"], path: str | Path, inputs: Mapping[str, str],

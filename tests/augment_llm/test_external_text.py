@@ -173,3 +173,32 @@ def test_encode_of_nothing_new_loads_no_encoder(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(encode_module, "encode_texts", no_encoder)
     assert stages.encode(cfg, "item", v) == first
     assert stages.store_for(cfg).resolve("item_knowledge_emb") == first["item_knowledge_emb"]  # made latest
+
+
+def test_a_daily_run_reads_the_user_text_that_landed_before_its_interval_end(tmp_path, make_tiny_stream_config):
+    """Stream mode: a user may have one text per time; rows dated at or after the run's end are not read, so the
+    file can keep growing and a re-run of the interval names the same version."""
+    cfg = load_config(make_tiny_stream_config(tmp_path))
+    cfg = cfg.with_stream_end(cfg.stream.start + pd.Timedelta(days=1))  # the run ending 1970-01-31
+    v = stages.ingest(cfg)
+    v.update(stages.split(cfg, v))
+    pins = {t: v[t] for t in ("user_cutoffs", "user_id_map")}
+    rows = "user_id,text,event_timestamp\n" \
+           "4,Likes tense action films and heist plots.,1970-01-25T00:00:00Z\n" \
+           "4,Now into slow character dramas and heists.,1970-01-30T12:00:00Z\n" \
+           "7,Prefers gentle comedies and romances.,1970-01-29T00:00:00Z\n"
+    path = _csv(tmp_path / "profiles.csv", rows + "7,Written tomorrow: not landed yet.,1970-02-05T00:00:00Z\n")
+    out = stages.import_text(cfg, "user", path, pins, source="crm")
+    store = stages.store_for(cfg)
+    t = store.read_pandas("user_profile_text", out["user_profile_text"])
+    assert list(zip(t["user_id"], t["event_timestamp"].dt.strftime("%m-%d %H"))) == [
+        (4, "01-25 00"), (4, "01-30 12"), (7, "01-29 00")]
+    # the file grows after the interval: the same landed rows, the same version
+    _csv(path, rows + "7,Written tomorrow: not landed yet.,1970-02-05T00:00:00Z\n9,Later still.,1970-02-09T00:00:00Z\n")
+    assert stages.import_text(cfg, "user", path, pins, source="crm") == out
+    with pytest.raises(DataError, match=r"profiles\.csv.*line 3.*event_timestamp"):
+        stages.import_text(cfg, "user", _csv(path, "user_id,text,event_timestamp\n4,A fine long profile text.,"
+                                                   "1970-01-25T00:00:00Z\n7,No time on this one at all.,\n"), pins)
+    with pytest.raises(DataError, match="duplicate user_id 4 and event_timestamp"):
+        stages.import_text(cfg, "user", _csv(path, rows + "4,The same user at the same time again.,"
+                                                          "1970-01-25T00:00:00Z\n"), pins)
