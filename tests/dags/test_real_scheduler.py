@@ -156,19 +156,20 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
 @pytest.mark.timeout(1800)
 def test_an_implicit_log_with_its_own_item_text_runs_two_daily_intervals_under_a_real_scheduler(
         tmp_path, make_tiny_stream_config):
-    """Positives only (clicks), the catalogue's own descriptions as item text, no user text: the production shape of
-    most logs. No LLM runs; sampled negatives are time-correct, so the first interval's rows keep their negatives in
-    the second interval's split, and the history counts logged rows only."""
+    """Positives only (clicks), the catalogue's own descriptions as item text and a CRM's user profiles that land
+    over time: the production shape of most logs. No LLM runs; sampled negatives are time-correct, so the first
+    interval's rows keep their negatives in the second interval's split; a profile written during the second
+    interval reaches only that run; the history counts logged rows only."""
     import csv
 
     import pandas as pd
 
-    descriptions = tmp_path / "descriptions.csv"
+    descriptions, profiles = tmp_path / "descriptions.csv", tmp_path / "profiles.csv"
     config_path = make_tiny_stream_config(tmp_path, **{
         "data.feedback": "positive_only", "split.negatives": {"per_positive": 2, "seed": 3},
-        "generation.external": {"item": {"path": str(descriptions), "source": "catalogue"}},
-        "generation.user_text": False, "train.backbones": ["lightgbm"],
-        "train.variants": ["base", "llm_item_taste"],
+        "generation.external": {"item": {"path": str(descriptions), "source": "catalogue"},
+                                "user": {"path": str(profiles), "source": "crm"}},
+        "train.backbones": ["lightgbm"], "train.variants": ["base", "llm_item_taste", "llm"],
         "data.generic.interactions.columns": {"user_id": "user", "item_id": "movie", "timestamp": "ts"}})
     from configs import load_config
     from feature_store import FeatureStore
@@ -185,6 +186,11 @@ def test_an_implicit_log_with_its_own_item_text_runs_two_daily_intervals_under_a
     descriptions.write_text("item_id,text\n" + "".join(
         f"{i},\"A {'loud action-packed' if i % 2 else 'quiet, character-driven'} film, number {i}.\"\n"
         for i in range(1, 21)))
+    # every user has a profile from before the bootstrap's end; users 3, 6 and 9 get a new one during day one
+    profiles.write_text("user_id,text,event_timestamp\n" + "".join(
+        f"{u},\"Clicks mostly {'loud action' if u % 2 == 0 else 'quiet drama'} titles, user {u}.\","
+        f"1970-01-25T00:00:00Z\n" for u in range(1, 31)) + "".join(
+        f"{u},\"Lately clicks family comedies too, user {u}.\",1970-01-30T06:00:00Z\n" for u in (3, 6, 9)))
     airflow = LocalAirflow(tmp_path / "airflow_home", config_path=config_path, pools={"llm": POOL_SLOTS},
                            extra_env={"LLMFA_TASK_RETRIES": "0", "LLMFA_START_DATE": INTERVALS[0],
                                       "LLMFA_END_DATE": INTERVALS[1], "LLMFA_CATCHUP": "true"})
@@ -196,6 +202,9 @@ def test_an_implicit_log_with_its_own_item_text_runs_two_daily_intervals_under_a
     store = FeatureStore(cfg.workdir_path / "feature_store")
     texts = store.read_pandas("item_knowledge_text", announced[-1]["item_knowledge_text"])
     assert set(texts["model"]) == {"external:catalogue"} and len(texts) == 20
+    users = [store.read_pandas("user_profile_text", a["user_profile_text"]) for a in announced]
+    assert [len(u) for u in users] == [30, 33]  # day one's three profiles landed in the second run only
+    assert set(users[1]["model"]) == {"external:crm"}
     stats = [json.loads(p.read_text()) for p in (cfg.workdir_path / "stats").glob("*/generate-*.json")]
     assert sum(s.get("generated", 0) for s in stats) == 0  # no LLM call in either interval
     day0, day1 = (store.read_pandas("interaction_splits", a["interaction_splits"]) for a in announced)
@@ -213,5 +222,5 @@ def test_an_implicit_log_with_its_own_item_text_runs_two_daily_intervals_under_a
     new_day = day1[(day1["timestamp"] >= pd.Timestamp(INTERVALS[1], tz="UTC"))]
     assert history["new_interactions"].iloc[1] == int((~new_day["sampled"]).sum()) > 0  # clicks, not negatives
     results = pd.concat(pd.read_parquet(p) for p in (cfg.workdir_path / "registry").rglob("results.parquet"))
-    assert {"base", "llm_item_taste", "raw_text_taste"} <= set(results["variant"])
+    assert {"base", "llm_item_taste", "raw_text_taste", "llm", "raw_text"} <= set(results["variant"])
     assert results["test_auc"].between(0, 1).all()
