@@ -47,6 +47,8 @@ def serving_contract(store: FeatureStore, table: str, version: str, depth: int =
             if depth > 0 and source.endswith(UPSTREAM_SUFFIXES):
                 upstream[source] = serving_contract(store, source, value, depth - 1)
             continue  # another table's version: the data, not how it was made
+        if key == "stream" and isinstance(value, Mapping):  # a daily run's interval end: which data, not how
+            value = {k: v for k, v in value.items() if k != "end"}
         settings[key] = value
     return {"table": table, "schema": m.get("arrow_schema"), "spec": m.get("spec"), "settings": settings,
             "upstream": upstream}

@@ -9,11 +9,12 @@ import time
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from feature_store import FeatureStore
 from feature_store import definitions as d
-from models.feature_refresh import refresh_champion
+from models.feature_refresh import refresh_champion, refresh_pins
 from models.registry import load_model, promote
 from models.serving import Scorer
 from models.serving.hot_swap import ScorerHolder
@@ -71,6 +72,23 @@ def test_the_champion_takes_compatible_fresh_features_and_refuses_others(served_
     assert holder.reload()["swapped"]
     assert holder.current.feature_versions["user_profile_emb"] == trained["user_profile_emb"]
     assert all(np.allclose(a, holder.current.score(u, ITEMS)) for a, u in zip(before, USERS))
+
+
+@pytest.mark.timeout(60)
+def test_a_daily_runs_interval_end_is_data_but_its_split_settings_are_not(tmp_path):
+    """interaction_splits of two daily runs differ in stream.end only: interchangeable for serving (fresher
+    histories); another valid span made the rows another way: refused."""
+    store = FeatureStore(tmp_path / "store")
+    users = pd.DataFrame({"user_id": [1, 2], "gender": ["F", "M"], "age": [30, 40], "occupation": ["a", "b"],
+                          "zip_code": ["1", "2"]})
+    stream = {"start": "1998-04-16T00:00:00Z", "interval_hours": 24, "valid_intervals": 3}
+    day = {n: store.publish(d.USERS, users, {"stream": {**stream, "end": f"1998-04-{n}T00:00:00Z"}}).version
+           for n in (17, 18)}
+    other = store.publish(d.USERS, users, {"stream": {**stream, "valid_intervals": 1, "end": "1998-04-18"}}).version
+    served, refused = refresh_pins(store, {"users": day[17]}, {"users": day[18]})
+    assert served == {"users": day[18]} and refused == {}
+    served, refused = refresh_pins(store, {"users": day[17]}, {"users": other})
+    assert served == {"users": day[17]} and "settings.stream.valid_intervals (3 -> 1)" in refused["users"]
 
 
 @pytest.mark.slow
