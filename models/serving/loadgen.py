@@ -42,6 +42,28 @@ class LoadStats:
                 "first_errors": self.first_errors[:5]}
 
 
+class Served:
+    """Responses counted per key (the model path, a feature version), and waitable: a load test paces its swaps by
+    what the server answered, never by sleeping."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self._cond = threading.Condition()
+
+    def add(self, key: str) -> None:
+        with self._cond:
+            self.counts[key] += 1
+            self._cond.notify_all()
+
+    def __getitem__(self, key: str) -> int:
+        return self.counts[key]
+
+    def wait(self, key: str, n: int, timeout: float = 60.0) -> bool:
+        """True once `key` has at least `n` responses; False after `timeout` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.counts[key] >= n, timeout=timeout)
+
+
 def run_load(port: int, bodies: list[dict], total: int, concurrency: int = 4, max_seconds: float = 120.0,
              check: Callable[[int, dict], str | None] | None = None, host: str = LOOPBACK,
              stop: threading.Event | None = None) -> LoadStats:
@@ -96,6 +118,23 @@ def run_load(port: int, bodies: list[dict], total: int, concurrency: int = 4, ma
     for t in threads:
         t.join(timeout=max_seconds + 35)
     stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def run_load_while(port: int, bodies: list[dict], action: Callable[[], None], **load) -> LoadStats:
+    """run_load (with `load`'s settings) while `action` runs in a thread (swaps, flips); stops when it returns."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            action()
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    stats = run_load(port, bodies, stop=done, **load)
+    t.join()
     return stats
 
 

@@ -4,9 +4,7 @@ another way (another encoder) is refused with the field that differs, and the ch
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from models.feature_refresh import refresh_champion, refresh_pins
 from models.registry import load_model, promote
 from models.serving import Scorer
 from models.serving.hot_swap import ScorerHolder
-from models.serving.loadgen import run_load, wait_healthy
+from models.serving.loadgen import Served, run_load_while, wait_healthy
 
 DIM = 8  # tests/serving/conftest.py
 USERS, ITEMS = (1, 7, 30), list(range(1, 101))
@@ -105,45 +103,33 @@ def test_zero_failures_while_fresh_features_swap_in_under_load(server, model_dir
     for version in (trained["user_profile_emb"], fresh):
         scorer = Scorer.from_model_dir(model_dirs["lightgbm/llm"], store, pins={**trained, "user_profile_emb": version})
         expected[version] = [scorer.score(b["user_id"], b["item_ids"]) for b in bodies]
-    served: Counter = Counter()
-    seen = threading.Condition()
+    served = Served()
 
     def check(i: int, data: dict) -> str | None:
         version = data["feature_tables"]["user_profile_emb"]
-        with seen:
-            served[version] += 1
-            seen.notify_all()
+        served.add(version)
         if data["model"]["model_path"] != rel:
             return f"served {data['model']['model_path']}, expected the champion {rel}"
         if not np.allclose(data["scores"], expected[version][i], rtol=1e-5, atol=1e-7):
             return f"scores differ from the champion with user_profile_emb@{version} on body {i}"
         return None
 
-    done, flips, problems = threading.Event(), [], []
+    flips, problems = [], []
 
     def flipper() -> None:
-        try:
-            for version in (fresh, trained["user_profile_emb"], fresh):
-                before = served[version]
-                refresh_champion(work, "ctr", rel, store, {"user_profile_emb": version})
-                with seen:
-                    if not seen.wait_for(lambda v=version, b=before: served[v] >= b + 30, timeout=60):
-                        problems.append(f"user_profile_emb@{version} never served")
-                        return
-                flips.append(version)
-        finally:
-            done.set()
+        for version in (fresh, trained["user_profile_emb"], fresh):
+            before = served[version]
+            refresh_champion(work, "ctr", rel, store, {"user_profile_emb": version})
+            if not served.wait(version, before + 30):
+                problems.append(f"user_profile_emb@{version} never served")
+                return
+            flips.append(version)
 
     deadline = time.monotonic() + 60
     while wait_healthy(port)["model"]["model_path"] != rel:  # the champion promoted above is serving
         assert time.monotonic() < deadline, "the server never swapped to the promoted champion"
         time.sleep(0.2)
-    t = threading.Thread(target=flipper)
-    t.start()
-    stats = run_load(port, bodies, total=50_000, concurrency=3, max_seconds=120, check=check, stop=done)
-    t.join()
-    s = stats.summary()
-    print(s)
-    assert not problems, problems
-    assert stats.errors == 0, s["first_errors"]
+    stats = run_load_while(port, bodies, flipper, total=50_000, concurrency=3, max_seconds=120, check=check)
+    print(stats.summary())
+    assert (problems, stats.errors) == ([], 0), (problems, stats.summary()["first_errors"])
     assert flips == [fresh, trained["user_profile_emb"], fresh]

@@ -3,15 +3,12 @@ zero failed requests, and every response's scores are exactly those of the model
 scorer). Bounded: stops when the flips are done, at most 50,000 requests / 120 s."""
 from __future__ import annotations
 
-import threading
-from collections import Counter
-
 import numpy as np
 import pytest
 
 from models.registry import promote
 from models.serving import Scorer
-from models.serving.loadgen import run_load, wait_healthy
+from models.serving.loadgen import Served, run_load_while, wait_healthy
 
 PER_MODEL = 30  # responses each model must give before and after a flip
 
@@ -31,14 +28,11 @@ def test_zero_failures_during_hot_swaps(server, model_dirs):
         scorer = Scorer.from_model_dir(reg / rel[k], work / "feature_store")
         expected[rel[k]] = [scorer.score(b["user_id"], b["item_ids"]) for b in bodies]
 
-    served: Counter = Counter()
-    seen = threading.Condition()
+    served = Served()
 
     def check(i: int, data: dict) -> str | None:
         path = data["model"]["model_path"]
-        with seen:
-            served[path] += 1
-            seen.notify_all()
+        served.add(path)
         if not np.allclose(data["scores"], expected[path][i], rtol=1e-5, atol=1e-7):
             return f"scores differ from {path} on body {i}"
         return None
@@ -48,34 +42,26 @@ def test_zero_failures_during_hot_swaps(server, model_dirs):
     plan = [*order, order[0]]  # every flip changes the model
     flips: list[str] = []
     problems: list[str] = []
-    done = threading.Event()
 
     def served_at_least(path: str, n: int) -> bool:
-        with seen:
-            if not seen.wait_for(lambda: served[path] >= n, timeout=60):
-                problems.append(f"{path}: {served[path]} responses, waited for {n}")
-                return False
+        if not served.wait(path, n):
+            problems.append(f"{path}: {served[path]} responses, waited for {n}")
+            return False
         return True
 
     def flipper() -> None:
-        try:
-            current = initial
-            for path in plan:
-                if not served_at_least(current, served[current] + PER_MODEL):  # the old model is serving
-                    return
-                before = served[path]
-                promote(work, "ctr", reg / path, valid_auc=lambda m: 0.5, margin=0.0, force=True)
-                if not served_at_least(path, before + PER_MODEL):  # ... and then the new one is
-                    return
-                flips.append(path)
-                current = path
-        finally:
-            done.set()
+        current = initial
+        for path in plan:
+            if not served_at_least(current, served[current] + PER_MODEL):  # the old model is serving
+                return
+            before = served[path]
+            promote(work, "ctr", reg / path, valid_auc=lambda m: 0.5, margin=0.0, force=True)
+            if not served_at_least(path, before + PER_MODEL):  # ... and then the new one is
+                return
+            flips.append(path)
+            current = path
 
-    t = threading.Thread(target=flipper)
-    t.start()
-    stats = run_load(port, bodies, total=50_000, concurrency=3, max_seconds=120, check=check, stop=done)
-    t.join()
+    stats = run_load_while(port, bodies, flipper, total=50_000, concurrency=3, max_seconds=120, check=check)
     s = stats.summary()
     print(s)
     assert not problems, problems
