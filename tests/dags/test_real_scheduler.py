@@ -153,6 +153,7 @@ def test_two_daily_intervals_and_their_retrains_under_a_real_scheduler(tmp_path,
 
 
 @pytest.mark.airflow
+@pytest.mark.slow  # ~80 s: a real scheduler, dag-processor and api-server for two intervals
 @pytest.mark.timeout(1800)
 def test_an_implicit_log_with_its_own_item_text_runs_two_daily_intervals_under_a_real_scheduler(
         tmp_path, make_tiny_stream_config):
