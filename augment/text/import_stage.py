@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Literal, Mapping
@@ -33,7 +34,7 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
     from augment.data.errors import DataError
     from augment.text.external_text import check_source_name, load_external_text
     from augment.text.output_validation import flag_counts
-    from common.files import file_sha256
+    from common.files import file_sha256, json_digest
 
     if not path.is_file():
         raise DataError(f"file not found ({path})", file=path.name)
@@ -46,6 +47,7 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
     daily = cfg.stream is not None and k.time != "static"
     before = pd.Timestamp(cfg.stream.require_end()) if daily else None
 
+    @functools.cache  # a daily run loads the rows once: their digest names the version, then they are published
     def build() -> pd.DataFrame:
         table = store.read_pandas(check, v[check])
         # No time in the file: static for catalogue text, else the user's history cutoff (external_check's `cutoff`).
@@ -59,31 +61,14 @@ def external_table(cfg: RunConfig, kind: str, path: Path, source: str | None, v:
         return out
 
     # daily: the rows that landed, not the whole file, name the version (tomorrow's rows leave today's alone)
-    content = landed_digest(path, kind, before) if daily else file_sha256(path)
+    content = (json_digest({"rows": build()[[k.key, "event_timestamp", "text"]].astype("str").to_numpy().tolist()})
+               if daily else file_sha256(path))
     recipe = {"external": {"file": path.name, "sha256" if not daily else "landed_sha256": content,
                            "source": source}, check: v[check],
               id_map: v[id_map],
               "validation": cfg.generation.validation.model_dump(mode="json")}
     rec["external"] = recipe["external"]
     return publish_table(cfg, k.text_spec(), build, recipe, __name__)
-
-
-def landed_digest(path: Path, kind: str, before: pd.Timestamp) -> str:
-    """The digest of a growing text file's rows written before `before` (key, time, text, as the file spells
-    them), so a re-run of an old interval names the same version after the file grew."""
-    from augment.data.raw_columns import to_timestamp
-    from augment.text.external_text import read_text_file
-    from common.files import json_digest
-
-    raw = read_text_file(path, kind)
-    if "event_timestamp" not in raw.frame or len(raw.frame) == 0:
-        return json_digest({"rows": []})  # load_external_text names the problem when the table is built
-    try:
-        times = to_timestamp(raw, "event_timestamp", "s")
-    except Exception:  # noqa: BLE001 - a bad time: the build's checks raise it with file, line and column
-        return json_digest({"unreadable": str(path)})
-    rows = raw.frame.loc[(times < before).to_numpy(), [kind_spec(kind).key, "event_timestamp", "text"]]
-    return json_digest({"rows": rows.astype("str").to_numpy().tolist()})
 
 
 def import_text(cfg: RunConfig, kind: Literal["item", "user"], path: str | Path, inputs: Mapping[str, str],
