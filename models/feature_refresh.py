@@ -25,7 +25,7 @@ from typing import Mapping
 
 from common.files import atomic_write_json
 from feature_store import FeatureStore
-from models.registry import load_model, registry_root
+from models.registry import read_model_manifest, registry_root
 
 SERVING_FEATURES = "serving_features.json"
 # upstream tables whose settings belong to a vector table's contract (what text, made how); the data tables'
@@ -38,12 +38,13 @@ def serving_contract(store: FeatureStore, table: str, version: str, depth: int =
     """What must match for `version` of `table` to stand in for another version under a trained model."""
     m = store.manifest(table, version)
     recipe = m.get("recipe", {})
+    tables = set(store.tables())
     settings, upstream = {}, {}
     for key, value in recipe.items():
         if key in IGNORED:
             continue
         source = _prompt_table(table) if key == "prompts" else key  # a text table names its prompts "prompts"
-        if isinstance(value, str) and _is_table(store, source):
+        if isinstance(value, str) and source in tables:
             if depth > 0 and source.endswith(UPSTREAM_SUFFIXES):
                 upstream[source] = serving_contract(store, source, value, depth - 1)
             continue  # another table's version: the data, not how it was made
@@ -57,14 +58,6 @@ def serving_contract(store: FeatureStore, table: str, version: str, depth: int =
 def _prompt_table(text_table: str) -> str:
     """item_knowledge_text -> item_prompts, user_profile_text -> user_prompts (augment/llm/publish_stage.py)."""
     return f"{text_table.split('_', 1)[0]}_prompts"
-
-
-def _is_table(store: FeatureStore, name: str) -> bool:
-    try:
-        store.resolve(name)
-        return True
-    except Exception:  # noqa: BLE001 - any lookup failure means: not a table of this store
-        return False
 
 
 def _first_difference(a, b, path: str = "") -> str:
@@ -103,8 +96,7 @@ def refresh_champion(work: Path, name: str, model_path: str, store: FeatureStore
                      candidates: Mapping[str, str]) -> dict:
     """Write serving_features.json for the champion at `model_path` with this run's compatible versions; returns
     what it wrote (model_path, feature_tables, refreshed: table -> [trained, served], refused)."""
-    model = load_model(registry_root(work) / name / model_path)
-    trained = model.feature_tables
+    trained = read_model_manifest(registry_root(work) / name / model_path).get("feature_tables", {})
     served, refused = refresh_pins(store, trained, candidates)
     record = {"model_path": model_path, "feature_tables": served,
               "refreshed": {t: [trained[t], v] for t, v in served.items() if v != trained[t]},

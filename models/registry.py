@@ -52,7 +52,7 @@ def model_feature_store(model_dir: str | Path, workdir: str | Path, override=Non
     if override is not None:
         return open_store(override)
     try:
-        recorded = json.loads((Path(model_dir) / MANIFEST).read_text()).get("feature_store") or {}
+        recorded = read_model_manifest(model_dir).get("feature_store") or {}
     except (OSError, ValueError):
         recorded = {}  # load_model reports a missing or broken manifest itself
     if recorded.get("uri") and is_object_uri(recorded["uri"]):
@@ -125,9 +125,7 @@ def load_model(model_dir: str | Path) -> ScoringModel:
         raise ValueError(f"{fmap_path}: feature-map format {fmap.get('format', 1)}, this code reads format 2 "
                          "(retrain the model)")
     inner = model_class(fmap["backbone"]).load(model_dir)
-    manifest_path = model_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    return ScoringModel(inner, manifest, model_dir)
+    return ScoringModel(inner, read_model_manifest(model_dir), model_dir)
 
 
 def champion_info(root: str | Path, name: str) -> dict | None:
@@ -142,6 +140,13 @@ def load_champion(root: str | Path, name: str = MODEL_NAME) -> tuple[ScoringMode
         raise FileNotFoundError(f"{registry_root(root) / name / CHAMPION}: no champion promoted for {name!r}")
     model = load_model(registry_root(root) / name / info["model_path"])
     return model, model.manifest
+
+
+def read_model_manifest(model_dir: str | Path) -> dict:
+    """A registered model's manifest ({} when it has none), without loading the model: its pinned feature_tables,
+    feature store, metrics and config."""
+    path = Path(model_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write_model_manifest(model_dir: Path, manifest: dict) -> Path:

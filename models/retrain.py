@@ -37,7 +37,7 @@ from models.dataset_builder import BuiltDataset, build_ctr_dataset, dataset_vers
 from models.feature_refresh import refresh_champion, serving_features_path
 from models.feature_spec import Variant, dataset_options, resolve_variants, run_entries, spec_entries, tables_needed
 from models.metrics import auc, ctr_metrics, json_safe, paired_auc_diff
-from models.registry import champion_info, load_model, promote, registry_root, write_model_manifest
+from models.registry import champion_info, promote, read_model_manifest, registry_root, write_model_manifest
 from models.report import read_predictions, write_report
 from models.run_history import history_markdown, record_run
 from models.train_variants import train_variants
@@ -305,7 +305,7 @@ def gate_window(work: Path, cfg: RunConfig, store: FeatureStore, decision: Mappi
               "to": cfg.stream.require_end().isoformat(), "rows": rows, "champion_trained_on_window": False}
     champ = (decision.get("champion") or {}).get("model_path")
     if champ:
-        pins = load_model(registry_root(work) / cfg.train.model_name / champ).feature_tables
+        pins = read_model_manifest(registry_root(work) / cfg.train.model_name / champ).get("feature_tables", {})
         end = training_end(store, pins["interaction_splits"]) if "interaction_splits" in pins else None
         window["champion_trained_on_window"] = bool(end is not None and end > cfg.stream.test_from)
     return window

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from models.feature_refresh import serving_features_path, serving_pins
-from models.registry import CHAMPION, MANIFEST, MODEL_NAME, model_feature_store, registry_root
+from models.registry import CHAMPION, MODEL_NAME, model_feature_store, read_model_manifest, registry_root
 from models.serving.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class ScorerHolder:
             if state == self._failed and not force:
                 return {"swapped": False, "reason": f"champion {path} failed to load before: {self.last_error}"}
             try:
-                trained = json.loads((model_dir / MANIFEST).read_text()).get("feature_tables", {})
+                trained = read_model_manifest(model_dir).get("feature_tables", {})
                 pins, refresh_text = serving_pins(self.workdir, self.name, path, trained)
                 store = model_feature_store(model_dir, registry_root(self.workdir).parent, self.feature_store)
                 new = Scorer.from_model_dir(model_dir, store, threads=self.threads, pins=pins,
