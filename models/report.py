@@ -342,16 +342,15 @@ def _promotion_section(decision: Mapping | None) -> list[str]:
         out.append(f"- champion: {champ.get('backbone')}/{champ.get('variant')} seed={champ.get('seed')} "
                    f"valid AUC {_fmt(champ.get('valid_auc', champ.get('valid_auc_now')))} "
                    f"(`{champ.get('model_path')}`)")
-    rows = {"test": "newest interval's"}.get(decision.get("gate_rows", "valid"), "valid")
     window = decision.get("window")
     if window:
         n = window["intervals"]
+        held = ("the champion trained on some of them, which favours it"
+                if window.get("champion_trained_on_window") else "held out from both models")
         rows = (f"{window['rows']} rows of the gate's window ({n} interval{'s' if n > 1 else ''}, "
-                f"{window['from']} to {window['to']}:")
-        seen = window.get("champion_trained_on_window")
-        rows += " the champion trained on some of them, which favours it)" if seen else " held out from both models)"
+                f"{window['from']} to {window['to']}: {held})")
     else:
-        rows = f"{rows} rows"
+        rows = "newest interval's rows" if decision.get("gate_rows") == "test" else "valid rows"
     rule = decision.get("rule", "margin")
     out.append(f"- rule: {rule.replace('_', '-')}, margin {decision.get('margin')}; both scored on the same {rows}")
     return out
