@@ -90,9 +90,7 @@ def sample_negatives_in_time(rows: pd.DataFrame, cfg: NegativeSampling, start_us
                              step_us: int) -> tuple[pd.DataFrame, int]:
     """Time-correct negatives for a daily run's rows (module docstring): (negative rows shaped like `rows`, draws
     dropped). `rows` holds user_id, item_id, timestamp, role and split, every logged row up to the run's end."""
-    from augment.data.stream_split import time_us
-
-    ts = time_us(rows["timestamp"])
+    ts = pd.DatetimeIndex(rows["timestamp"]).as_unit("us").asi8
     k_row = grid_index(ts, start_us, step_us)
     users, items = rows["user_id"].to_numpy(np.int64), rows["item_id"].to_numpy(np.int64)
     catalogue, item_pos = np.unique(items, return_inverse=True)
